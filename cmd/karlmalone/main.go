@@ -1,0 +1,318 @@
+// Command karlmalone is the KarlMalone instant-messaging server.
+//
+//	karlmalone [serve] [flags]   serve the API (migrating the database first)
+//	karlmalone migrate [flags]   apply pending migrations and exit
+//
+// Every flag has an environment fallback, listed by -help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/push"
+	"github.com/karlmalone/karlmalone/schema"
+	"github.com/karlmalone/karlmalone/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "karlmalone:", err)
+		os.Exit(1)
+	}
+}
+
+// config is everything the flags set.
+type config struct {
+	listen          string
+	databaseURL     string
+	logLevel        slog.Level
+	logFormat       string
+	tlsCert         string
+	tlsKey          string
+	dbMaxConns      int
+	shutdownTimeout time.Duration
+	insecureFast    bool
+	hashConcurrency int
+	server          server.Config
+	push            push.Config
+}
+
+// parseFlags reads args, with each flag defaulting to its environment variable.
+func parseFlags(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("karlmalone "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := envFlags{fs: fs, getenv: getenv}
+	c := &config{server: server.DefaultConfig()}
+
+	env.String(&c.listen, "listen", "KARLMALONE_LISTEN", ":5288", "address to serve on")
+	env.String(&c.databaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL (required)")
+	var level string
+	env.String(&level, "log-level", "KARLMALONE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	env.String(&c.logFormat, "log-format", "KARLMALONE_LOG_FORMAT", "text", "log format: text or json")
+	env.String(&c.tlsCert, "tls-cert", "KARLMALONE_TLS_CERT", "", "TLS certificate file (serve HTTPS and HTTP/2 over TLS)")
+	env.String(&c.tlsKey, "tls-key", "KARLMALONE_TLS_KEY", "", "TLS key file")
+	env.Int(&c.dbMaxConns, "db-max-conns", "KARLMALONE_DB_MAX_CONNS", 4*runtime.GOMAXPROCS(0)+8, "most database connections")
+	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long shutdown waits for requests in flight")
+	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", c.server.TokenTTL, "access token lifetime")
+	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", c.server.MaxRequestBytes, "largest RPC request body")
+	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", runtime.GOMAXPROCS(0), "most password hashes computed at once (each takes 19 MiB)")
+	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", false, "benchmarks only: hash passwords with trivial argon2id parameters")
+	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")
+	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "logins per client address, as interval/burst (0 disables)")
+	env.Rate(&c.server.LoginPerPhone, "login-rate-phone", "KARLMALONE_LOGIN_RATE_PHONE", "logins per phone, as interval/burst (0 disables)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if env.err != nil {
+		return nil, env.err
+	}
+	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	if c.databaseURL == "" {
+		return nil, errors.New("no database: set DATABASE_URL or -database-url (or use `make run`, which starts a private PostgreSQL)")
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	return c, nil
+}
+
+// run is main without the process: tests call it with their own args and
+// context. ready, if not nil, receives the listening address.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready chan<- string) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd != "serve" && cmd != "migrate" {
+		return fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+	}
+	c, err := parseFlags(cmd, args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(c, stderr)
+
+	pool, err := openPool(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := schema.Migrate(ctx, pool, log); err != nil {
+		return err
+	}
+	if cmd == "migrate" {
+		return nil
+	}
+	return serve(ctx, c, pool, log, ready)
+}
+
+func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger, ready chan<- string) error {
+	params := password.DefaultParams
+	if c.insecureFast {
+		log.Warn("INSECURE: fast password hashing enabled; for benchmarks only")
+		params = password.InsecureFastParams
+	}
+	hub := push.NewHub(c.push, log)
+	h := server.New(server.Deps{
+		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
+		Hub: hub, Config: c.server,
+	})
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+		Protocols:         &protocols,
+		// No ReadTimeout or WriteTimeout: they would cut streaming RPCs and
+		// WebSockets, which bound their own writes.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if c.tlsCert != "" {
+			serveErr <- srv.ServeTLS(ln, c.tlsCert, c.tlsKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	log.Info("serving", "addr", ln.Addr().String(), "tls", c.tlsCert != "")
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// http.Server.Shutdown ignores hijacked connections (WebSockets): close
+	// them first with "going away", then drain the rest, then the pool.
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := hub.Shutdown(sctx); err != nil {
+		log.Warn("push hub shutdown", "err", err)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func openPool(ctx context.Context, c *config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(c.databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	pc.MaxConns = int32(c.dbMaxConns)
+	pc.MinConns = 2
+	pc.MaxConnIdleTime = 5 * time.Minute
+	pc.HealthCheckPeriod = 15 * time.Second
+	// Fail a request fast when the database is down, instead of hanging.
+	pc.ConnConfig.ConnectTimeout = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database unreachable at %s: %w", redactURL(c.databaseURL), err)
+	}
+	return pool, nil
+}
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.logLevel}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func redactURL(s string) string {
+	cfg, err := pgxpool.ParseConfig(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return fmt.Sprintf("host=%s db=%s user=%s", cfg.ConnConfig.Host, cfg.ConnConfig.Database, cfg.ConnConfig.User)
+}
+
+// envFlags defines flags whose defaults come from environment variables.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	err    error
+}
+
+func (e *envFlags) usage(usage, name string) string { return usage + " (env " + name + ")" }
+
+func (e *envFlags) String(p *string, flagName, envName, def, usage string) {
+	if v := e.getenv(envName); v != "" {
+		def = v
+	}
+	e.fs.StringVar(p, flagName, def, e.usage(usage, envName))
+}
+
+func (e *envFlags) Int(p *int, flagName, envName string, def int, usage string) {
+	if v := e.getenv(envName); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.err = fmt.Errorf("%s: %w", envName, err)
+		}
+		def = n
+	}
+	e.fs.IntVar(p, flagName, def, e.usage(usage, envName))
+}
+
+func (e *envFlags) Bool(p *bool, flagName, envName string, def bool, usage string) {
+	if v := e.getenv(envName); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.err = fmt.Errorf("%s: %w", envName, err)
+		}
+		def = b
+	}
+	e.fs.BoolVar(p, flagName, def, e.usage(usage, envName))
+}
+
+func (e *envFlags) Duration(p *time.Duration, flagName, envName string, def time.Duration, usage string) {
+	if v := e.getenv(envName); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.err = fmt.Errorf("%s: %w", envName, err)
+		}
+		def = d
+	}
+	e.fs.DurationVar(p, flagName, def, e.usage(usage, envName))
+}
+
+// Rate parses "interval/burst" (e.g. "6s/20"); "0" disables the limit.
+func (e *envFlags) Rate(p *server.RateLimit, flagName, envName, usage string) {
+	v := rateValue{p}
+	if s := e.getenv(envName); s != "" {
+		if err := v.Set(s); err != nil {
+			e.err = fmt.Errorf("%s: %w", envName, err)
+		}
+	}
+	e.fs.Var(v, flagName, e.usage(usage, envName))
+}
+
+type rateValue struct{ r *server.RateLimit }
+
+func (v rateValue) String() string {
+	if v.r == nil || v.r.Every == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%s/%d", v.r.Every, v.r.Burst)
+}
+
+func (v rateValue) Set(s string) error {
+	if s == "0" {
+		*v.r = server.RateLimit{}
+		return nil
+	}
+	every, burst, ok := strings.Cut(s, "/")
+	d, err1 := time.ParseDuration(every)
+	b, err2 := strconv.Atoi(burst)
+	if !ok || err1 != nil || err2 != nil || d <= 0 || b <= 0 {
+		return fmt.Errorf("want interval/burst like 6s/20, got %q", s)
+	}
+	*v.r = server.RateLimit{Every: d, Burst: b}
+	return nil
+}

@@ -1,0 +1,102 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// BenchmarkPublish measures the hub's own work for one event to `subs`
+// members, each with one in-memory receiver (a Subscription): the bus hop,
+// shard lookup and lock, and a non-blocking enqueue per receiver. Receivers
+// are drained every `batch` publishes with the timer stopped, so socket I/O
+// and consumer scheduling are not in the numbers; see
+// BenchmarkPublishWebSocket for the whole path.
+func BenchmarkPublish(b *testing.B) {
+	const batch = 64
+	for _, subs := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
+			h := NewHub(Config{QueueSize: batch}, testLogger())
+			defer h.Shutdown(context.Background())
+			ids := make([]int64, subs)
+			all := make([]*Subscription, subs)
+			for i := range subs {
+				ids[i] = int64(i + 1)
+				s, err := h.Subscribe(b.Context(), Principal{int64(i + 1), int64(i + 1)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				all[i] = s
+			}
+			ev := wrapperspb.String("hello, this is a typical short chat message")
+			drain := func(n int) {
+				for _, s := range all {
+					for range n {
+						if _, err := s.Next(b.Context()); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+			b.ReportAllocs()
+			pending := 0
+			for b.Loop() {
+				h.Publish(ids, ev)
+				if pending++; pending == batch {
+					b.StopTimer()
+					drain(pending)
+					pending = 0
+					b.StartTimer()
+				}
+			}
+			if s := h.Stats(); s.SlowConsumerDisconnects != 0 {
+				b.Fatalf("overflow: %+v", s)
+			}
+		})
+	}
+}
+
+// BenchmarkPublishWebSocket measures the whole path to real sockets on
+// loopback: publish, encode once, writer goroutine, frame write, and the
+// clients' reads (which share the CPUs). Publishes go in windows that the
+// clients must finish before the next, so no queue overflows.
+func BenchmarkPublishWebSocket(b *testing.B) {
+	const window = 32
+	for _, subs := range []int{1, 100} {
+		b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
+			e := newEnv(b, Config{QueueSize: 2 * window}, nil)
+			ids := make([]int64, subs)
+			got := make(chan struct{}, subs*window)
+			for i := range subs {
+				ids[i] = int64(i + 1)
+				c := e.dial(b, int64(i+1), int64(i+1))
+				go func() {
+					for {
+						if _, _, err := c.Read(context.Background()); err != nil {
+							return
+						}
+						got <- struct{}{}
+					}
+				}()
+			}
+			ev := wrapperspb.String("hello, this is a typical short chat message")
+			b.ReportAllocs()
+			pending := 0
+			flush := func() {
+				for range pending * subs {
+					<-got
+				}
+				pending = 0
+			}
+			for b.Loop() {
+				e.hub.Publish(ids, ev)
+				if pending++; pending == window {
+					flush()
+				}
+			}
+			flush()
+		})
+	}
+}

@@ -1,0 +1,245 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// frame is one published event, shared by every recipient. Each wire encoding
+// is computed at most once, by the first writer that needs it.
+type frame struct {
+	msg proto.Message
+	log *slog.Logger
+
+	binOnce, jsonOnce sync.Once
+	bin, json         []byte
+	binErr, jsonErr   error
+}
+
+func (f *frame) binary() ([]byte, error) {
+	f.binOnce.Do(func() {
+		f.bin, f.binErr = proto.Marshal(f.msg)
+		if f.binErr != nil {
+			f.binErr = fmt.Errorf("marshal %s: %w", f.msg.ProtoReflect().Descriptor().FullName(), f.binErr)
+			f.log.Error("push: encode event", "encoding", "proto", "err", f.binErr)
+		}
+	})
+	return f.bin, f.binErr
+}
+
+func (f *frame) text() ([]byte, error) {
+	f.jsonOnce.Do(func() {
+		f.json, f.jsonErr = protojson.Marshal(f.msg)
+		if f.jsonErr != nil {
+			f.jsonErr = fmt.Errorf("marshal %s to JSON: %w", f.msg.ProtoReflect().Descriptor().FullName(), f.jsonErr)
+			f.log.Error("push: encode event", "encoding", "json", "err", f.jsonErr)
+		}
+	})
+	return f.json, f.jsonErr
+}
+
+// conn is one receiver: a WebSocket (ws != nil) or an RPC Subscription.
+//
+// Its queue is a plain slice under mu, not a channel: nothing is ever closed
+// that a publisher might send on, an idle receiver holds no buffer (the slice
+// is released when drained), and the writer can be started and stopped under
+// the same lock that guards the queue.
+//
+// A socket has no goroutine of its own while idle. enqueue starts a writer when
+// it finds none running (writing == false); the writer drains the queue and
+// clears writing under mu only when it finds the queue empty, so an enqueue
+// either sees a running writer that will pick its frame up, or starts a new one.
+type conn struct {
+	hub     *Hub
+	shard   *shard
+	member  int64
+	session int64
+	ws      *websocket.Conn // nil for a Subscription
+	json    bool            // socket speaks protojson text frames, not binary protobuf
+	wake    chan struct{}   // Subscription only: capacity 1, signalled and never closed
+
+	mu      sync.Mutex
+	queue   []*frame
+	writing bool  // a writer goroutine is running
+	closed  bool  // set once, by Hub.shut
+	err     error // why it closed, for Subscription.Next
+}
+
+func (h *Hub) newConn(p Principal, ws *websocket.Conn, json bool) *conn {
+	return &conn{
+		hub:     h,
+		shard:   h.shardFor(p.MemberID),
+		member:  p.MemberID,
+		session: p.SessionID,
+		ws:      ws,
+		json:    json,
+	}
+}
+
+// enqueue adds f without blocking. It returns false when the queue is full:
+// the caller must then disconnect c as a slow consumer. Frames for a closed
+// receiver are dropped.
+func (c *conn) enqueue(f *frame) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.hub.stats.dropped.Add(1)
+		return true
+	}
+	if len(c.queue) >= c.hub.cfg.QueueSize {
+		c.mu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, f)
+	start := c.ws != nil && !c.writing
+	if start {
+		c.writing = true
+	}
+	c.mu.Unlock()
+
+	switch {
+	case start:
+		go c.writeLoop()
+	case c.ws == nil:
+		c.signal()
+	}
+	return true
+}
+
+// pop removes the oldest frame; c.mu must be held and the queue non-empty.
+func (c *conn) pop() *frame {
+	f := c.queue[0]
+	c.queue[0] = nil
+	c.queue = c.queue[1:]
+	if len(c.queue) == 0 {
+		c.queue = nil // an idle receiver keeps no buffer
+	}
+	return f
+}
+
+// signal wakes a Subscription's Next without blocking.
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes queued frames back to back and exits when the queue is
+// empty or the receiver is closed.
+func (c *conn) writeLoop() {
+	h := c.hub
+	for {
+		c.mu.Lock()
+		if c.closed || len(c.queue) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		f := c.pop()
+		c.mu.Unlock()
+
+		if h.testHookWrite != nil {
+			h.testHookWrite(c)
+		}
+		if err := c.write(f); err != nil {
+			h.stats.dropped.Add(1)
+			if errors.Is(err, errEncode) {
+				continue // logged once per frame by frame.binary/text; the socket is fine
+			}
+			h.log.Debug("push: write", "member", c.member, "session", c.session, "err", err)
+			h.shut(c, reasonGone, true) // the library has closed the socket already
+			continue                    // the loop sees closed and exits
+		}
+		h.stats.delivered.Add(1)
+	}
+}
+
+var errEncode = errors.New("push: encode event")
+
+func (c *conn) write(f *frame) error {
+	typ, b, err := websocket.MessageBinary, []byte(nil), error(nil)
+	if c.json {
+		typ = websocket.MessageText
+		b, err = f.text()
+	} else {
+		b, err = f.binary()
+	}
+	if err != nil {
+		return errEncode
+	}
+	ctx, cancel := context.WithTimeout(c.hub.ctx, c.hub.cfg.WriteTimeout)
+	defer cancel()
+	if err := c.ws.Write(ctx, typ, b); err != nil {
+		return fmt.Errorf("write frame: %w", err)
+	}
+	return nil
+}
+
+// pingLoop pings the shard's sockets every PingInterval. One goroutine per
+// shard replaces a ticker per socket; each ping runs in a short-lived goroutine
+// (bounded by Hub.pingSem) so a dead peer's PingTimeout delays no one else,
+// and no lock is held while pinging.
+func (s *shard) pingLoop(h *Hub) {
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		socks := make([]*conn, 0, s.sockets)
+		for _, m := range s.members {
+			for c := range m {
+				if c.ws != nil {
+					socks = append(socks, c)
+				}
+			}
+		}
+		s.mu.RUnlock()
+		for _, c := range socks {
+			select {
+			case h.pingSem <- struct{}{}:
+			case <-h.ctx.Done():
+				return
+			}
+			go func() {
+				defer func() { <-h.pingSem }()
+				c.ping()
+			}()
+		}
+	}
+}
+
+// ping drops the socket if the peer does not answer within PingTimeout.
+// coder/websocket answers our ping's pong in the socket's CloseRead loop.
+func (c *conn) ping() {
+	h := c.hub
+	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PingTimeout)
+	defer cancel()
+	err := c.ws.Ping(ctx)
+	if err == nil || h.ctx.Err() != nil { // on shutdown, Shutdown does the closing
+		return
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		h.stats.dead.Add(1)
+		h.log.Debug("push: dead peer dropped", "member", c.member, "session", c.session, "err", err)
+	}
+	h.shut(c, reasonGone, true)
+}

@@ -1,0 +1,114 @@
+package push
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/coder/websocket"
+)
+
+// WebSocket subprotocols. The client picks the encoding by offering one of the
+// first two; a browser, which cannot set headers, authenticates by also
+// offering bearerProtocolPrefix+token. The server echoes only the encoding.
+const (
+	SubprotocolProto     = "karlmalone.v1.proto" // binary protobuf frames (websocket.MessageBinary)
+	SubprotocolJSON      = "karlmalone.v1.json"  // protojson text frames (websocket.MessageText)
+	bearerProtocolPrefix = "karlmalone.bearer."
+)
+
+// NewHandler returns the GET /v1/push endpoint. It authenticates before the
+// upgrade (401 with a short plain body on a missing or rejected token),
+// upgrades, registers the socket with h and returns: an idle socket costs the
+// library's read loop and no goroutine of ours.
+//
+// The token comes from "Authorization: Bearer <token>" or, for browsers, from
+// the subprotocol "karlmalone.bearer.<token>" offered beside the encoding;
+// never from the query string, which ends up in access logs. Any error from
+// authn is answered 401.
+func NewHandler(h *Hub, authn Authenticator) http.Handler {
+	return &handler{hub: h, authn: authn}
+}
+
+type handler struct {
+	hub   *Hub
+	authn Authenticator
+}
+
+func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := hd.hub
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	token, encoding := handshake(r)
+	if token == "" {
+		unauthorized(w, "missing bearer token")
+		return
+	}
+	p, err := hd.authn(r.Context(), token)
+	if err != nil {
+		h.log.Debug("push: authenticate", "remote", r.RemoteAddr, "err", err)
+		unauthorized(w, "invalid bearer token")
+		return
+	}
+	if h.closing.Load() {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+
+	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
+	if encoding != "" {
+		opts.Subprotocols = []string{encoding} // never the bearer subprotocol
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		h.log.Debug("push: accept", "remote", r.RemoteAddr, "err", err)
+		return // Accept has answered
+	}
+	ws.SetReadLimit(h.cfg.ReadLimit)
+	// Clients send nothing but control frames; the library's reader answers
+	// pings and close frames and cancels readCtx when the socket ends. It hangs
+	// off the hub's context so Shutdown can end every read loop.
+	readCtx := ws.CloseRead(h.ctx)
+
+	c := h.newConn(p, ws, strings.EqualFold(encoding, SubprotocolJSON))
+	if err := h.register(c); err != nil {
+		ws.Close(websocket.StatusGoingAway, reasonShutdown.text)
+		return
+	}
+	context.AfterFunc(readCtx, func() { h.shut(c, reasonGone, true) })
+	if h.testHookRegistered != nil {
+		h.testHookRegistered(c)
+	}
+	h.log.Debug("push: connected", "member", p.MemberID, "session", p.SessionID, "json", c.json)
+}
+
+// handshake extracts the bearer token (the Authorization header first, then
+// the bearer subprotocol) and the first encoding subprotocol the client
+// offered ("" when none: binary protobuf).
+func handshake(r *http.Request) (token, encoding string) {
+	if scheme, t, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		token = strings.TrimSpace(t)
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			p = strings.TrimSpace(p)
+			switch {
+			case strings.HasPrefix(p, bearerProtocolPrefix):
+				if token == "" {
+					token = p[len(bearerProtocolPrefix):]
+				}
+			case encoding == "" && (strings.EqualFold(p, SubprotocolProto) || strings.EqualFold(p, SubprotocolJSON)):
+				encoding = p
+			}
+		}
+	}
+	return token, encoding
+}
+
+func unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="karlmalone"`)
+	http.Error(w, msg, http.StatusUnauthorized)
+}

@@ -1,0 +1,33 @@
+-- name: CreateMember :one
+INSERT INTO members (phone, password_hash, nickname, avatar, gender, memo)
+VALUES (@phone, @password_hash, @nickname, @avatar, @gender, @memo)
+RETURNING *;
+
+-- name: GetMemberByID :one
+SELECT * FROM members WHERE id = @id;
+
+-- name: GetMemberByPhone :one
+SELECT * FROM members WHERE phone = @phone;
+
+-- name: ListMembersByIDs :many
+SELECT * FROM members WHERE id = ANY(@ids::bigint[]) ORDER BY id;
+
+-- name: UpdateMemberProfile :one
+UPDATE members SET
+    nickname   = coalesce(sqlc.narg(nickname), nickname),
+    avatar     = coalesce(sqlc.narg(avatar), avatar),
+    gender     = coalesce(sqlc.narg(gender), gender),
+    memo       = coalesce(sqlc.narg(memo), memo),
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: UpdateMemberPassword :exec
+UPDATE members SET password_hash = @password_hash, updated_at = now() WHERE id = @id;
+
+-- name: SearchMembersByNicknamePrefix :many
+-- @pattern is the escaped, lower-cased prefix followed by '%'.
+SELECT * FROM members
+WHERE lower(nickname) LIKE @pattern::text AND id > @after_id
+ORDER BY id
+LIMIT @max_rows;

@@ -1,0 +1,23 @@
+-- name: CreateSession :one
+INSERT INTO sessions (member_id, token_hash, device_name, expires_at)
+VALUES (@member_id, @token_hash, @device_name, @expires_at)
+RETURNING *;
+
+-- name: GetSessionByTokenHash :one
+-- Only live sessions: an expired token is as dead as a revoked one.
+SELECT * FROM sessions WHERE token_hash = @token_hash AND expires_at > now();
+
+-- name: TouchSession :exec
+UPDATE sessions SET last_seen_at = now() WHERE id = @id;
+
+-- name: ListSessionsByMember :many
+SELECT * FROM sessions WHERE member_id = @member_id AND expires_at > now() ORDER BY id;
+
+-- name: DeleteSession :execrows
+DELETE FROM sessions WHERE id = @id AND member_id = @member_id;
+
+-- name: DeleteOtherSessions :many
+DELETE FROM sessions WHERE member_id = @member_id AND id <> @keep_id RETURNING id;
+
+-- name: DeleteExpiredSessions :execrows
+DELETE FROM sessions WHERE expires_at <= now();

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/karlmalone/karlmalone/gen/db"
+	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/push"
+)
+
+// Caller is the authenticated member and session behind a request.
+type Caller struct{ MemberID, SessionID int64 }
+
+type callerKey struct{}
+
+// callerFrom returns the caller the auth interceptor put in ctx. Every handler
+// but Register and Login runs behind that interceptor, so it is always there.
+func callerFrom(ctx context.Context) Caller {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	if !ok {
+		panic("server: handler reached without an authenticated caller")
+	}
+	return c
+}
+
+// publicProcedures need no token.
+var publicProcedures = map[string]bool{
+	karlmalonev1connect.MemberServiceRegisterProcedure: true,
+	karlmalonev1connect.MemberServiceLoginProcedure:    true,
+}
+
+var errBadToken = connect.NewError(connect.CodeUnauthenticated, errors.New("missing, invalid or expired access token"))
+
+// Authenticator turns access tokens into callers. Tokens are 256 random bits;
+// only their SHA-256 is stored, so a database leak reveals no usable token.
+type Authenticator struct {
+	q   *db.Queries
+	log *slog.Logger
+	now func() time.Time
+}
+
+// newToken returns a fresh token and the hash to store for it.
+func newToken() (token string, hash []byte) {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	token = base64.RawURLEncoding.EncodeToString(b)
+	return token, hashToken(token)
+}
+
+func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+func hashToken(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+// Authenticate resolves a bearer token. Revoked (deleted) and expired sessions
+// fail at once: every call reads the session row, there is no cache to go stale.
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller, error) {
+	if token == "" || len(token) > 256 {
+		return Caller{}, errBadToken
+	}
+	s, err := a.q.GetSessionByTokenHash(ctx, hashToken(token))
+	if err != nil {
+		return Caller{}, err // no rows → errBadToken below
+	}
+	// Keep last_seen_at roughly current without writing on every call.
+	if a.now().Sub(s.LastSeenAt) > 5*time.Minute {
+		if err := a.q.TouchSession(ctx, s.ID); err != nil {
+			a.log.WarnContext(ctx, "touch session", "session_id", s.ID, "err", err)
+		}
+	}
+	return Caller{MemberID: s.MemberID, SessionID: s.ID}, nil
+}
+
+// principal adapts Authenticate for the push endpoint.
+func (a *Authenticator) principal(ctx context.Context, token string) (push.Principal, error) {
+	c, err := a.Authenticate(ctx, token)
+	if isNoRows(err) {
+		return push.Principal{}, errBadToken
+	}
+	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID}, err
+}
+
+// authenticateHeader reads "Authorization: Bearer <token>".
+func (a *Authenticator) authenticateHeader(ctx context.Context, header string) (context.Context, error) {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok {
+		return nil, errBadToken
+	}
+	c, err := a.Authenticate(ctx, strings.TrimSpace(token))
+	if err != nil {
+		if isNoRows(err) {
+			return nil, errBadToken
+		}
+		return nil, err
+	}
+	noteMember(ctx, c.MemberID)
+	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// authInterceptor authenticates every procedure except the public ones.
+type authInterceptor struct{ a *Authenticator }
+
+func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if publicProcedures[req.Spec().Procedure] {
+			return next(ctx, req)
+		}
+		ctx, err := i.a.authenticateHeader(ctx, req.Header().Get("Authorization"))
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := i.a.authenticateHeader(ctx, conn.RequestHeader().Get("Authorization"))
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}

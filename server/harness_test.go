@@ -1,0 +1,223 @@
+package server_test
+
+// The one test harness for the server: a real PostgreSQL database per test
+// (internal/testdb), the real handler behind a real HTTP server speaking
+// HTTP/1.1 and h2c, a real push hub, and generated Connect clients.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/internal/testdb"
+	"github.com/karlmalone/karlmalone/push"
+	"github.com/karlmalone/karlmalone/server"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }
+
+// env is one running server with its own database.
+type env struct {
+	URL  string
+	Pool *pgxpool.Pool
+	Hub  *push.Hub
+	// Logs holds everything the server logged, for tests that inspect it.
+	Logs *syncBuffer
+	// H1 speaks HTTP/1.1 only (as curl does by default); H2C speaks
+	// cleartext HTTP/2 only (as gRPC clients do).
+	H1, H2C *http.Client
+}
+
+type envOption func(*server.Deps)
+
+// withConfig changes the server config (rate limits are off unless set here).
+func withConfig(f func(*server.Config)) envOption {
+	return func(d *server.Deps) { f(&d.Config) }
+}
+
+// withHasher replaces the fast test hasher.
+func withHasher(h *password.Hasher) envOption {
+	return func(d *server.Deps) { d.Hasher = h }
+}
+
+// withPool serves from a caller-made pool (for example on a cluster the test stops).
+func withPool(p *pgxpool.Pool) envOption {
+	return func(d *server.Deps) { d.Pool = p }
+}
+
+func newEnv(t testing.TB, opts ...envOption) *env {
+	t.Helper()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := server.DefaultConfig()
+	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhone = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	d := server.Deps{
+		Log:    log,
+		Hasher: password.NewHasher(password.InsecureFastParams, 0),
+		Config: cfg,
+	}
+	for _, o := range opts {
+		o(&d)
+	}
+	if d.Pool == nil {
+		d.Pool = testdb.New(t)
+	}
+	d.Hub = push.NewHub(push.Config{}, log)
+	h := server.New(d)
+
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // close sockets at once
+		d.Hub.Shutdown(ctx)
+		srv.Close()
+	})
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(h2c.CloseIdleConnections)
+	return &env{
+		URL: srv.URL, Pool: d.Pool, Hub: d.Hub, Logs: logs,
+		H1: srv.Client(), H2C: &http.Client{Transport: h2c},
+	}
+}
+
+// client is one signed-in device of a member, with a client per service.
+type client struct {
+	ID        int64
+	Phone     string
+	Password  string
+	Token     string
+	SessionID int64
+	Members   karlmalonev1connect.MemberServiceClient
+	Contacts  karlmalonev1connect.ContactServiceClient
+	Groups    karlmalonev1connect.GroupServiceClient
+	Chat      karlmalonev1connect.ChatServiceClient
+}
+
+var phoneSeq atomic.Int64
+
+// newPhone returns an E.164 phone no other test in this binary uses.
+func newPhone() string { return fmt.Sprintf("+1555%07d", phoneSeq.Add(1)) }
+
+// register creates a member with a fresh phone and signs it in.
+func (e *env) register(t testing.TB, nickname string) *client {
+	t.Helper()
+	phone, pw := newPhone(), "correct horse battery"
+	anon := e.clients("", connect.WithProtoJSON())
+	_, err := anon.Members.Register(context.Background(), &v1.RegisterRequest{Phone: phone, Password: pw, Nickname: nickname})
+	if err != nil {
+		t.Fatalf("register %s: %v", nickname, err)
+	}
+	return e.login(t, phone, pw)
+}
+
+// login signs an existing member in as a new device.
+func (e *env) login(t testing.TB, phone, pw string) *client {
+	t.Helper()
+	anon := e.clients("")
+	res, err := anon.Members.Login(context.Background(), &v1.LoginRequest{Phone: phone, Password: pw, DeviceName: "test"})
+	if err != nil {
+		t.Fatalf("login %s: %v", phone, err)
+	}
+	c := e.clients(res.GetAccessToken())
+	c.ID, c.Phone, c.Password, c.SessionID = res.GetMember().GetId(), phone, pw, res.GetSessionId()
+	return c
+}
+
+// clients builds Connect clients (binary protobuf over HTTP/1.1 by default)
+// that send token as a bearer token when it is not empty.
+func (e *env) clients(token string, opts ...connect.ClientOption) *client {
+	httpClient := e.H1
+	if token != "" {
+		opts = append(opts, connect.WithInterceptors(bearer(token)))
+	}
+	return &client{
+		Token:    token,
+		Members:  karlmalonev1connect.NewMemberServiceClient(httpClient, e.URL, opts...),
+		Contacts: karlmalonev1connect.NewContactServiceClient(httpClient, e.URL, opts...),
+		Groups:   karlmalonev1connect.NewGroupServiceClient(httpClient, e.URL, opts...),
+		Chat:     karlmalonev1connect.NewChatServiceClient(httpClient, e.URL, opts...),
+	}
+}
+
+// grpcClients are like clients but speak gRPC over h2c.
+func (e *env) grpcClients(token string) *client {
+	opts := []connect.ClientOption{connect.WithGRPC()}
+	if token != "" {
+		opts = append(opts, connect.WithInterceptors(bearer(token)))
+	}
+	return &client{
+		Token:    token,
+		Members:  karlmalonev1connect.NewMemberServiceClient(e.H2C, e.URL, opts...),
+		Contacts: karlmalonev1connect.NewContactServiceClient(e.H2C, e.URL, opts...),
+		Groups:   karlmalonev1connect.NewGroupServiceClient(e.H2C, e.URL, opts...),
+		Chat:     karlmalonev1connect.NewChatServiceClient(e.H2C, e.URL, opts...),
+	}
+}
+
+// bearer adds "Authorization: Bearer <token>" to every call.
+type bearer string
+
+func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// wantCode fails the test unless err carries code.
+func wantCode(t testing.TB, err error, code connect.Code) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want %v", code)
+	}
+	if got := connect.CodeOf(err); got != code {
+		t.Fatalf("got %v (%v), want %v", got, err, code)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent log writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

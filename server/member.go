@@ -1,0 +1,348 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/karlmalone/karlmalone/gen/db"
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/password"
+)
+
+// MemberServer implements MemberService.
+type MemberServer struct {
+	*base
+	hasher          *password.Hasher
+	registerPerAddr *keyedLimiter
+	loginPerAddr    *keyedLimiter
+	loginPerPhone   *keyedLimiter
+}
+
+var _ karlmalonev1connect.MemberServiceHandler = (*MemberServer)(nil)
+
+func newMemberServer(b *base, h *password.Hasher) *MemberServer {
+	return &MemberServer{
+		base:            b,
+		hasher:          h,
+		registerPerAddr: newKeyedLimiter(b.cfg.RegisterPerAddr),
+		loginPerAddr:    newKeyedLimiter(b.cfg.LoginPerAddr),
+		loginPerPhone:   newKeyedLimiter(b.cfg.LoginPerPhone),
+	}
+}
+
+// errBadCredentials is the one answer for an unknown phone and a wrong
+// password, so Login cannot be used to find out who is registered.
+var errBadCredentials = connect.NewError(connect.CodeUnauthenticated, errors.New("wrong phone or password"))
+
+var errRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("too many attempts; wait a little and retry"))
+
+// profileParams are the validated profile fields shared by Register and UpdateProfile.
+type profileParams struct {
+	Nickname *string `name:"nickname" validate:"omitnil,min=1,max=32"`
+	Avatar   *string `name:"avatar" validate:"omitnil,omitempty,max=512,http_url"`
+	Gender   *int32  `name:"gender" validate:"omitnil,min=0,max=3"`
+	Memo     *string `name:"memo" validate:"omitnil,max=256"`
+}
+
+type registerParams struct {
+	Phone    string `name:"phone" validate:"required,e164"`
+	Password string `name:"password" validate:"min=8,max=128"`
+	Nickname string `name:"nickname" validate:"required,max=32"`
+	Avatar   string `name:"avatar" validate:"omitempty,max=512,http_url"`
+	Gender   int32  `name:"gender" validate:"min=0,max=3"`
+	Memo     string `name:"memo" validate:"max=256"`
+}
+
+func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
+	if !s.registerPerAddr.allow(clientAddr(ctx), s.now()) {
+		return nil, errRateLimited
+	}
+	p := registerParams{
+		Phone: req.GetPhone(), Password: req.GetPassword(), Nickname: strings.TrimSpace(req.GetNickname()),
+		Avatar: req.GetAvatar(), Gender: int32(req.GetGender()), Memo: req.GetMemo(),
+	}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	hash, err := s.hasher.Hash(ctx, p.Password)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.q.CreateMember(ctx, db.CreateMemberParams{
+		Phone: p.Phone, PasswordHash: hash, Nickname: p.Nickname,
+		Avatar: p.Avatar, Gender: int16(p.Gender), Memo: p.Memo,
+	})
+	if isUniqueViolation(err) {
+		return nil, connect.NewError(connect.CodeAlreadyExists, errors.New("phone: already registered"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "member registered", "member_id", m.ID)
+	return &v1.RegisterResponse{Member: toMember(m, true)}, nil
+}
+
+type loginParams struct {
+	Phone      string `name:"phone" validate:"required,e164"`
+	Password   string `name:"password" validate:"required,max=128"`
+	DeviceName string `name:"device_name" validate:"max=64"`
+}
+
+func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.LoginResponse, error) {
+	p := loginParams{Phone: req.GetPhone(), Password: req.GetPassword(), DeviceName: strings.TrimSpace(req.GetDeviceName())}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if !s.loginPerAddr.allow(clientAddr(ctx), now) || !s.loginPerPhone.allow(p.Phone, now) {
+		return nil, errRateLimited
+	}
+	m, err := s.q.GetMemberByPhone(ctx, p.Phone)
+	if err != nil && !isNoRows(err) {
+		return nil, err
+	}
+	// An unknown phone is verified against a dummy hash: same time, same answer.
+	ok, err := s.hasher.Verify(ctx, p.Password, m.PasswordHash)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errBadCredentials
+	}
+	token, hash := newToken()
+	sess, err := s.q.CreateSession(ctx, db.CreateSessionParams{
+		MemberID: m.ID, TokenHash: hash, DeviceName: p.DeviceName, ExpiresAt: now.Add(s.cfg.TokenTTL),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "member logged in", "member_id", m.ID, "session_id", sess.ID)
+	return &v1.LoginResponse{
+		AccessToken: token,
+		ExpiresAt:   timestamppb.New(sess.ExpiresAt),
+		Member:      toMember(m, true),
+		SessionId:   sess.ID,
+	}, nil
+}
+
+func (s *MemberServer) Logout(ctx context.Context, _ *v1.LogoutRequest) (*v1.LogoutResponse, error) {
+	c := callerFrom(ctx)
+	if err := s.revoke(ctx, c, c.SessionID); err != nil {
+		return nil, err
+	}
+	return &v1.LogoutResponse{}, nil
+}
+
+func (s *MemberServer) GetMe(ctx context.Context, _ *v1.GetMeRequest) (*v1.GetMeResponse, error) {
+	m, err := s.q.GetMemberByID(ctx, callerFrom(ctx).MemberID)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.GetMeResponse{Member: toMember(m, true)}, nil
+}
+
+func (s *MemberServer) UpdateProfile(ctx context.Context, req *v1.UpdateProfileRequest) (*v1.UpdateProfileResponse, error) {
+	var gender *int32
+	if req.Gender != nil {
+		g := int32(req.GetGender())
+		gender = &g
+	}
+	nickname := req.Nickname
+	if nickname != nil {
+		trimmed := strings.TrimSpace(*nickname)
+		nickname = &trimmed
+	}
+	p := profileParams{Nickname: nickname, Avatar: req.Avatar, Gender: gender, Memo: req.Memo}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	var g16 *int16
+	if gender != nil {
+		g := int16(*gender)
+		g16 = &g
+	}
+	m, err := s.q.UpdateMemberProfile(ctx, db.UpdateMemberProfileParams{
+		ID: callerFrom(ctx).MemberID, Nickname: p.Nickname, Avatar: p.Avatar, Gender: g16, Memo: p.Memo,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &v1.UpdateProfileResponse{Member: toMember(m, true)}, nil
+}
+
+type changePasswordParams struct {
+	OldPassword string `name:"old_password" validate:"required,max=128"`
+	NewPassword string `name:"new_password" validate:"min=8,max=128,nefield=OldPassword"`
+}
+
+func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswordRequest) (*v1.ChangePasswordResponse, error) {
+	p := changePasswordParams{OldPassword: req.GetOldPassword(), NewPassword: req.GetNewPassword()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	c := callerFrom(ctx)
+	m, err := s.q.GetMemberByID(ctx, c.MemberID)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.hasher.Verify(ctx, p.OldPassword, m.PasswordHash)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("old_password: is wrong"))
+	}
+	hash, err := s.hasher.Hash(ctx, p.NewPassword)
+	if err != nil {
+		return nil, err
+	}
+	var revoked []int64
+	err = s.inTx(ctx, func(q *db.Queries) error {
+		if err := q.UpdateMemberPassword(ctx, db.UpdateMemberPasswordParams{ID: c.MemberID, PasswordHash: hash}); err != nil {
+			return err
+		}
+		revoked, err = q.DeleteOtherSessions(ctx, db.DeleteOtherSessionsParams{MemberID: c.MemberID, KeepID: c.SessionID})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range revoked {
+		s.sessionRevoked(c.MemberID, id)
+	}
+	s.log.InfoContext(ctx, "password changed", "member_id", c.MemberID, "sessions_revoked", len(revoked))
+	return &v1.ChangePasswordResponse{}, nil
+}
+
+func (s *MemberServer) GetMember(ctx context.Context, req *v1.GetMemberRequest) (*v1.GetMemberResponse, error) {
+	if req.GetMemberId() <= 0 {
+		return nil, invalid("member_id: must be a member id")
+	}
+	m, err := s.q.GetMemberByID(ctx, req.GetMemberId())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.GetMemberResponse{Member: toMember(m, m.ID == callerFrom(ctx).MemberID)}, nil
+}
+
+type searchParams struct {
+	Query string `name:"query" validate:"required,max=32"`
+}
+
+func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error) {
+	p := searchParams{Query: strings.TrimSpace(req.GetQuery())}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(req.GetPageToken(), 1)
+	if err != nil {
+		return nil, err
+	}
+	me := callerFrom(ctx).MemberID
+	if strings.HasPrefix(p.Query, "+") {
+		// A phone finds exactly one member, on one page.
+		m, err := s.q.GetMemberByPhone(ctx, p.Query)
+		if isNoRows(err) || after != nil {
+			return &v1.SearchMembersResponse{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &v1.SearchMembersResponse{Members: []*v1.Member{toMember(m, m.ID == me)}}, nil
+	}
+	var afterID int64
+	if after != nil {
+		afterID = after[0]
+	}
+	rows, err := s.q.SearchMembersByNicknamePrefix(ctx, db.SearchMembersByNicknamePrefixParams{
+		Pattern: likePrefix(strings.ToLower(p.Query)), AfterID: afterID, MaxRows: size + 1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rows, next := trimPage(rows, size, func(m db.Member) []int64 { return []int64{m.ID} })
+	res := &v1.SearchMembersResponse{NextPageToken: next}
+	for _, m := range rows {
+		res.Members = append(res.Members, toMember(m, m.ID == me))
+	}
+	return res, nil
+}
+
+func (s *MemberServer) ListSessions(ctx context.Context, _ *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error) {
+	c := callerFrom(ctx)
+	rows, err := s.q.ListSessionsByMember(ctx, c.MemberID)
+	if err != nil {
+		return nil, err
+	}
+	res := &v1.ListSessionsResponse{}
+	for _, r := range rows {
+		res.Sessions = append(res.Sessions, &v1.Session{
+			Id: r.ID, DeviceName: r.DeviceName, Current: r.ID == c.SessionID,
+			CreatedAt: timestamppb.New(r.CreatedAt), LastSeenAt: timestamppb.New(r.LastSeenAt),
+			ExpiresAt: timestamppb.New(r.ExpiresAt),
+		})
+	}
+	return res, nil
+}
+
+func (s *MemberServer) RevokeSession(ctx context.Context, req *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error) {
+	if req.GetSessionId() <= 0 {
+		return nil, invalid("session_id: must be a session id")
+	}
+	if err := s.revoke(ctx, callerFrom(ctx), req.GetSessionId()); err != nil {
+		return nil, err
+	}
+	return &v1.RevokeSessionResponse{}, nil
+}
+
+// revoke deletes one of the caller's sessions; its token fails from the next
+// call on, and its open sockets and streams are closed.
+func (s *MemberServer) revoke(ctx context.Context, c Caller, sessionID int64) error {
+	n, err := s.q.DeleteSession(ctx, db.DeleteSessionParams{ID: sessionID, MemberID: c.MemberID})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errNotFound // someone else's session looks the same as none
+	}
+	s.sessionRevoked(c.MemberID, sessionID)
+	return nil
+}
+
+func (s *MemberServer) sessionRevoked(memberID, sessionID int64) {
+	s.publish([]int64{memberID}, &v1.Event{Kind: &v1.Event_SessionRevoked{SessionRevoked: &v1.SessionRevoked{SessionId: sessionID}}})
+	s.pub.CloseSession(sessionID)
+}
+
+// toMember maps a row to the API; the phone is shown only to the member itself.
+func toMember(m db.Member, self bool) *v1.Member {
+	out := &v1.Member{
+		Id: m.ID, Nickname: m.Nickname, Avatar: m.Avatar, Gender: v1.Gender(m.Gender),
+		Memo: m.Memo, CreatedAt: timestamppb.New(m.CreatedAt),
+	}
+	if self {
+		out.Phone = m.Phone
+	}
+	return out
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// likePrefix escapes LIKE's wildcards in s and appends one.
+func likePrefix(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s) + "%"
+}

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+)
+
+// The one pagination scheme: lists are ordered by a key that never changes for
+// a row (usually its id, or a timestamp and id), and page_token is the key of
+// the last row returned, base64url-encoded and opaque to clients. Inserts
+// between pages neither duplicate nor skip rows behind the cursor.
+
+const (
+	defaultPageSize = 20
+	maxPageSize     = 100
+)
+
+// pageSize applies the default and the cap.
+func pageSize(requested int32) (int32, error) {
+	switch {
+	case requested < 0:
+		return 0, invalid("page_size: must not be negative")
+	case requested == 0:
+		return defaultPageSize, nil
+	case requested > maxPageSize:
+		return maxPageSize, nil
+	}
+	return requested, nil
+}
+
+// encodePageToken packs the cursor key of the last row of a page.
+func encodePageToken(key ...int64) string {
+	b := make([]byte, 0, 1+8*len(key))
+	b = append(b, byte(len(key)))
+	for _, k := range key {
+		b = binary.BigEndian.AppendUint64(b, uint64(k))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodePageToken unpacks a token with n key parts; "" means the first page
+// and yields nil.
+func decodePageToken(token string, n int) ([]int64, error) {
+	if token == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) != 1+8*n || int(b[0]) != n {
+		return nil, invalid("page_token: not a token from this list")
+	}
+	key := make([]int64, n)
+	for i := range key {
+		key[i] = int64(binary.BigEndian.Uint64(b[1+8*i:]))
+	}
+	return key, nil
+}
+
+// trimPage takes rows fetched with LIMIT size+1 and returns the page and the
+// token for the next one ("" on the last page), so a full last page never
+// leads the client to an empty one.
+func trimPage[T any](rows []T, size int32, key func(T) []int64) ([]T, string) {
+	if int32(len(rows)) <= size {
+		return rows, ""
+	}
+	rows = rows[:size]
+	return rows, encodePageToken(key(rows[len(rows)-1])...)
+}

@@ -1,0 +1,185 @@
+// Package server holds the Connect handlers of KarlMalone's four services,
+// with authentication, validation and error mapping, and mounts them, the
+// push endpoint and the plain HTTP routes on one http.Handler.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/karlmalone/karlmalone/gen/db"
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/push"
+)
+
+// Config holds the server's tunables; zero values take the defaults.
+type Config struct {
+	// TokenTTL is how long an access token lives (default 30 days).
+	TokenTTL time.Duration
+	// MaxRequestBytes bounds an RPC request body (default 1 MiB).
+	MaxRequestBytes int
+	// RegisterPerAddr, LoginPerAddr and LoginPerPhone throttle sign-up and
+	// sign-in per client address and per phone. See DefaultConfig.
+	RegisterPerAddr RateLimit
+	LoginPerAddr    RateLimit
+	LoginPerPhone   RateLimit
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		TokenTTL:        30 * 24 * time.Hour,
+		MaxRequestBytes: 1 << 20,
+		RegisterPerAddr: RateLimit{Every: 6 * time.Second, Burst: 20},
+		LoginPerAddr:    RateLimit{Every: time.Second, Burst: 30},
+		LoginPerPhone:   RateLimit{Every: 12 * time.Second, Burst: 10},
+	}
+}
+
+// Publisher delivers events to the online devices of members (push.Hub).
+type Publisher interface {
+	Publish(memberIDs []int64, ev proto.Message)
+	// CloseSession closes the sockets and streams of a revoked session.
+	CloseSession(sessionID int64)
+}
+
+// Deps are what the handlers need from the outside world.
+type Deps struct {
+	Pool   *pgxpool.Pool
+	Log    *slog.Logger
+	Hasher *password.Hasher
+	// Hub delivers events and serves GET /v1/push. Nil drops events and
+	// leaves /v1/push unmounted (for tests of pure RPCs).
+	Hub *push.Hub
+	Config    Config
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// base is what every service type shares.
+type base struct {
+	pool *pgxpool.Pool
+	q    *db.Queries
+	log  *slog.Logger
+	pub  Publisher
+	cfg  Config
+	now  func() time.Time
+}
+
+// inTx runs fn in one transaction: all of it lands or none of it does.
+func (b *base) inTx(ctx context.Context, fn func(q *db.Queries) error) error {
+	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return fn(b.q.WithTx(tx)) })
+}
+
+// publish stamps and sends an event; call it only after the change committed.
+func (b *base) publish(memberIDs []int64, ev *v1.Event) {
+	if len(memberIDs) == 0 {
+		return
+	}
+	ev.At = timestamppb.New(b.now())
+	b.pub.Publish(memberIDs, ev)
+}
+
+type noPublisher struct{}
+
+func (noPublisher) Publish([]int64, proto.Message) {}
+func (noPublisher) CloseSession(int64)             {}
+
+// Handler is the server's HTTP handler plus what cmd wiring needs from it.
+type Handler struct {
+	http.Handler
+	// Authenticator resolves tokens, for the push endpoint.
+	Authenticator *Authenticator
+}
+
+// New builds every service and mounts them on one mux.
+func New(d Deps) *Handler {
+	defaults := DefaultConfig()
+	if d.Config.TokenTTL == 0 {
+		d.Config.TokenTTL = defaults.TokenTTL
+	}
+	if d.Config.MaxRequestBytes == 0 {
+		d.Config.MaxRequestBytes = defaults.MaxRequestBytes
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	var pub Publisher = noPublisher{}
+	if d.Hub != nil {
+		pub = d.Hub
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	q := db.New(d.Pool)
+	b := &base{pool: d.Pool, q: q, log: d.Log, pub: pub, cfg: d.Config, now: d.Now}
+	authn := &Authenticator{q: q, log: d.Log, now: d.Now}
+
+	opts := connect.WithHandlerOptions(
+		connect.WithInterceptors(accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
+		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
+		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+			d.Log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p))
+			return connect.NewError(connect.CodeInternal, fmt.Errorf("internal error"))
+		}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle(karlmalonev1connect.NewMemberServiceHandler(newMemberServer(b, d.Hasher), opts))
+	mux.Handle(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts))
+	mux.Handle(karlmalonev1connect.NewGroupServiceHandler(&GroupServer{base: b}, opts))
+	mux.Handle(karlmalonev1connect.NewChatServiceHandler(&ChatServer{base: b}, opts))
+	if d.Hub != nil {
+		mux.Handle("GET /v1/push", push.NewHandler(d.Hub, authn.principal))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := d.Pool.Ping(ctx); err != nil {
+			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, rootText)
+	})
+	return &Handler{Handler: mux, Authenticator: authn}
+}
+
+const rootText = `KarlMalone instant-messaging API
+
+Services (Connect, gRPC and gRPC-Web, JSON or binary, on this port):
+  karlmalone.v1.MemberService, ContactService, GroupService, ChatService
+Push: GET /v1/push (WebSocket)
+API description: /openapi.yaml  (browsable: /docs)
+Health: /healthz, /readyz
+`
+
+// clientAddr is the caller's IP address, for per-client rate limits.
+func clientAddr(ctx context.Context) string {
+	info, ok := connect.CallInfoForHandlerContext(ctx)
+	if !ok {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(info.Peer().Addr)
+	if err != nil {
+		return info.Peer().Addr
+	}
+	return host
+}
