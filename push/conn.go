@@ -48,10 +48,10 @@ func (f *frame) text() ([]byte, error) {
 
 // conn is one receiver: a WebSocket (ws != nil) or an RPC Subscription.
 //
-// Its queue is a plain slice under mu, not a channel: nothing is ever closed
-// that a publisher might send on, an idle receiver holds no buffer (the slice
-// is released when drained), and the writer can be started and stopped under
-// the same lock that guards the queue.
+// Its queue is a slice under mu, not a channel: nothing is ever closed that a
+// publisher might send on, an idle receiver holds at most a small buffer (see
+// fifo), and the writer is started and stopped under the lock that guards the
+// queue.
 //
 // A socket has no goroutine of its own while idle. enqueue starts a writer when
 // it finds none running (writing == false); the writer drains the queue and
@@ -67,7 +67,7 @@ type conn struct {
 	wake    chan struct{}   // Subscription only: capacity 1, signalled and never closed
 
 	mu      sync.Mutex
-	queue   []*frame
+	queue   fifo
 	writing bool  // a writer goroutine is running
 	closed  bool  // set once, by Hub.shut
 	err     error // why it closed, for Subscription.Next
@@ -94,11 +94,11 @@ func (c *conn) enqueue(f *frame) bool {
 		c.hub.stats.dropped.Add(1)
 		return true
 	}
-	if len(c.queue) >= c.hub.cfg.QueueSize {
+	if c.queue.len() >= c.hub.cfg.QueueSize {
 		c.mu.Unlock()
 		return false
 	}
-	c.queue = append(c.queue, f)
+	c.queue.push(f)
 	start := c.ws != nil && !c.writing
 	if start {
 		c.writing = true
@@ -114,15 +114,48 @@ func (c *conn) enqueue(f *frame) bool {
 	return true
 }
 
-// pop removes the oldest frame; c.mu must be held and the queue non-empty.
-func (c *conn) pop() *frame {
-	f := c.queue[0]
-	c.queue[0] = nil
-	c.queue = c.queue[1:]
-	if len(c.queue) == 0 {
-		c.queue = nil // an idle receiver keeps no buffer
+// fifo is a receiver's queue of frames. Once drained it keeps a buffer of up
+// to fifoKeep slots, so a receiver that keeps up enqueues without allocating,
+// and drops a larger one, so a burst does not pin memory on an idle socket.
+type fifo struct {
+	buf  []*frame
+	head int
+}
+
+const fifoKeep = 16 // 128 bytes per receiver at most, once drained
+
+func (q *fifo) len() int { return len(q.buf) - q.head }
+
+func (q *fifo) push(f *frame) {
+	if q.head > 0 && len(q.buf) == cap(q.buf) { // reuse the consumed front before growing
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, f)
+}
+
+// pop removes the oldest frame; the queue must not be empty.
+func (q *fifo) pop() *frame {
+	f := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head++
+	if q.head == len(q.buf) {
+		q.head = 0
+		if cap(q.buf) > fifoKeep {
+			q.buf = nil
+		} else {
+			q.buf = q.buf[:0]
+		}
 	}
 	return f
+}
+
+// reset discards every frame and the buffer, and returns how many it dropped.
+func (q *fifo) reset() int {
+	n := q.len()
+	*q = fifo{}
+	return n
 }
 
 // signal wakes a Subscription's Next without blocking.
@@ -139,12 +172,12 @@ func (c *conn) writeLoop() {
 	h := c.hub
 	for {
 		c.mu.Lock()
-		if c.closed || len(c.queue) == 0 {
+		if c.closed || c.queue.len() == 0 {
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
-		f := c.pop()
+		f := c.queue.pop()
 		c.mu.Unlock()
 
 		if h.testHookWrite != nil {

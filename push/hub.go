@@ -222,12 +222,15 @@ func (h *Hub) deliver(memberIDs []int64, ev proto.Message) {
 	if h.closing.Load() {
 		return
 	}
-	f := &frame{msg: ev, log: h.log}
+	var f *frame // allocated for the first local recipient: none here, no cost
 	var slow []*conn
 	for _, id := range memberIDs {
 		s := h.shardFor(id)
 		s.mu.RLock()
 		for c := range s.members[id] {
+			if f == nil {
+				f = &frame{msg: ev, log: h.log}
+			}
 			if !c.enqueue(f) {
 				slow = append(slow, c)
 			}
@@ -310,8 +313,7 @@ func (h *Hub) shut(c *conn, r closeReason, wait bool) {
 	}
 	c.closed = true
 	c.err = r.err
-	dropped := len(c.queue)
-	c.queue = nil
+	dropped := c.queue.reset()
 	c.mu.Unlock()
 
 	h.stats.dropped.Add(uint64(dropped))

@@ -492,3 +492,41 @@ func TestHandshakeParsing(t *testing.T) {
 		}
 	}
 }
+
+func TestFIFO(t *testing.T) {
+	var q fifo
+	frames := make([]*frame, 100)
+	for i := range frames {
+		frames[i] = &frame{}
+	}
+	next, out := 0, 0
+	// Interleave pushes and pops so the front is consumed while the buffer is full.
+	for _, step := range []struct{ push, pop int }{{3, 1}, {5, 2}, {1, 5}, {40, 10}, {7, 38}, {20, 20}} {
+		for range step.push {
+			q.push(frames[next])
+			next++
+		}
+		for range step.pop {
+			if f := q.pop(); f != frames[out] {
+				t.Fatalf("pop %d: wrong frame", out)
+			}
+			out++
+		}
+		if q.len() != next-out {
+			t.Fatalf("len %d, want %d", q.len(), next-out)
+		}
+	}
+	if q.buf != nil {
+		t.Errorf("drained queue kept a %d-slot buffer", cap(q.buf))
+	}
+	q.push(frames[0])
+	q.pop()
+	if cap(q.buf) == 0 || cap(q.buf) > fifoKeep {
+		t.Errorf("small drained buffer: cap %d", cap(q.buf))
+	}
+	q.push(frames[1])
+	q.push(frames[2])
+	if n := q.reset(); n != 2 || q.len() != 0 || q.buf != nil {
+		t.Errorf("reset: %d, %+v", n, q)
+	}
+}

@@ -30,8 +30,8 @@ func (s *Subscription) Next(ctx context.Context) (proto.Message, error) {
 			c.mu.Unlock()
 			return nil, err
 		}
-		if len(c.queue) > 0 {
-			f := c.pop()
+		if c.queue.len() > 0 {
+			f := c.queue.pop()
 			c.mu.Unlock()
 			c.hub.stats.delivered.Add(1)
 			return f.msg, nil

@@ -11,11 +11,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
@@ -220,4 +224,65 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// events is a device's push socket (GET /v1/push, binary protobuf frames).
+type events struct {
+	t  testing.TB
+	ws *websocket.Conn
+}
+
+// connect opens c's push socket and returns once the hub has registered it,
+// so every event published after connect returns reaches it.
+func (e *env) connect(t testing.TB, c *client) *events {
+	t.Helper()
+	before := e.Hub.Stats().Connections
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.URL, "http")+"/v1/push", &websocket.DialOptions{
+		HTTPHeader:   http.Header{"Authorization": {"Bearer " + c.Token}},
+		Subprotocols: []string{push.SubprotocolProto},
+	})
+	if err != nil {
+		t.Fatalf("dial push: %v", err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	// The hub registers a socket just after the handshake; wait for it.
+	for e.Hub.Stats().Connections <= before {
+		select {
+		case <-ctx.Done():
+			t.Fatal("push socket never registered")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return &events{t: t, ws: ws}
+}
+
+// next returns the next event, failing the test after 10 s without one.
+func (ev *events) next() *v1.Event {
+	ev.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	typ, data, err := ev.ws.Read(ctx)
+	if err != nil {
+		ev.t.Fatalf("read push event: %v", err)
+	}
+	if typ != websocket.MessageBinary {
+		ev.t.Fatalf("push frame type %v, want binary", typ)
+	}
+	out := &v1.Event{}
+	if err := proto.Unmarshal(data, out); err != nil {
+		ev.t.Fatalf("decode push event: %v", err)
+	}
+	return out
+}
+
+// nextWhere skips events until one satisfies match.
+func (ev *events) nextWhere(match func(*v1.Event) bool) *v1.Event {
+	ev.t.Helper()
+	for {
+		if got := ev.next(); match(got) {
+			return got
+		}
+	}
 }

@@ -62,8 +62,8 @@ type Deps struct {
 	Hasher *password.Hasher
 	// Hub delivers events and serves GET /v1/push. Nil drops events and
 	// leaves /v1/push unmounted (for tests of pure RPCs).
-	Hub *push.Hub
-	Config    Config
+	Hub    *push.Hub
+	Config Config
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
