@@ -18,7 +18,8 @@ type DeliverFunc func(memberIDs []int64, ev proto.Message)
 // can replace it (Config.Bus) without touching callers of the Hub.
 type Bus interface {
 	// Publish sends ev for memberIDs to every subscriber. It must not block on
-	// any receiver; an error means the event did not leave this node.
+	// any receiver, nor keep memberIDs or ev after it returns (a remote bus
+	// encodes them first); an error means the event did not leave this node.
 	Publish(ctx context.Context, memberIDs []int64, ev proto.Message) error
 	// Subscribe registers deliver for every event published on the bus until
 	// the returned cancel func is called.

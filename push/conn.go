@@ -62,26 +62,55 @@ type conn struct {
 	shard   *shard
 	member  int64
 	session int64
-	ws      *websocket.Conn // nil for a Subscription
-	json    bool            // socket speaks protojson text frames, not binary protobuf
+	socket  bool          // a WebSocket, not a Subscription
+	json    bool          // socket speaks protojson text frames, not binary protobuf
 	wake    chan struct{}   // Subscription only: capacity 1, signalled and never closed
 
 	mu      sync.Mutex
+	ws      *websocket.Conn // set by attach, under mu, once the handshake is done
 	queue   fifo
 	writing bool  // a writer goroutine is running
-	closed  bool  // set once, by Hub.shut
-	err     error // why it closed, for Subscription.Next
+	closed  bool  // set once, by Hub.shut; frames enqueued after are dropped
+	err     error // Subscription only: why it ended, set after it is unregistered
 }
 
-func (h *Hub) newConn(p Principal, ws *websocket.Conn, json bool) *conn {
+func (h *Hub) newConn(p Principal, socket, json bool) *conn {
 	return &conn{
 		hub:     h,
 		shard:   h.shardFor(p.MemberID),
 		member:  p.MemberID,
 		session: p.SessionID,
-		ws:      ws,
+		socket:  socket,
 		json:    json,
 	}
+}
+
+// attach gives a registered socket receiver its WebSocket once the handshake
+// is done, and starts writing what was queued meanwhile. A receiver closed
+// before that (shutdown, revoke) gets its socket dropped here.
+func (c *conn) attach(ws *websocket.Conn) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		ws.CloseNow()
+		return
+	}
+	c.ws = ws
+	start := c.queue.len() > 0 && !c.writing
+	if start {
+		c.writing = true
+	}
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// wsConn returns the receiver's WebSocket, nil before attach.
+func (c *conn) wsConn() *websocket.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ws
 }
 
 // enqueue adds f without blocking. It returns false when the queue is full:
@@ -108,7 +137,7 @@ func (c *conn) enqueue(f *frame) bool {
 	switch {
 	case start:
 		go c.writeLoop()
-	case c.ws == nil:
+	case !c.socket:
 		c.signal()
 	}
 	return true
@@ -234,7 +263,7 @@ func (s *shard) pingLoop(h *Hub) {
 		socks := make([]*conn, 0, s.sockets)
 		for _, m := range s.members {
 			for c := range m {
-				if c.ws != nil {
+				if c.socket {
 					socks = append(socks, c)
 				}
 			}
@@ -260,7 +289,11 @@ func (c *conn) ping() {
 	h := c.hub
 	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PingTimeout)
 	defer cancel()
-	err := c.ws.Ping(ctx)
+	ws := c.wsConn()
+	if ws == nil {
+		return // handshake still in progress
+	}
+	err := ws.Ping(ctx)
 	if err == nil || h.ctx.Err() != nil { // on shutdown, Shutdown does the closing
 		return
 	}

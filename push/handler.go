@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -17,6 +18,11 @@ const (
 	bearerProtocolPrefix = "karlmalone.bearer."
 )
 
+// ErrBadToken is what an Authenticator returns (or wraps) for a token that is
+// missing, unknown, expired or revoked: the handler answers 401. Any other
+// error means the token could not be checked, and is answered 503.
+var ErrBadToken = errors.New("push: invalid bearer token")
+
 // NewHandler returns the GET /v1/push endpoint. It authenticates before the
 // upgrade (401 with a short plain body on a missing or rejected token),
 // upgrades, registers the socket with h and returns: an idle socket costs the
@@ -24,8 +30,7 @@ const (
 //
 // The token comes from "Authorization: Bearer <token>" or, for browsers, from
 // the subprotocol "karlmalone.bearer.<token>" offered beside the encoding;
-// never from the query string, which ends up in access logs. Any error from
-// authn is answered 401.
+// never from the query string, which ends up in access logs.
 func NewHandler(h *Hub, authn Authenticator) http.Handler {
 	return &handler{hub: h, authn: authn}
 }
@@ -48,9 +53,15 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := hd.authn(r.Context(), token)
-	if err != nil {
+	if errors.Is(err, ErrBadToken) {
 		h.log.Debug("push: authenticate", "remote", r.RemoteAddr, "err", err)
 		unauthorized(w, "invalid bearer token")
+		return
+	}
+	if err != nil {
+		// The token could not be checked (database down): retry later.
+		h.log.Warn("push: authenticate", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "authentication unavailable; retry", http.StatusServiceUnavailable)
 		return
 	}
 	if h.closing.Load() {
@@ -58,6 +69,15 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Register before the handshake completes, so that once the client sees
+	// the 101 every event published afterwards reaches it: a client that
+	// connects and then reads history over RPC can miss nothing in between.
+	// Frames queued before attach are written right after it.
+	c := h.newConn(p, true, strings.EqualFold(encoding, SubprotocolJSON))
+	if err := h.register(c); err != nil {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
 	if encoding != "" {
 		opts.Subprotocols = []string{encoding} // never the bearer subprotocol
@@ -65,6 +85,7 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		h.log.Debug("push: accept", "remote", r.RemoteAddr, "err", err)
+		h.shut(c, reasonGone, true)
 		return // Accept has answered
 	}
 	ws.SetReadLimit(h.cfg.ReadLimit)
@@ -72,12 +93,7 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// pings and close frames and cancels readCtx when the socket ends. It hangs
 	// off the hub's context so Shutdown can end every read loop.
 	readCtx := ws.CloseRead(h.ctx)
-
-	c := h.newConn(p, ws, strings.EqualFold(encoding, SubprotocolJSON))
-	if err := h.register(c); err != nil {
-		ws.Close(websocket.StatusGoingAway, reasonShutdown.text)
-		return
-	}
+	c.attach(ws)
 	context.AfterFunc(readCtx, func() { h.shut(c, reasonGone, true) })
 	if h.testHookRegistered != nil {
 		h.testHookRegistered(c)

@@ -34,7 +34,7 @@ func token(member, session int64) string { return fmt.Sprintf("tok.%d.%d", membe
 func testAuth(_ context.Context, tok string) (Principal, error) {
 	var p Principal
 	if _, err := fmt.Sscanf(tok, "tok.%d.%d", &p.MemberID, &p.SessionID); err != nil {
-		return Principal{}, errors.New("unknown token")
+		return Principal{}, ErrBadToken
 	}
 	return p, nil
 }

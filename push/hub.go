@@ -260,7 +260,7 @@ func (h *Hub) register(c *conn) error {
 	}
 	m[c] = struct{}{}
 	s.sessions[c.session] = append(s.sessions[c.session], c)
-	if c.ws != nil {
+	if c.socket {
 		s.sockets++
 		h.stats.conns.Add(1)
 	} else {
@@ -293,7 +293,7 @@ func (h *Hub) unregister(c *conn) {
 	} else {
 		s.sessions[c.session] = list
 	}
-	if c.ws != nil {
+	if c.socket {
 		s.sockets--
 		h.stats.conns.Add(-1)
 	} else {
@@ -312,26 +312,34 @@ func (h *Hub) shut(c *conn, r closeReason, wait bool) {
 		return
 	}
 	c.closed = true
-	c.err = r.err
 	dropped := c.queue.reset()
+	ws := c.ws // nil for a Subscription, or a socket not yet attached (attach drops it)
 	c.mu.Unlock()
 
 	h.stats.dropped.Add(uint64(dropped))
-	h.unregister(c)
 	if r == reasonSlow {
 		h.stats.slow.Add(1)
 		h.log.Info("push: slow consumer disconnected", "member", c.member, "session", c.session)
 	}
-	if c.ws == nil {
+	h.unregister(c)
+	if !c.socket {
+		// Only now tell the subscriber, so that once Next has returned the
+		// end, the hub holds nothing of it.
+		c.mu.Lock()
+		c.err = r.err
+		c.mu.Unlock()
 		c.signal()
+		return
+	}
+	if ws == nil {
 		return
 	}
 	closeWS := func() {
 		var err error
 		if r.code == 0 {
-			err = c.ws.CloseNow()
+			err = ws.CloseNow()
 		} else {
-			err = c.ws.Close(r.code, r.text)
+			err = ws.Close(r.code, r.text)
 		}
 		if err != nil {
 			h.log.Debug("push: close socket", "member", c.member, "session", c.session, "code", r.code, "err", err)
@@ -365,7 +373,7 @@ func (h *Hub) Subscribe(ctx context.Context, p Principal) (*Subscription, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)
 	}
-	c := h.newConn(p, nil, false)
+	c := h.newConn(p, false, false)
 	c.wake = make(chan struct{}, 1)
 	if err := h.register(c); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)
@@ -410,7 +418,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	var err error
 launch:
 	for _, c := range all {
-		if c.ws == nil {
+		if !c.socket {
 			h.shut(c, reasonShutdown, true)
 			continue
 		}

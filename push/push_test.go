@@ -443,7 +443,7 @@ func consume(c *websocket.Conn, publishers, perPub int) error {
 // other's receivers, and a hub that has shut down leaves the bus.
 func TestLocalBusAcrossHubs(t *testing.T) {
 	bus := NewLocalBus()
-	a := NewHub(Config{Bus: bus}, testLogger())
+	a := NewHub(Config{Bus: bus, Shards: 1}, testLogger())
 	b := NewHub(Config{Bus: bus}, testLogger())
 	subA, _ := a.Subscribe(t.Context(), Principal{1, 1})
 	subB, _ := b.Subscribe(t.Context(), Principal{1, 2})
@@ -528,5 +528,30 @@ func TestFIFO(t *testing.T) {
 	q.push(frames[2])
 	if n := q.reset(); n != 2 || q.len() != 0 || q.buf != nil {
 		t.Errorf("reset: %d, %+v", n, q)
+	}
+}
+
+// TestRegisteredBeforeHandshakeCompletes: an event published as soon as Dial
+// returns reaches the socket. Clients rely on this to connect, then read
+// history, and miss nothing in between.
+func TestRegisteredBeforeHandshakeCompletes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{}, nil)
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		c, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{
+			HTTPHeader: http.Header{"Authorization": {"Bearer " + token(int64(100+i), int64(i))}},
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		e.hub.Publish([]int64{int64(100 + i)}, wrapperspb.Int64(int64(i)))
+		got := &wrapperspb.Int64Value{}
+		read(t, c, got)
+		if got.GetValue() != int64(i) {
+			t.Fatalf("got %v, want %d", got, i)
+		}
+		c.CloseNow()
 	}
 }

@@ -25,7 +25,7 @@ func (s *Subscription) Next(ctx context.Context) (proto.Message, error) {
 	c := s.c
 	for {
 		c.mu.Lock()
-		if c.closed {
+		if c.err != nil { // set by Hub.shut once c is unregistered
 			err := c.err
 			c.mu.Unlock()
 			return nil, err

@@ -86,8 +86,8 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 // principal adapts Authenticate for the push endpoint.
 func (a *Authenticator) principal(ctx context.Context, token string) (push.Principal, error) {
 	c, err := a.Authenticate(ctx, token)
-	if isNoRows(err) {
-		return push.Principal{}, errBadToken
+	if isNoRows(err) || errors.Is(err, errBadToken) {
+		return push.Principal{}, push.ErrBadToken
 	}
 	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID}, err
 }

@@ -1,6 +1,10 @@
 package server_test
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -46,5 +50,66 @@ func TestRegisterLoginGetMe(t *testing.T) {
 				t.Fatalf("GetMe returned %v", me.GetMember())
 			}
 		})
+	}
+}
+
+// postJSON is curl: a raw JSON POST over HTTP/1.1 to a Connect procedure.
+func (e *env) postJSON(t testing.TB, procedure, token, body string) (int, map[string]any, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.URL+procedure, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := e.H1.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", procedure, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", procedure, err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s answered %d with non-JSON %q", procedure, res.StatusCode, raw)
+	}
+	return res.StatusCode, out, string(raw)
+}
+
+// TestCurlSession is the README's curl session: Register → Login → GetMe as
+// raw JSON over HTTP/1.1.
+func TestCurlSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	phone := newPhone()
+	status, reg, raw := e.postJSON(t, "/karlmalone.v1.MemberService/Register", "",
+		`{"phone":"`+phone+`","password":"s3cret-pass","nickname":"Karl","gender":"GENDER_MALE","avatar":"https://example.com/k.png"}`)
+	if status != http.StatusOK {
+		t.Fatalf("Register: %d %s", status, raw)
+	}
+	member := reg["member"].(map[string]any)
+	id, ok := member["id"].(string) // int64 ids are JSON strings
+	if !ok || id == "" || member["phone"] != phone || member["createdAt"] == nil {
+		t.Fatalf("Register member = %v", member)
+	}
+	status, login, raw := e.postJSON(t, "/karlmalone.v1.MemberService/Login", "",
+		`{"phone":"`+phone+`","password":"s3cret-pass","deviceName":"curl"}`)
+	if status != http.StatusOK {
+		t.Fatalf("Login: %d %s", status, raw)
+	}
+	token, _ := login["accessToken"].(string)
+	if token == "" || login["expiresAt"] == nil {
+		t.Fatalf("Login = %v", login)
+	}
+	status, me, raw := e.postJSON(t, "/karlmalone.v1.MemberService/GetMe", token, `{}`)
+	if status != http.StatusOK {
+		t.Fatalf("GetMe: %d %s", status, raw)
+	}
+	if got := me["member"].(map[string]any)["id"]; got != id {
+		t.Fatalf("GetMe id = %v, want %v", got, id)
 	}
 }
