@@ -64,7 +64,7 @@ type conn struct {
 	session int64
 	socket  bool          // a WebSocket, not a Subscription
 	json    bool          // socket speaks protojson text frames, not binary protobuf
-	wake    chan struct{}   // Subscription only: capacity 1, signalled and never closed
+	wake    chan struct{} // Subscription only: capacity 1, signalled and never closed
 
 	mu      sync.Mutex
 	ws      *websocket.Conn // set by attach, under mu, once the handshake is done
