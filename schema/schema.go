@@ -23,6 +23,9 @@ func FS() embed.FS { return migrations }
 // Migrate applies every pending migration. Goose takes a session advisory lock,
 // so servers starting together migrate once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	locker, err := lock.NewPostgresSessionLocker()

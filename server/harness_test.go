@@ -278,3 +278,20 @@ func (ev *events) nextWhere(match func(*v1.Event) bool) *v1.Event {
 		}
 	}
 }
+
+// wantClosed waits for the server to close the socket with code.
+func (ev *events) wantClosed(code websocket.StatusCode) {
+	ev.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, _, err := ev.ws.Read(ctx)
+		if err == nil {
+			continue // events still queued before the close
+		}
+		if got := websocket.CloseStatus(err); got != code {
+			ev.t.Fatalf("socket ended with %v (close status %d), want close status %d", err, got, code)
+		}
+		return
+	}
+}

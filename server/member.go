@@ -51,7 +51,7 @@ type profileParams struct {
 }
 
 type registerParams struct {
-	Phone    string `name:"phone" validate:"required,e164"`
+	Phone    string `name:"phone" validate:"required,startswith=+,e164"`
 	Password string `name:"password" validate:"min=8,max=128"`
 	Nickname string `name:"nickname" validate:"required,max=32"`
 	Avatar   string `name:"avatar" validate:"omitempty,max=512,http_url"`
@@ -89,7 +89,7 @@ func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*
 }
 
 type loginParams struct {
-	Phone      string `name:"phone" validate:"required,e164"`
+	Phone      string `name:"phone" validate:"required,startswith=+,e164"`
 	Password   string `name:"password" validate:"required,max=128"`
 	DeviceName string `name:"device_name" validate:"max=64"`
 }

@@ -52,7 +52,7 @@ func describe(fe validator.FieldError) string {
 	switch fe.Tag() {
 	case "required":
 		return "is required"
-	case "e164":
+	case "e164", "startswith":
 		return "must be a phone number in E.164 form, like +14155550100"
 	case "min":
 		if fe.Kind() == reflect.String {

@@ -32,6 +32,7 @@ type Options struct {
 
 // Cluster is a running private PostgreSQL server reachable over a Unix socket.
 type Cluster struct {
+	dir     string // Options.Dir, absolute
 	bin     string // directory of initdb, pg_ctl, postgres
 	dataDir string
 	sockDir string
@@ -56,6 +57,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("pgcluster: resolve %s: %w", opts.Dir, err)
 	}
 	c := &Cluster{
+		dir:     dir,
 		bin:     bin,
 		dataDir: filepath.Join(dir, "data"),
 		sockDir: dir,
@@ -97,6 +99,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// Dir is the cluster's directory (Options.Dir), for starting it again.
+func (c *Cluster) Dir() string { return c.dir }
 
 // URL returns a connection URL for database name.
 func (c *Cluster) URL(name string) string {
