@@ -255,4 +255,3 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatalf("no recovery after the database came back: %v", lastErr)
 	}
 }
-
