@@ -70,6 +70,12 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (bool, error) {
 	return ok && known, nil
 }
 
+// Hold takes a slot until release is called: for tests of the bound.
+func (h *Hasher) Hold() (release func()) {
+	h.sem <- struct{}{}
+	return h.release
+}
+
 func (h *Hasher) acquire(ctx context.Context) error {
 	select {
 	case h.sem <- struct{}{}:
