@@ -84,6 +84,7 @@ func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*
 	if err != nil {
 		return nil, err
 	}
+	noteMember(ctx, m.ID)
 	s.log.InfoContext(ctx, "member registered", "member_id", m.ID)
 	return &v1.RegisterResponse{Member: toMember(m, true)}, nil
 }
@@ -122,6 +123,7 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 	if err != nil {
 		return nil, err
 	}
+	noteMember(ctx, m.ID)
 	s.log.InfoContext(ctx, "member logged in", "member_id", m.ID, "session_id", sess.ID)
 	return &v1.LoginResponse{
 		AccessToken: token,
