@@ -69,9 +69,10 @@ type conn struct {
 	mu      sync.Mutex
 	ws      *websocket.Conn // set by attach, under mu, once the handshake is done
 	queue   fifo
-	writing bool  // a writer goroutine is running
-	closed  bool  // set once, by Hub.shut; frames enqueued after are dropped
-	err     error // Subscription only: why it ended, set after it is unregistered
+	writing bool        // a writer goroutine is running
+	closed  bool        // set once, by Hub.shut; frames enqueued after are dropped
+	reason  closeReason // why it was closed, for a socket attached after that
+	err     error       // Subscription only: why it ended, set after it is unregistered
 }
 
 func (h *Hub) newConn(p Principal, socket, json bool) *conn {
@@ -91,8 +92,9 @@ func (h *Hub) newConn(p Principal, socket, json bool) *conn {
 func (c *conn) attach(ws *websocket.Conn) {
 	c.mu.Lock()
 	if c.closed {
+		r := c.reason
 		c.mu.Unlock()
-		ws.CloseNow()
+		closeSocket(c, ws, r)
 		return
 	}
 	c.ws = ws
@@ -284,7 +286,7 @@ func (s *shard) pingLoop(h *Hub) {
 }
 
 // ping drops the socket if the peer does not answer within PingTimeout.
-// coder/websocket answers our ping's pong in the socket's CloseRead loop.
+// coder/websocket answers our ping's pong in the socket's read loop.
 func (c *conn) ping() {
 	h := c.hub
 	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.PingTimeout)

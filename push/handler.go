@@ -1,7 +1,6 @@
 package push
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -89,16 +88,28 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered
 	}
 	ws.SetReadLimit(h.cfg.ReadLimit)
-	// Clients send nothing but control frames; the library's reader answers
-	// pings and close frames and cancels readCtx when the socket ends. It hangs
-	// off the hub's context so Shutdown can end every read loop.
-	readCtx := ws.CloseRead(h.ctx)
 	c.attach(ws)
-	context.AfterFunc(readCtx, func() { h.shut(c, reasonGone, true) })
+	go h.readLoop(c, ws)
 	if h.testHookRegistered != nil {
 		h.testHookRegistered(c)
 	}
 	h.log.Debug("push: connected", "member", p.MemberID, "session", p.SessionID, "json", c.json)
+}
+
+// readLoop is the socket's one reader: reading is what answers the peer's
+// pings and close frames and sees the connection end. Clients send no data
+// messages; one that does is closed with a policy violation. (The library's
+// CloseRead does the same but, closing from its own goroutine, waits up to
+// 15 s for itself, so the hub would keep publishing to a dead socket.)
+func (h *Hub) readLoop(c *conn, ws *websocket.Conn) {
+	for {
+		_, _, err := ws.Read(h.ctx)
+		if err != nil {
+			h.shut(c, reasonGone, true)
+			return
+		}
+		h.shut(c, reasonUnexpectedData, false)
+	}
 }
 
 // handshake extracts the bearer token (the Authorization header first, then

@@ -51,10 +51,11 @@ type closeReason struct {
 }
 
 var (
-	reasonSlow     = closeReason{websocket.StatusPolicyViolation, "too slow: resync", ErrSlowConsumer}
-	reasonRevoked  = closeReason{StatusSessionRevoked, "session revoked", ErrSessionRevoked}
-	reasonShutdown = closeReason{websocket.StatusGoingAway, "server shutting down", ErrShutdown}
-	reasonGone     = closeReason{0, "", ErrClosed}
+	reasonSlow           = closeReason{websocket.StatusPolicyViolation, "too slow: resync", ErrSlowConsumer}
+	reasonRevoked        = closeReason{StatusSessionRevoked, "session revoked", ErrSessionRevoked}
+	reasonShutdown       = closeReason{websocket.StatusGoingAway, "server shutting down", ErrShutdown}
+	reasonUnexpectedData = closeReason{websocket.StatusPolicyViolation, "clients send no messages", ErrClosed}
+	reasonGone           = closeReason{0, "", ErrClosed}
 )
 
 // Config tunes the hub. Zero fields take the defaults documented beside them.
@@ -312,8 +313,9 @@ func (h *Hub) shut(c *conn, r closeReason, wait bool) {
 		return
 	}
 	c.closed = true
+	c.reason = r
 	dropped := c.queue.reset()
-	ws := c.ws // nil for a Subscription, or a socket not yet attached (attach drops it)
+	ws := c.ws // nil for a Subscription, or a socket not yet attached (attach closes it)
 	c.mu.Unlock()
 
 	h.stats.dropped.Add(uint64(dropped))
@@ -334,21 +336,24 @@ func (h *Hub) shut(c *conn, r closeReason, wait bool) {
 	if ws == nil {
 		return
 	}
-	closeWS := func() {
-		var err error
-		if r.code == 0 {
-			err = ws.CloseNow()
-		} else {
-			err = ws.Close(r.code, r.text)
-		}
-		if err != nil {
-			h.log.Debug("push: close socket", "member", c.member, "session", c.session, "code", r.code, "err", err)
-		}
-	}
+	closeWS := func() { closeSocket(c, ws, r) }
 	if wait {
 		closeWS()
 	} else {
 		go closeWS()
+	}
+}
+
+// closeSocket ends ws with r's close code and reason (code 0: at once, no handshake).
+func closeSocket(c *conn, ws *websocket.Conn, r closeReason) {
+	var err error
+	if r.code == 0 {
+		err = ws.CloseNow()
+	} else {
+		err = ws.Close(r.code, r.text)
+	}
+	if err != nil {
+		c.hub.log.Debug("push: close socket", "member", c.member, "session", c.session, "code", r.code, "err", err)
 	}
 }
 

@@ -555,3 +555,24 @@ func TestRegisteredBeforeHandshakeCompletes(t *testing.T) {
 		c.CloseNow()
 	}
 }
+
+// TestClientDataFrameClosesAtOnce: clients send no messages; one that does is
+// closed with a policy violation, and the hub has let go of it by the time
+// the client sees the close.
+func TestClientDataFrameClosesAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{}, nil)
+	c := e.dial(t, 7, 70)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hello?")); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	_, _, err := c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+		t.Fatalf("read after a data frame = %v, want close status policy violation", err)
+	}
+	if n := e.hub.Stats().Connections; n != 0 {
+		t.Fatalf("hub still holds %d connections", n)
+	}
+}
