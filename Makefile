@@ -7,9 +7,10 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH)
 
 GO      ?= go
-TOOLS   := bin/buf bin/sqlc bin/protoc-gen-go bin/protoc-gen-connect-go
+TOOLS   := bin/buf bin/sqlc bin/protoc-gen-go bin/protoc-gen-connect-go bin/protoc-gen-connect-openapi
 TOOLPKG := github.com/bufbuild/buf/cmd/buf github.com/sqlc-dev/sqlc/cmd/sqlc \
-           google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go
+           google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go \
+           github.com/sudorandom/protoc-gen-connect-openapi
 
 .PHONY: run test build generate checkgenerate lint tools clean
 
@@ -27,10 +28,11 @@ tools: $(TOOLS)
 $(TOOLS) &: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o ../bin/ $(TOOLPKG)
 
-# buf writes gen/karlmalone, sqlc writes gen/db; each output is wiped first so
-# a removed source leaves no stale file (buf's own `clean` would wipe gen/db too).
+# buf writes gen/karlmalone and gen/openapi, sqlc writes gen/db; each output is
+# wiped first so a removed source leaves no stale file (buf's own `clean` would
+# wipe gen/db too).
 generate: $(TOOLS)
-	rm -rf gen/karlmalone && buf generate
+	rm -rf gen/karlmalone gen/openapi && buf generate
 	rm -rf gen/db && sqlc generate
 
 # Fails when gen/ is not exactly what the sources generate.
@@ -48,3 +50,9 @@ lint: $(TOOLS)
 
 clean:
 	rm -rf bin .data
+
+# Load test: a fresh server on a private PostgreSQL (.data/bench-postgres)
+# under the standard loadgen scenarios; see docs/BENCHMARKS.md.
+.PHONY: bench
+bench: build
+	cmd/loadgen/bench.sh

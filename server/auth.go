@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -107,6 +108,16 @@ func (a *Authenticator) authenticateHeader(ctx context.Context, header string) (
 	}
 	noteMember(ctx, c.MemberID)
 	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// AuthenticateRequest authenticates a plain HTTP request (the attachment
+// routes) by its "Authorization: Bearer" header, exactly as RPCs are.
+func (a *Authenticator) AuthenticateRequest(r *http.Request) (Caller, error) {
+	ctx, err := a.authenticateHeader(r.Context(), r.Header.Get("Authorization"))
+	if err != nil {
+		return Caller{}, err
+	}
+	return callerFrom(ctx), nil
 }
 
 // authInterceptor authenticates every procedure except the public ones.

@@ -1,9 +1,579 @@
 package server
 
-import "github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/karlmalone/karlmalone/gen/db"
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/push"
+)
 
 // ChatServer implements ChatService.
+//
+// A message gets its seq in the statement that stores it (CreateMessage), and
+// is pushed after that statement commits. Authorization: sends are refused
+// with permission_denied when the peer or group is one the caller may see
+// (a member who is not a contact or is blocked either way; an open group the
+// caller is not in) and not_found otherwise; reads, read cursors, recalls and
+// typing in a conversation the caller is not a member of are not_found.
 type ChatServer struct {
-	karlmalonev1connect.UnimplementedChatServiceHandler
 	*base
+	order *convLocks
+}
+
+var _ karlmalonev1connect.ChatServiceHandler = (*ChatServer)(nil)
+
+func newChatServer(b *base) *ChatServer {
+	return &ChatServer{base: b, order: newConvLocks()}
+}
+
+const (
+	conversationDirect = int16(v1.ConversationKind_CONVERSATION_KIND_DIRECT)
+
+	defaultMessageLimit = 50
+	maxMessageLimit     = 200
+)
+
+var (
+	errNotContact      = connect.NewError(connect.CodePermissionDenied, errors.New("peer_id: not your contact"))
+	errBlocked         = connect.NewError(connect.CodePermissionDenied, errors.New("peer_id: you cannot message this member"))
+	errNotGroupMember  = connect.NewError(connect.CodePermissionDenied, errors.New("group_id: you are not a member of this group"))
+	errCannotPost      = connect.NewError(connect.CodePermissionDenied, errors.New("conversation_id: you can no longer post in this conversation"))
+	errNoAttachment    = connect.NewError(connect.CodeNotFound, errors.New("attachment.id: no attachment of yours has this id"))
+	errNoLongerMember  = connect.NewError(connect.CodePermissionDenied, errors.New("you are no longer a member of this conversation"))
+	errClientMsgIDUsed = connect.NewError(connect.CodeAlreadyExists, errors.New("client_msg_id: already used for a message in another conversation"))
+)
+
+type sendMessageParams struct {
+	PeerID         *int64  `name:"peer_id" validate:"omitnil,gt=0"`
+	GroupID        *int64  `name:"group_id" validate:"omitnil,gt=0"`
+	ClientMsgID    string  `name:"client_msg_id" validate:"required,max=64"`
+	Text           *string `name:"text" validate:"omitnil,min=1,max=4000"`
+	AttachmentID   *int64  `name:"attachment.id" validate:"omitnil,gt=0"`
+	AttachmentKind *int32  `name:"attachment.kind" validate:"omitnil,min=1,max=3"`
+	Caption        *string `name:"attachment.caption" validate:"omitnil,max=1024"`
+}
+
+func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest) (*v1.SendMessageResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p, err := sendParams(req)
+	if err != nil {
+		return nil, err
+	}
+	convID, err := s.sendTarget(ctx, me, p)
+	if err != nil {
+		return nil, err
+	}
+	arg := db.CreateMessageParams{ConversationID: convID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text}
+	var att *db.Attachment
+	if p.AttachmentID != nil {
+		a, err := s.q.GetAttachmentByID(ctx, *p.AttachmentID)
+		if isNoRows(err) || (err == nil && a.UploaderID != me) {
+			return nil, errNoAttachment
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get attachment: %w", err)
+		}
+		kind := int16(*p.AttachmentKind)
+		caption := ""
+		if p.Caption != nil {
+			caption = *p.Caption
+		}
+		att, arg.AttachmentID, arg.AttachmentKind, arg.Caption = &a, &a.ID, &kind, &caption
+	}
+
+	out, err := s.storeAndPublish(ctx, arg, att)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "messages_idempotency":
+		// A retry (maybe a concurrent one): the bump rolled back with the
+		// statement, so the seq has no gap. Answer with the stored message.
+		return s.storedMessage(ctx, me, p.ClientMsgID, convID)
+	case isNoRows(err):
+		// Left or removed between the check and the insert.
+		return nil, errNoLongerMember
+	case err != nil:
+		return nil, fmt.Errorf("create message: %w", err)
+	}
+	return &v1.SendMessageResponse{Message: out}, nil
+}
+
+// storeAndPublish stores a message and pushes it to the conversation's
+// members, holding the conversation's order lock from the insert to the
+// publish so that this node pushes a conversation's messages in seq order.
+// Waiters hold no database connection; the lock is taken before the row
+// lock, never while holding one.
+func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment) (*v1.Message, error) {
+	unlock, err := s.order.lock(ctx, arg.ConversationID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	row, err := s.q.CreateMessage(ctx, arg)
+	if err != nil {
+		return nil, err
+	}
+	msg := db.Message{
+		ConversationID: row.ConversationID, Seq: row.Seq, SenderID: row.SenderID, ClientMsgID: row.ClientMsgID,
+		Body: row.Body, AttachmentID: row.AttachmentID, AttachmentKind: row.AttachmentKind, Caption: row.Caption,
+		SentAt: row.SentAt, RecalledAt: row.RecalledAt,
+	}
+	var out *v1.Message
+	if att != nil {
+		out = toMessage(msg, &att.ContentType, &att.Size)
+	} else {
+		out = toMessage(msg, nil, nil)
+	}
+	s.publish(row.RecipientIds, &v1.Event{Kind: &v1.Event_Message{Message: out}})
+	return out, nil
+}
+
+// sendParams validates a SendMessage request.
+func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
+	p := sendMessageParams{ClientMsgID: req.GetClientMsgId()}
+	switch t := req.GetTarget().(type) {
+	case *v1.SendMessageRequest_PeerId:
+		p.PeerID = &t.PeerId
+	case *v1.SendMessageRequest_GroupId:
+		p.GroupID = &t.GroupId
+	default:
+		return p, invalid("target: set peer_id or group_id")
+	}
+	switch c := req.GetContent().(type) {
+	case *v1.SendMessageRequest_Text:
+		p.Text = &c.Text
+	case *v1.SendMessageRequest_Attachment:
+		a := c.Attachment
+		if a == nil {
+			return p, invalid("attachment: is required")
+		}
+		id, kind, caption := a.GetId(), int32(a.GetKind()), a.GetCaption()
+		p.AttachmentID, p.AttachmentKind, p.Caption = &id, &kind, &caption
+	default:
+		return p, invalid("content: set text or attachment")
+	}
+	if err := check(p); err != nil {
+		return p, err
+	}
+	// PostgreSQL text cannot hold NUL; say so rather than fail on insert.
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"client_msg_id", &p.ClientMsgID}, {"text", p.Text}, {"attachment.caption", p.Caption}} {
+		if f.v != nil && strings.ContainsRune(*f.v, 0) {
+			return p, invalid("%s: must not contain NUL characters", f.name)
+		}
+	}
+	if p.Text != nil && strings.TrimSpace(*p.Text) == "" {
+		return p, invalid("text: must not be blank")
+	}
+	return p, nil
+}
+
+// sendTarget resolves the target of a send to a conversation the caller may
+// post in. CreateMessage checks membership again, atomically with the insert.
+func (s *ChatServer) sendTarget(ctx context.Context, me int64, p sendMessageParams) (int64, error) {
+	if p.PeerID != nil {
+		t, err := s.q.GetDirectSendTarget(ctx, db.GetDirectSendTargetParams{SenderID: me, PeerID: *p.PeerID})
+		if isNoRows(err) {
+			// Members are public (GetMember): an unknown id is not found, a
+			// stranger is refused.
+			if _, err := s.q.GetMemberByID(ctx, *p.PeerID); err != nil {
+				return 0, fmt.Errorf("get peer: %w", err)
+			}
+			return 0, errNotContact
+		}
+		if err != nil {
+			return 0, fmt.Errorf("get direct conversation: %w", err)
+		}
+		if t.Blocked {
+			return 0, errBlocked
+		}
+		return t.ConversationID, nil
+	}
+	t, err := s.q.GetGroupSendTarget(ctx, db.GetGroupSendTargetParams{SenderID: me, GroupID: *p.GroupID})
+	if err != nil {
+		return 0, fmt.Errorf("get group conversation: %w", err)
+	}
+	switch {
+	case t.IsMember && !t.Dissolved:
+		return t.ConversationID, nil
+	case t.Dissolved || t.JoinPolicy != joinOpen:
+		// As GroupService shows them: a dissolved group, or an invite-only
+		// group the caller is not in, is not found.
+		return 0, errNotFound
+	default:
+		return 0, errNotGroupMember
+	}
+}
+
+// storedMessage answers a retried SendMessage with the message already stored
+// under its client_msg_id, without pushing it again.
+func (s *ChatServer) storedMessage(ctx context.Context, me int64, clientMsgID string, convID int64) (*v1.SendMessageResponse, error) {
+	r, err := s.q.GetMessageByClientMsgID(ctx, db.GetMessageByClientMsgIDParams{SenderID: me, ClientMsgID: clientMsgID})
+	if err != nil {
+		return nil, fmt.Errorf("get message by client_msg_id: %w", err)
+	}
+	if r.Message.ConversationID != convID {
+		return nil, errClientMsgIDUsed
+	}
+	return &v1.SendMessageResponse{Message: toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize)}, nil
+}
+
+func (s *ChatServer) ListConversations(ctx context.Context, req *v1.ListConversationsRequest) (*v1.ListConversationsResponse, error) {
+	me := callerFrom(ctx).MemberID
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(req.GetPageToken(), 2)
+	if err != nil {
+		return nil, err
+	}
+	arg := db.ListConversationsByMemberParams{MemberID: me, MaxRows: size + 1}
+	if after != nil {
+		at := time.UnixMicro(after[0])
+		arg.AfterActiveAt, arg.AfterID = &at, after[1]
+	}
+	rows, err := s.q.ListConversationsByMember(ctx, arg)
+	if err != nil {
+		return nil, fmt.Errorf("list conversations: %w", err)
+	}
+	// Keyed on activity time, which moves when a message arrives: a
+	// conversation that becomes active while a client pages jumps to the front
+	// (the client learns of it by push) and is not repeated behind the cursor.
+	rows, next := trimPage(rows, size, func(r db.ListConversationsByMemberRow) []int64 {
+		return []int64{r.ActiveAt.UnixMicro(), r.ID}
+	})
+	res := &v1.ListConversationsResponse{NextPageToken: next}
+	for _, r := range rows {
+		res.Conversations = append(res.Conversations, toConversation(r))
+	}
+	return res, nil
+}
+
+type listMessagesParams struct {
+	ConversationID int64  `name:"conversation_id" validate:"gt=0"`
+	AfterSeq       *int64 `name:"after_seq" validate:"omitnil,min=0"`
+	BeforeSeq      *int64 `name:"before_seq" validate:"omitnil,min=1"`
+	Limit          int32  `name:"limit" validate:"min=0"`
+}
+
+func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesRequest) (*v1.ListMessagesResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := listMessagesParams{ConversationID: req.GetConversationId(), Limit: req.GetLimit()}
+	switch pos := req.GetPosition().(type) {
+	case *v1.ListMessagesRequest_AfterSeq:
+		p.AfterSeq = &pos.AfterSeq
+	case *v1.ListMessagesRequest_BeforeSeq:
+		p.BeforeSeq = &pos.BeforeSeq
+	}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	// Like page_size: 0 takes the default, too many is clamped.
+	limit := min(p.Limit, maxMessageLimit)
+	if limit == 0 {
+		limit = defaultMessageLimit
+	}
+	if _, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: p.ConversationID, MemberID: me}); err != nil {
+		return nil, fmt.Errorf("get conversation member: %w", err)
+	}
+	res := &v1.ListMessagesResponse{}
+	if p.AfterSeq != nil {
+		rows, err := s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{
+			ConversationID: p.ConversationID, AfterSeq: *p.AfterSeq, MaxRows: limit + 1,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list messages: %w", err)
+		}
+		res.HasMore = len(rows) > int(limit)
+		for _, r := range rows[:min(len(rows), int(limit))] {
+			res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+		}
+		return res, nil
+	}
+	before := int64(1<<63 - 1) // neither: the newest
+	if p.BeforeSeq != nil {
+		before = *p.BeforeSeq
+	}
+	rows, err := s.q.ListMessagesBeforeSeq(ctx, db.ListMessagesBeforeSeqParams{
+		ConversationID: p.ConversationID, BeforeSeq: before, MaxRows: limit + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	res.HasMore = len(rows) > int(limit)
+	rows = rows[:min(len(rows), int(limit))]
+	slices.Reverse(rows)
+	for _, r := range rows {
+		res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+	}
+	return res, nil
+}
+
+type markReadParams struct {
+	ConversationID int64 `name:"conversation_id" validate:"gt=0"`
+	Seq            int64 `name:"seq" validate:"min=0"`
+}
+
+func (s *ChatServer) MarkRead(ctx context.Context, req *v1.MarkReadRequest) (*v1.MarkReadResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := markReadParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	r, err := s.q.MarkConversationRead(ctx, db.MarkConversationReadParams{ConversationID: p.ConversationID, MemberID: me, Seq: p.Seq})
+	if err != nil {
+		return nil, fmt.Errorf("mark read: %w", err)
+	}
+	if p.Seq > r.LastSeq {
+		return nil, invalid("seq: must not exceed the conversation's last_seq (%d)", r.LastSeq)
+	}
+	if r.ReadSeq > r.OldReadSeq {
+		// Everyone in the conversation, the caller included: its other
+		// devices clear their unread badges.
+		if err := s.publishToConversation(ctx, p.ConversationID, 0, &v1.Event{Kind: &v1.Event_ReadReceipt{ReadReceipt: &v1.ReadReceipt{
+			ConversationId: p.ConversationID, MemberId: me, ReadSeq: r.ReadSeq,
+		}}}); err != nil {
+			return nil, err
+		}
+	}
+	return &v1.MarkReadResponse{ReadSeq: r.ReadSeq}, nil
+}
+
+type messageRefParams struct {
+	ConversationID int64 `name:"conversation_id" validate:"gt=0"`
+	Seq            int64 `name:"seq" validate:"gt=0"`
+}
+
+func (s *ChatServer) RecallMessage(ctx context.Context, req *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := messageRefParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	m, err := s.q.RecallMessage(ctx, db.RecallMessageParams{
+		ConversationID: p.ConversationID, Seq: p.Seq, SenderID: me, WindowMicros: s.cfg.RecallWindow.Microseconds(),
+	})
+	if isNoRows(err) {
+		return s.notRecalled(ctx, me, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recall message: %w", err)
+	}
+	out := toMessage(m, nil, nil)
+	if err := s.publishToConversation(ctx, p.ConversationID, 0, &v1.Event{Kind: &v1.Event_MessageRecalled{MessageRecalled: &v1.MessageRecalled{
+		ConversationId: m.ConversationID, Seq: m.Seq, SenderId: m.SenderID, RecalledAt: out.RecalledAt,
+	}}}); err != nil {
+		return nil, err
+	}
+	return &v1.RecallMessageResponse{Message: out}, nil
+}
+
+// notRecalled explains a recall that changed nothing. Recalling a recalled
+// message again succeeds (a retry), without a second event.
+func (s *ChatServer) notRecalled(ctx context.Context, me int64, p messageRefParams) (*v1.RecallMessageResponse, error) {
+	r, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me})
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("get message: %w", err)
+	case r.Message.SenderID != me:
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only the sender may recall a message"))
+	case r.Message.RecalledAt != nil:
+		return &v1.RecallMessageResponse{Message: toMessage(r.Message, nil, nil)}, nil
+	default:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("the recall window (%s) has passed", s.cfg.RecallWindow))
+	}
+}
+
+type conversationParams struct {
+	ConversationID int64 `name:"conversation_id" validate:"gt=0"`
+}
+
+func (s *ChatServer) SendTyping(ctx context.Context, req *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := conversationParams{ConversationID: req.GetConversationId()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	a, err := s.q.GetConversationAccess(ctx, db.GetConversationAccessParams{ConversationID: p.ConversationID, MemberID: me})
+	if err != nil {
+		return nil, fmt.Errorf("get conversation access: %w", err)
+	}
+	if !a.CanPost {
+		return nil, errCannotPost
+	}
+	if err := s.publishToConversation(ctx, p.ConversationID, me, &v1.Event{Kind: &v1.Event_Typing{Typing: &v1.Typing{
+		ConversationId: p.ConversationID, MemberId: me,
+	}}}); err != nil {
+		return nil, err
+	}
+	return &v1.SendTypingResponse{}, nil
+}
+
+// publishToConversation pushes ev to the conversation's members, except
+// skip (0 skips nobody).
+func (s *ChatServer) publishToConversation(ctx context.Context, convID, skip int64, ev *v1.Event) error {
+	ids, err := s.q.ListConversationMemberIDs(ctx, convID)
+	if err != nil {
+		return fmt.Errorf("list conversation members: %w", err)
+	}
+	s.publish(slices.DeleteFunc(ids, func(id int64) bool { return id == skip }), ev)
+	return nil
+}
+
+func (s *ChatServer) Subscribe(ctx context.Context, _ *v1.SubscribeRequest, stream *connect.ServerStream[v1.SubscribeResponse]) error {
+	c := callerFrom(ctx)
+	sub, err := s.pub.Subscribe(ctx, push.Principal{MemberID: c.MemberID, SessionID: c.SessionID})
+	if err != nil {
+		return subscriptionEnded(err)
+	}
+	defer sub.Close()
+	// Send the headers now: a client that sees them knows its events flow.
+	if err := stream.Send(nil); err != nil {
+		return fmt.Errorf("send headers: %w", err)
+	}
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return subscriptionEnded(err)
+		}
+		ev, ok := msg.(*v1.Event)
+		if !ok {
+			s.log.ErrorContext(ctx, "subscribe: event of unexpected type", "type", fmt.Sprintf("%T", msg))
+			continue
+		}
+		if err := stream.Send(&v1.SubscribeResponse{Event: ev}); err != nil {
+			return fmt.Errorf("send event: %w", err)
+		}
+	}
+}
+
+// subscriptionEnded maps why the hub ended a subscription to what the client
+// should do. Every end may have dropped queued events: the client resyncs
+// with ListMessages when it subscribes again.
+func subscriptionEnded(err error) error {
+	switch {
+	case errors.Is(err, push.ErrSlowConsumer):
+		// A limit was hit (the per-device queue), as with rate limits; a
+		// distinct code from unavailable tells the client it lost events.
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("too slow: events were dropped; subscribe again and resync with ListMessages"))
+	case errors.Is(err, push.ErrSessionRevoked):
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("session revoked"))
+	case errors.Is(err, push.ErrShutdown):
+		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; subscribe again"))
+	case errors.Is(err, push.ErrClosed):
+		// The stream's context ended (the client went away).
+		return context.Canceled
+	}
+	return err
+}
+
+// toMessage maps a stored message; contentType and size come from its
+// attachment row, if any. A recalled message has no content.
+func toMessage(m db.Message, contentType *string, size *int64) *v1.Message {
+	out := &v1.Message{
+		ConversationId: m.ConversationID, Seq: m.Seq, SenderId: m.SenderID, ClientMsgId: m.ClientMsgID,
+		SentAt: timestamppb.New(m.SentAt),
+	}
+	switch {
+	case m.RecalledAt != nil:
+		out.RecalledAt = timestamppb.New(*m.RecalledAt)
+	case m.Body != nil:
+		out.Content = &v1.Message_Text{Text: *m.Body}
+	case m.AttachmentID != nil:
+		a := &v1.Attachment{Id: *m.AttachmentID}
+		if m.AttachmentKind != nil {
+			a.Kind = v1.AttachmentKind(*m.AttachmentKind)
+		}
+		if m.Caption != nil {
+			a.Caption = *m.Caption
+		}
+		if contentType != nil {
+			a.ContentType = *contentType
+		}
+		if size != nil {
+			a.Size = *size
+		}
+		out.Content = &v1.Message_Attachment{Attachment: a}
+	}
+	return out
+}
+
+func toConversation(r db.ListConversationsByMemberRow) *v1.Conversation {
+	out := &v1.Conversation{
+		Id: r.ID, Kind: v1.ConversationKind(r.Kind), LastSeq: r.LastSeq, ReadSeq: r.ReadSeq,
+		UnreadCount: max(r.LastSeq-r.ReadSeq, 0), UpdatedAt: timestamppb.New(r.ActiveAt),
+	}
+	switch {
+	case r.Kind == conversationDirect && r.PeerID != nil:
+		out.With = &v1.Conversation_Peer{Peer: toMember(db.Member{
+			ID: *r.PeerID, Nickname: deref(r.PeerNickname), Avatar: deref(r.PeerAvatar),
+			Gender: deref(r.PeerGender), Memo: deref(r.PeerMemo), CreatedAt: deref(r.PeerCreatedAt),
+		}, false)}
+	case r.GroupID != nil:
+		out.With = &v1.Conversation_Group{Group: toGroup(db.Group{
+			ID: *r.GroupID, Name: deref(r.GroupName), Avatar: deref(r.GroupAvatar), Notice: deref(r.GroupNotice),
+			OwnerID: deref(r.GroupOwnerID), MemberCount: deref(r.GroupMemberCount), MaxMembers: deref(r.GroupMaxMembers),
+			JoinPolicy: deref(r.GroupJoinPolicy), ConversationID: r.ID, CreatedAt: deref(r.GroupCreatedAt),
+		})}
+	}
+	if r.MsgSeq != nil {
+		out.LastMessage = toMessage(db.Message{
+			ConversationID: r.ID, Seq: *r.MsgSeq, SenderID: deref(r.MsgSenderID), ClientMsgID: deref(r.MsgClientMsgID),
+			Body: r.MsgBody, AttachmentID: r.MsgAttachmentID, AttachmentKind: r.MsgAttachmentKind, Caption: r.MsgCaption,
+			SentAt: deref(r.MsgSentAt), RecalledAt: r.MsgRecalledAt,
+		}, r.MsgAttachmentContentType, r.MsgAttachmentSize)
+	}
+	return out
+}
+
+// deref reads a column that a LEFT JOIN made nullable but that is set
+// whenever the joined row exists.
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// convLocks orders the pushes of each conversation. The database gives seqs
+// in the order senders get the conversation's row lock, but each sender
+// publishes after its own statement returns, so two senders could push
+// seq n+1 before seq n. Holding a per-conversation lock (striped, so memory
+// stays fixed) from the insert through the publish makes the push order the
+// seq order on this node; across nodes, clients rely on the gap rule (a gap
+// means: ask ListMessages). It costs little: the row lock serializes senders
+// to one conversation anyway, and waiters here hold no database connection.
+type convLocks struct{ stripes [256]chan struct{} }
+
+func newConvLocks() *convLocks {
+	l := &convLocks{}
+	for i := range l.stripes {
+		l.stripes[i] = make(chan struct{}, 1)
+	}
+	return l
+}
+
+// lock takes the conversation's stripe, or gives up when ctx ends.
+func (l *convLocks) lock(ctx context.Context, convID int64) (unlock func(), err error) {
+	ch := l.stripes[uint64(convID)*0x9E3779B97F4A7C15>>56]
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

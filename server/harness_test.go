@@ -42,6 +42,8 @@ type env struct {
 	// H1 speaks HTTP/1.1 only (as curl does by default); H2C speaks
 	// cleartext HTTP/2 only (as gRPC clients do).
 	H1, H2C *http.Client
+	// AttachmentDir is this server's attachment store (a temporary directory).
+	AttachmentDir string
 }
 
 type envOption func(*server.Deps)
@@ -61,12 +63,19 @@ func withPool(p *pgxpool.Pool) envOption {
 	return func(d *server.Deps) { d.Pool = p }
 }
 
+// withPushConfig builds the push hub from cfg (say, a small queue) instead
+// of the defaults.
+func withPushConfig(cfg push.Config) envOption {
+	return func(d *server.Deps) { d.Hub = push.NewHub(cfg, d.Log) }
+}
+
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := server.DefaultConfig()
 	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhone = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	cfg.AttachmentDir = t.TempDir() // never the working directory's .data
 	d := server.Deps{
 		Log:    log,
 		Hasher: password.NewHasher(password.InsecureFastParams, 0),
@@ -78,7 +87,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if d.Pool == nil {
 		d.Pool = testdb.New(t)
 	}
-	d.Hub = push.NewHub(push.Config{}, log)
+	if d.Hub == nil {
+		d.Hub = push.NewHub(push.Config{}, log)
+	}
 	h := server.New(d)
 
 	srv := httptest.NewUnstartedServer(h)
@@ -98,6 +109,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	return &env{
 		URL: srv.URL, Pool: d.Pool, Hub: d.Hub, Logs: logs,
 		H1: srv.Client(), H2C: &http.Client{Transport: h2c},
+		AttachmentDir: d.Config.AttachmentDir,
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -29,8 +30,9 @@ func (l *accessLogger) line(ctx context.Context, procedure string, start time.Ti
 	code := "ok"
 	level := slog.LevelInfo
 	if err != nil {
-		code = connect.CodeOf(err).String()
-		if connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown {
+		c := codeOf(err)
+		code = c.String()
+		if c == connect.CodeInternal || c == connect.CodeUnknown {
 			level = slog.LevelError
 		}
 	}
@@ -61,4 +63,16 @@ func (l *accessLogger) WrapStreamingHandler(next connect.StreamingHandlerFunc) c
 		l.line(ctx, conn.Spec().Procedure, start, e, err)
 		return err
 	}
+}
+
+// codeOf is the code the client sees: connect codes a bare context error
+// itself (a client that went away is canceled, not unknown).
+func codeOf(err error) connect.Code {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded
+	}
+	return connect.CodeOf(err)
 }

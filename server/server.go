@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,6 +36,18 @@ type Config struct {
 	RegisterPerAddr RateLimit
 	LoginPerAddr    RateLimit
 	LoginPerPhone   RateLimit
+	// GroupMaxMembers is the most members a new group may have (default 2000).
+	GroupMaxMembers int
+	// RecallWindow is how long after sending a sender may recall a message
+	// (default 2 minutes).
+	RecallWindow time.Duration
+	// AttachmentDir is where uploads are stored (default .data/attachments).
+	AttachmentDir string
+	// MaxAttachmentBytes bounds one upload (default 20 MiB).
+	MaxAttachmentBytes int64
+	// CORSOrigins are the browser origins allowed to call the API, like
+	// https://app.example.com (see CheckCORSOrigins); empty: no CORS.
+	CORSOrigins []string
 }
 
 // DefaultConfig returns the production defaults.
@@ -45,6 +58,11 @@ func DefaultConfig() Config {
 		RegisterPerAddr: RateLimit{Every: 6 * time.Second, Burst: 20},
 		LoginPerAddr:    RateLimit{Every: time.Second, Burst: 30},
 		LoginPerPhone:   RateLimit{Every: 12 * time.Second, Burst: 10},
+		GroupMaxMembers: 2000,
+		RecallWindow:    2 * time.Minute,
+
+		AttachmentDir:      DefaultAttachmentDir,
+		MaxAttachmentBytes: DefaultMaxAttachmentBytes,
 	}
 }
 
@@ -53,6 +71,8 @@ type Publisher interface {
 	Publish(memberIDs []int64, ev proto.Message)
 	// CloseSession closes the sockets and streams of a revoked session.
 	CloseSession(sessionID int64)
+	// Subscribe opens an event stream for one device (ChatService.Subscribe).
+	Subscribe(ctx context.Context, p push.Principal) (*push.Subscription, error)
 }
 
 // Deps are what the handlers need from the outside world.
@@ -96,6 +116,12 @@ type noPublisher struct{}
 
 func (noPublisher) Publish([]int64, proto.Message) {}
 func (noPublisher) CloseSession(int64)             {}
+func (noPublisher) Subscribe(context.Context, push.Principal) (*push.Subscription, error) {
+	return nil, errNoHub
+}
+
+// errNoHub answers Subscribe on a server built without a hub.
+var errNoHub = connect.NewError(connect.CodeUnavailable, errors.New("push is not available on this server"))
 
 // Handler is the server's HTTP handler plus what cmd wiring needs from it.
 type Handler struct {
@@ -113,6 +139,12 @@ func New(d Deps) *Handler {
 	if d.Config.MaxRequestBytes == 0 {
 		d.Config.MaxRequestBytes = defaults.MaxRequestBytes
 	}
+	if d.Config.GroupMaxMembers == 0 {
+		d.Config.GroupMaxMembers = defaults.GroupMaxMembers
+	}
+	if d.Config.RecallWindow == 0 {
+		d.Config.RecallWindow = defaults.RecallWindow
+	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -127,8 +159,9 @@ func New(d Deps) *Handler {
 	b := &base{pool: d.Pool, q: q, log: d.Log, pub: pub, cfg: d.Config, now: d.Now}
 	authn := &Authenticator{q: q, log: d.Log, now: d.Now}
 
+	m := newMetrics(d.Pool, d.Hub)
 	opts := connect.WithHandlerOptions(
-		connect.WithInterceptors(accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
+		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			d.Log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p))
@@ -139,7 +172,7 @@ func New(d Deps) *Handler {
 	mux.Handle(karlmalonev1connect.NewMemberServiceHandler(newMemberServer(b, d.Hasher), opts))
 	mux.Handle(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts))
 	mux.Handle(karlmalonev1connect.NewGroupServiceHandler(&GroupServer{base: b}, opts))
-	mux.Handle(karlmalonev1connect.NewChatServiceHandler(&ChatServer{base: b}, opts))
+	mux.Handle(karlmalonev1connect.NewChatServiceHandler(newChatServer(b), opts))
 	if d.Hub != nil {
 		mux.Handle("GET /v1/push", push.NewHandler(d.Hub, authn.principal))
 	}
@@ -159,7 +192,8 @@ func New(d Deps) *Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprint(w, rootText)
 	})
-	return &Handler{Handler: mux, Authenticator: authn}
+	mountRoutes(mux, d, authn, m)
+	return &Handler{Handler: withCORS(d.Config.CORSOrigins, mux), Authenticator: authn}
 }
 
 const rootText = `KarlMalone instant-messaging API
@@ -168,7 +202,8 @@ Services (Connect, gRPC and gRPC-Web, JSON or binary, on this port):
   karlmalone.v1.MemberService, ContactService, GroupService, ChatService
 Push: GET /v1/push (WebSocket)
 API description: /openapi.yaml  (browsable: /docs)
-Health: /healthz, /readyz
+Health: /healthz, /readyz, gRPC grpc.health.v1.Health; metrics: /metrics
+Attachments: POST /v1/attachments, GET /v1/attachments/{id}
 `
 
 // clientAddr is the caller's IP address, for per-client rate limits.

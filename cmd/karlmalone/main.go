@@ -25,6 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/internal/password"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/schema"
@@ -54,6 +55,12 @@ type config struct {
 	hashConcurrency int
 	server          server.Config
 	push            push.Config
+
+	// HTTP server and database connection limits.
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+	maxHeaderBytes    int
+	dbConnectTimeout  time.Duration
 }
 
 // parseFlags reads args, with each flag defaulting to its environment variable.
@@ -74,11 +81,28 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long shutdown waits for requests in flight")
 	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", c.server.TokenTTL, "access token lifetime")
 	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", c.server.MaxRequestBytes, "largest RPC request body")
+	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", c.server.GroupMaxMembers, "most members a new group may have")
+	env.Duration(&c.server.RecallWindow, "recall-window", "KARLMALONE_RECALL_WINDOW", c.server.RecallWindow, "how long after sending a message its sender may recall it")
 	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", runtime.GOMAXPROCS(0), "most password hashes computed at once (each takes 19 MiB)")
 	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", false, "benchmarks only: hash passwords with trivial argon2id parameters")
 	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")
 	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "logins per client address, as interval/burst (0 disables)")
 	env.Rate(&c.server.LoginPerPhone, "login-rate-phone", "KARLMALONE_LOGIN_RATE_PHONE", "logins per phone, as interval/burst (0 disables)")
+	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", c.server.AttachmentDir, "directory where uploaded attachments are stored")
+	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", c.server.MaxAttachmentBytes, "largest attachment upload, in bytes")
+	var corsOrigins string
+	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
+	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", 10*time.Second, "how long a client may take to send request headers")
+	env.Duration(&c.idleTimeout, "idle-timeout", "KARLMALONE_IDLE_TIMEOUT", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	env.Int(&c.maxHeaderBytes, "max-header-bytes", "KARLMALONE_MAX_HEADER_BYTES", 64<<10, "largest request header block")
+	env.Duration(&c.dbConnectTimeout, "db-connect-timeout", "KARLMALONE_DB_CONNECT_TIMEOUT", 5*time.Second, "how long opening a database connection may take before requests fail")
+	// The push hub's limits; the defaults are the hub's own (push.Config).
+	env.Int(&c.push.Shards, "push-shards", "KARLMALONE_PUSH_SHARDS", 4*runtime.GOMAXPROCS(0), "push hub shards (rounded up to a power of two)")
+	env.Int(&c.push.QueueSize, "push-queue-size", "KARLMALONE_PUSH_QUEUE_SIZE", 256, "events queued per push receiver before it is disconnected as too slow")
+	env.Duration(&c.push.WriteTimeout, "push-write-timeout", "KARLMALONE_PUSH_WRITE_TIMEOUT", 5*time.Second, "how long one push frame write may take")
+	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", 25*time.Second, "how often push sockets are pinged")
+	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", 5*time.Second, "how long a ping may go unanswered before the socket is dropped")
+	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", 4<<10, "largest frame a push client may send, in bytes")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -94,6 +118,16 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key go together")
 	}
+	for o := range strings.SplitSeq(corsOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.server.CORSOrigins = append(c.server.CORSOrigins, o)
+		}
+	}
+	if err := server.CheckCORSOrigins(c.server.CORSOrigins); err != nil {
+		return nil, fmt.Errorf("-cors-origins: %w", err)
+	}
+	// Browsers open push sockets from the same origins that call the API.
+	c.push.OriginPatterns = c.server.CORSOrigins
 	return c, nil
 }
 
@@ -136,6 +170,13 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		log.Warn("INSECURE: fast password hashing enabled; for benchmarks only")
 		params = password.InsecureFastParams
 	}
+	// Fail now, not at the first upload, when the directory is unusable; and
+	// sweep uploads a crash left half-written.
+	if n, err := attachment.NewFS(c.server.AttachmentDir).Prepare(24*time.Hour, time.Now()); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("removed interrupted uploads", "count", n)
+	}
 	hub := push.NewHub(c.push, log)
 	h := server.New(server.Deps{
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
@@ -148,9 +189,9 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 	protocols.SetHTTP2(true)
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		MaxHeaderBytes:    c.maxHeaderBytes,
+		IdleTimeout:       c.idleTimeout,
 		Protocols:         &protocols,
 		// No ReadTimeout or WriteTimeout: they would cut streaming RPCs and
 		// WebSockets, which bound their own writes.
@@ -203,7 +244,7 @@ func openPool(ctx context.Context, c *config) (*pgxpool.Pool, error) {
 	pc.MaxConnIdleTime = 5 * time.Minute
 	pc.HealthCheckPeriod = 15 * time.Second
 	// Fail a request fast when the database is down, instead of hanging.
-	pc.ConnConfig.ConnectTimeout = 5 * time.Second
+	pc.ConnConfig.ConnectTimeout = c.dbConnectTimeout
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -258,6 +299,17 @@ func (e *envFlags) Int(p *int, flagName, envName string, def int, usage string) 
 		def = n
 	}
 	e.fs.IntVar(p, flagName, def, e.usage(usage, envName))
+}
+
+func (e *envFlags) Int64(p *int64, flagName, envName string, def int64, usage string) {
+	if v := e.getenv(envName); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			e.err = fmt.Errorf("%s: %w", envName, err)
+		}
+		def = n
+	}
+	e.fs.Int64Var(p, flagName, def, e.usage(usage, envName))
 }
 
 func (e *envFlags) Bool(p *bool, flagName, envName string, def bool, usage string) {

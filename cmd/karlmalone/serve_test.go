@@ -35,12 +35,12 @@ func TestMain(m *testing.M) { testdb.Main(m) }
 // and a stop function that waits for run to return.
 func startServer(t *testing.T, extraArgs ...string) (addr string, stop func() error, logs *lockedBuffer) {
 	t.Helper()
-	env := map[string]string{"DATABASE_URL": testdb.NewURL(t)}
+	env := map[string]string{"DATABASE_URL": testdb.NewURL(t), "KARLMALONE_ATTACHMENT_DIR": t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	logs = &lockedBuffer{}
-	args := append([]string{"serve", "-listen", "127.0.0.1:0", "-insecure-fast-password-hash"}, extraArgs...)
+	args := append([]string{"serve", "-listen", "127.0.0.1:0", "-insecure-fast-password-hash", "-log-level", "debug"}, extraArgs...)
 	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, logs, ready) }()
 	select {
 	case addr = <-ready:
@@ -95,11 +95,18 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("dial push: %v", err)
 	}
 	defer ws.CloseNow()
+	// Read as a real client does, all along: a socket nobody reads cannot
+	// answer the close handshake, and the server then drops it unanswered.
+	readErr := make(chan error, 1)
+	go func() {
+		_, _, err := ws.Read(ctx)
+		readErr <- err
+	}()
 
 	if err := stop(); err != nil {
 		t.Fatalf("run returned %v\n%s", err, logs)
 	}
-	_, _, err = ws.Read(ctx)
+	err = <-readErr
 	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
 		t.Fatalf("push socket ended with %v, want going away", err)
 	}

@@ -26,9 +26,12 @@ const (
 type ConversationKind int32
 
 const (
+	// Not set.
 	ConversationKind_CONVERSATION_KIND_UNSPECIFIED ConversationKind = 0
-	ConversationKind_CONVERSATION_KIND_DIRECT      ConversationKind = 1
-	ConversationKind_CONVERSATION_KIND_GROUP       ConversationKind = 2
+	// Between two members.
+	ConversationKind_CONVERSATION_KIND_DIRECT ConversationKind = 1
+	// A group's conversation.
+	ConversationKind_CONVERSATION_KIND_GROUP ConversationKind = 2
 )
 
 // Enum value maps for ConversationKind.
@@ -75,8 +78,12 @@ func (ConversationKind) EnumDescriptor() ([]byte, []int) {
 // Conversation is one of the caller's conversations.
 type Conversation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind  ConversationKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=karlmalone.v1.ConversationKind" json:"kind,omitempty"`
+	// The conversation's id, for ListMessages, MarkRead and SendTyping.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Direct or group.
+	Kind ConversationKind `protobuf:"varint,2,opt,name=kind,proto3,enum=karlmalone.v1.ConversationKind" json:"kind,omitempty"`
+	// Who the conversation is with.
+	//
 	// Types that are valid to be assigned to With:
 	//
 	//	*Conversation_Peer
@@ -84,7 +91,8 @@ type Conversation struct {
 	With isConversation_With `protobuf_oneof:"with"`
 	// Unset when the conversation has no message yet.
 	LastMessage *Message `protobuf:"bytes,5,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
-	LastSeq     int64    `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// The seq of the newest message; 0 when there is none.
+	LastSeq int64 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// The caller's read cursor.
 	ReadSeq int64 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
 	// Messages after read_seq.
@@ -217,8 +225,11 @@ func (*Conversation_Peer) isConversation_With() {}
 
 func (*Conversation_Group) isConversation_With() {}
 
+// SendMessageRequest is a message to send.
 type SendMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the message goes.
+	//
 	// Types that are valid to be assigned to Target:
 	//
 	//	*SendMessageRequest_PeerId
@@ -226,6 +237,8 @@ type SendMessageRequest struct {
 	Target isSendMessageRequest_Target `protobuf_oneof:"target"`
 	// The sender's idempotency key, 1–64 characters; retries reuse it.
 	ClientMsgId string `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// What the message says.
+	//
 	// Types that are valid to be assigned to Content:
 	//
 	//	*SendMessageRequest_Text
@@ -332,6 +345,7 @@ type SendMessageRequest_PeerId struct {
 }
 
 type SendMessageRequest_GroupId struct {
+	// A group the caller belongs to.
 	GroupId int64 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3,oneof"`
 }
 
@@ -357,9 +371,11 @@ func (*SendMessageRequest_Text) isSendMessageRequest_Content() {}
 
 func (*SendMessageRequest_Attachment) isSendMessageRequest_Content() {}
 
+// SendMessageResponse carries the stored message.
 type SendMessageResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message as stored, with its seq.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,10 +417,12 @@ func (x *SendMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// ListConversationsRequest asks for a page of the caller's conversations.
 type ListConversationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 100; 0 means 20.
-	PageSize      int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -454,10 +472,13 @@ func (x *ListConversationsRequest) GetPageToken() string {
 	return ""
 }
 
+// ListConversationsResponse is one page of conversations.
 type ListConversationsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversations []*Conversation        `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most recent activity first.
+	Conversations []*Conversation `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -506,9 +527,11 @@ func (x *ListConversationsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListMessagesRequest asks for part of a conversation's history.
 type ListMessagesRequest struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// With neither, the newest messages.
 	//
 	// Types that are valid to be assigned to Position:
@@ -609,6 +632,7 @@ func (*ListMessagesRequest_AfterSeq) isListMessagesRequest_Position() {}
 
 func (*ListMessagesRequest_BeforeSeq) isListMessagesRequest_Position() {}
 
+// ListMessagesResponse is one page of history.
 type ListMessagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ascending by seq.
@@ -663,9 +687,11 @@ func (x *ListMessagesResponse) GetHasMore() bool {
 	return false
 }
 
+// MarkReadRequest moves the caller's read cursor.
 type MarkReadRequest struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// The highest seq the caller has read; the cursor never moves back.
 	Seq           int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -716,9 +742,11 @@ func (x *MarkReadRequest) GetSeq() int64 {
 	return 0
 }
 
+// MarkReadResponse carries the cursor as it now stands.
 type MarkReadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ReadSeq       int64                  `protobuf:"varint,1,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's read cursor after the call.
+	ReadSeq       int64 `protobuf:"varint,1,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -760,12 +788,15 @@ func (x *MarkReadResponse) GetReadSeq() int64 {
 	return 0
 }
 
+// RecallMessageRequest names a message of the caller's to recall.
 type RecallMessageRequest struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Seq            int64                  `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq.
+	Seq           int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecallMessageRequest) Reset() {
@@ -812,9 +843,11 @@ func (x *RecallMessageRequest) GetSeq() int64 {
 	return 0
 }
 
+// RecallMessageResponse carries the recalled message.
 type RecallMessageResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message, now without content and with recalled_at set.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -856,9 +889,11 @@ func (x *RecallMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// SendTypingRequest says the caller is typing.
 type SendTypingRequest struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -900,6 +935,7 @@ func (x *SendTypingRequest) GetConversationId() int64 {
 	return 0
 }
 
+// SendTypingResponse is empty.
 type SendTypingResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -936,6 +972,7 @@ func (*SendTypingResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
+// SubscribeRequest opens the caller's event stream.
 type SubscribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -972,9 +1009,11 @@ func (*SubscribeRequest) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
+// SubscribeResponse is one event.
 type SubscribeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event, as GET /v1/push would frame it.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -26,10 +26,14 @@ const (
 type FriendRequestStatus int32
 
 const (
+	// Not set.
 	FriendRequestStatus_FRIEND_REQUEST_STATUS_UNSPECIFIED FriendRequestStatus = 0
-	FriendRequestStatus_FRIEND_REQUEST_STATUS_PENDING     FriendRequestStatus = 1
-	FriendRequestStatus_FRIEND_REQUEST_STATUS_ACCEPTED    FriendRequestStatus = 2
-	FriendRequestStatus_FRIEND_REQUEST_STATUS_DECLINED    FriendRequestStatus = 3
+	// Waiting for the addressee's answer.
+	FriendRequestStatus_FRIEND_REQUEST_STATUS_PENDING FriendRequestStatus = 1
+	// Accepted: the two are contacts.
+	FriendRequestStatus_FRIEND_REQUEST_STATUS_ACCEPTED FriendRequestStatus = 2
+	// Declined by the addressee.
+	FriendRequestStatus_FRIEND_REQUEST_STATUS_DECLINED FriendRequestStatus = 3
 )
 
 // Enum value maps for FriendRequestStatus.
@@ -79,6 +83,7 @@ func (FriendRequestStatus) EnumDescriptor() ([]byte, []int) {
 type FriendRequestDirection int32
 
 const (
+	// Not set; ListFriendRequests refuses it.
 	FriendRequestDirection_FRIEND_REQUEST_DIRECTION_UNSPECIFIED FriendRequestDirection = 0
 	// Requests sent to the caller.
 	FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING FriendRequestDirection = 1
@@ -129,13 +134,18 @@ func (FriendRequestDirection) EnumDescriptor() ([]byte, []int) {
 
 // FriendRequest is one member asking another to become contacts.
 type FriendRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Id           int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	FromMemberId int64                  `protobuf:"varint,2,opt,name=from_member_id,json=fromMemberId,proto3" json:"from_member_id,omitempty"`
-	ToMemberId   int64                  `protobuf:"varint,3,opt,name=to_member_id,json=toMemberId,proto3" json:"to_member_id,omitempty"`
-	Status       FriendRequestStatus    `protobuf:"varint,4,opt,name=status,proto3,enum=karlmalone.v1.FriendRequestStatus" json:"status,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's id, for RespondFriendRequest.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The member who asked.
+	FromMemberId int64 `protobuf:"varint,2,opt,name=from_member_id,json=fromMemberId,proto3" json:"from_member_id,omitempty"`
+	// The member asked.
+	ToMemberId int64 `protobuf:"varint,3,opt,name=to_member_id,json=toMemberId,proto3" json:"to_member_id,omitempty"`
+	// Pending until answered.
+	Status FriendRequestStatus `protobuf:"varint,4,opt,name=status,proto3,enum=karlmalone.v1.FriendRequestStatus" json:"status,omitempty"`
 	// Up to 256 characters.
-	Note      string                 `protobuf:"bytes,5,opt,name=note,proto3" json:"note,omitempty"`
+	Note string `protobuf:"bytes,5,opt,name=note,proto3" json:"note,omitempty"`
+	// When it was sent.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Set once the request is answered.
 	RespondedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=responded_at,json=respondedAt,proto3" json:"responded_at,omitempty"`
@@ -239,10 +249,11 @@ type Contact struct {
 	// The caller's private remark for this contact.
 	Remark string `protobuf:"bytes,2,opt,name=remark,proto3" json:"remark,omitempty"`
 	// The one-to-one conversation with this contact.
-	ConversationId int64                  `protobuf:"varint,3,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	ConversationId int64 `protobuf:"varint,3,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// When the two became contacts.
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Contact) Reset() {
@@ -303,9 +314,11 @@ func (x *Contact) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// SendFriendRequestRequest asks a member to become a contact.
 type SendFriendRequestRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	MemberId int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member to ask.
+	MemberId int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// Up to 256 characters.
 	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -356,9 +369,11 @@ func (x *SendFriendRequestRequest) GetNote() string {
 	return ""
 }
 
+// SendFriendRequestResponse carries the request sent.
 type SendFriendRequestResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Request       *FriendRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request, pending (or accepted at once when the other side had already asked the caller).
+	Request       *FriendRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,11 +415,14 @@ func (x *SendFriendRequestResponse) GetRequest() *FriendRequest {
 	return nil
 }
 
+// ListFriendRequestsRequest picks a direction and a page.
 type ListFriendRequestsRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Incoming or outgoing; required.
 	Direction FriendRequestDirection `protobuf:"varint,1,opt,name=direction,proto3,enum=karlmalone.v1.FriendRequestDirection" json:"direction,omitempty"`
 	// At most 100; 0 means 20.
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -461,10 +479,13 @@ func (x *ListFriendRequestsRequest) GetPageToken() string {
 	return ""
 }
 
+// ListFriendRequestsResponse is one page of requests.
 type ListFriendRequestsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Requests      []*FriendRequest       `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Requests []*FriendRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,9 +534,11 @@ func (x *ListFriendRequestsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// RespondFriendRequestRequest answers a request addressed to the caller.
 type RespondFriendRequestRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	RequestId int64                  `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pending request to answer.
+	RequestId int64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// True to accept, false to decline.
 	Accept        bool `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -566,9 +589,11 @@ func (x *RespondFriendRequestRequest) GetAccept() bool {
 	return false
 }
 
+// RespondFriendRequestResponse carries the answered request.
 type RespondFriendRequestResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Request *FriendRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request, now accepted or declined.
+	Request *FriendRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
 	// Set on accept: the contact now made.
 	Contact       *Contact `protobuf:"bytes,2,opt,name=contact,proto3" json:"contact,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -619,10 +644,12 @@ func (x *RespondFriendRequestResponse) GetContact() *Contact {
 	return nil
 }
 
+// ListContactsRequest asks for a page of the caller's contacts.
 type ListContactsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 100; 0 means 20.
-	PageSize      int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -672,10 +699,13 @@ func (x *ListContactsRequest) GetPageToken() string {
 	return ""
 }
 
+// ListContactsResponse is one page of contacts.
 type ListContactsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Contacts      []*Contact             `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The contacts on this page.
+	Contacts []*Contact `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -724,9 +754,11 @@ func (x *ListContactsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// SetContactRemarkRequest sets the caller's remark for a contact.
 type SetContactRemarkRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	MemberId int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The contact's member id.
+	MemberId int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// Up to 32 characters; empty clears it.
 	Remark        string `protobuf:"bytes,2,opt,name=remark,proto3" json:"remark,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -777,9 +809,11 @@ func (x *SetContactRemarkRequest) GetRemark() string {
 	return ""
 }
 
+// SetContactRemarkResponse carries the contact as changed.
 type SetContactRemarkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Contact       *Contact               `protobuf:"bytes,1,opt,name=contact,proto3" json:"contact,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The contact with its new remark.
+	Contact       *Contact `protobuf:"bytes,1,opt,name=contact,proto3" json:"contact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -821,9 +855,11 @@ func (x *SetContactRemarkResponse) GetContact() *Contact {
 	return nil
 }
 
+// RemoveContactRequest names a contact to remove.
 type RemoveContactRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemberId      int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The contact's member id.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -865,6 +901,7 @@ func (x *RemoveContactRequest) GetMemberId() int64 {
 	return 0
 }
 
+// RemoveContactResponse is empty.
 type RemoveContactResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -901,9 +938,11 @@ func (*RemoveContactResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_contact_proto_rawDescGZIP(), []int{13}
 }
 
+// BlockMemberRequest names a member to block.
 type BlockMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemberId      int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member to block.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -945,6 +984,7 @@ func (x *BlockMemberRequest) GetMemberId() int64 {
 	return 0
 }
 
+// BlockMemberResponse is empty.
 type BlockMemberResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -981,9 +1021,11 @@ func (*BlockMemberResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_contact_proto_rawDescGZIP(), []int{15}
 }
 
+// UnblockMemberRequest names a member to unblock.
 type UnblockMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemberId      int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member to unblock.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1025,6 +1067,7 @@ func (x *UnblockMemberRequest) GetMemberId() int64 {
 	return 0
 }
 
+// UnblockMemberResponse is empty.
 type UnblockMemberResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1061,10 +1104,12 @@ func (*UnblockMemberResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_contact_proto_rawDescGZIP(), []int{17}
 }
 
+// ListBlockedRequest asks for a page of the members the caller blocked.
 type ListBlockedRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 100; 0 means 20.
-	PageSize      int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1114,10 +1159,13 @@ func (x *ListBlockedRequest) GetPageToken() string {
 	return ""
 }
 
+// ListBlockedResponse is one page of blocked members.
 type ListBlockedResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Public profiles of the blocked members.
+	Members []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -26,10 +26,14 @@ const (
 type GroupRole int32
 
 const (
+	// Not a member, or not set.
 	GroupRole_GROUP_ROLE_UNSPECIFIED GroupRole = 0
-	GroupRole_GROUP_ROLE_MEMBER      GroupRole = 1
-	GroupRole_GROUP_ROLE_ADMIN       GroupRole = 2
-	GroupRole_GROUP_ROLE_OWNER       GroupRole = 3
+	// A plain member.
+	GroupRole_GROUP_ROLE_MEMBER GroupRole = 1
+	// Adds and removes plain members and updates the group.
+	GroupRole_GROUP_ROLE_ADMIN GroupRole = 2
+	// The one owner: everything an admin may, plus roles, transfer and dissolve.
+	GroupRole_GROUP_ROLE_OWNER GroupRole = 3
 )
 
 // Enum value maps for GroupRole.
@@ -79,6 +83,7 @@ func (GroupRole) EnumDescriptor() ([]byte, []int) {
 type JoinPolicy int32
 
 const (
+	// Not set: invite only.
 	JoinPolicy_JOIN_POLICY_UNSPECIFIED JoinPolicy = 0
 	// Only owners and admins add members (the default).
 	JoinPolicy_JOIN_POLICY_INVITE_ONLY JoinPolicy = 1
@@ -130,19 +135,24 @@ func (JoinPolicy) EnumDescriptor() ([]byte, []int) {
 // Group is a chat group.
 type Group struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The group's id.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// 1–64 characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Optional http(s) URL.
 	Avatar string `protobuf:"bytes,3,opt,name=avatar,proto3" json:"avatar,omitempty"`
 	// Optional notice shown to members, up to 1024 characters.
-	Notice      string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
-	OwnerId     int64  `protobuf:"varint,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
-	MemberCount int32  `protobuf:"varint,6,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	Notice string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	// The owner's member id.
+	OwnerId int64 `protobuf:"varint,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	// How many members the group has, the owner included.
+	MemberCount int32 `protobuf:"varint,6,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	// The group's conversation, for ChatService.
-	ConversationId int64                  `protobuf:"varint,7,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	JoinPolicy     JoinPolicy             `protobuf:"varint,8,opt,name=join_policy,json=joinPolicy,proto3,enum=karlmalone.v1.JoinPolicy" json:"join_policy,omitempty"`
-	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ConversationId int64 `protobuf:"varint,7,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Who may join.
+	JoinPolicy JoinPolicy `protobuf:"varint,8,opt,name=join_policy,json=joinPolicy,proto3,enum=karlmalone.v1.JoinPolicy" json:"join_policy,omitempty"`
+	// When the group was created.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// The most members the group may have.
 	MaxMembers    int32 `protobuf:"varint,10,opt,name=max_members,json=maxMembers,proto3" json:"max_members,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -251,9 +261,12 @@ func (x *Group) GetMaxMembers() int32 {
 
 // GroupMember is one member of a group.
 type GroupMember struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
-	Role          GroupRole              `protobuf:"varint,2,opt,name=role,proto3,enum=karlmalone.v1.GroupRole" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's public profile.
+	Member *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// The member's role in the group.
+	Role GroupRole `protobuf:"varint,2,opt,name=role,proto3,enum=karlmalone.v1.GroupRole" json:"role,omitempty"`
+	// When the member joined.
 	JoinedAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -310,13 +323,19 @@ func (x *GroupMember) GetJoinedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// CreateGroupRequest describes a new group.
 type CreateGroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	MemberIds     []int64                `protobuf:"varint,2,rep,packed,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
-	Avatar        string                 `protobuf:"bytes,3,opt,name=avatar,proto3" json:"avatar,omitempty"`
-	Notice        string                 `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
-	JoinPolicy    JoinPolicy             `protobuf:"varint,5,opt,name=join_policy,json=joinPolicy,proto3,enum=karlmalone.v1.JoinPolicy" json:"join_policy,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1–64 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Initial members besides the caller, each a contact of the caller; no duplicates.
+	MemberIds []int64 `protobuf:"varint,2,rep,packed,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	// Optional http(s) URL.
+	Avatar string `protobuf:"bytes,3,opt,name=avatar,proto3" json:"avatar,omitempty"`
+	// Optional notice, up to 1024 characters.
+	Notice string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	// Invite only unless set to open.
+	JoinPolicy    JoinPolicy `protobuf:"varint,5,opt,name=join_policy,json=joinPolicy,proto3,enum=karlmalone.v1.JoinPolicy" json:"join_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -386,9 +405,11 @@ func (x *CreateGroupRequest) GetJoinPolicy() JoinPolicy {
 	return JoinPolicy_JOIN_POLICY_UNSPECIFIED
 }
 
+// CreateGroupResponse carries the new group.
 type CreateGroupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group, with its conversation id.
+	Group         *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -430,9 +451,11 @@ func (x *CreateGroupResponse) GetGroup() *Group {
 	return nil
 }
 
+// GetGroupRequest names a group.
 type GetGroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to read.
+	GroupId       int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,9 +497,11 @@ func (x *GetGroupRequest) GetGroupId() int64 {
 	return 0
 }
 
+// GetGroupResponse carries a group and the caller's role in it.
 type GetGroupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Group *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// The group.
+	Group *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	// The caller's role; unspecified when the caller is not a member.
 	MyRole        GroupRole `protobuf:"varint,2,opt,name=my_role,json=myRole,proto3,enum=karlmalone.v1.GroupRole" json:"my_role,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -527,13 +552,18 @@ func (x *GetGroupResponse) GetMyRole() GroupRole {
 	return GroupRole_GROUP_ROLE_UNSPECIFIED
 }
 
+// UpdateGroupRequest lists the group fields to change.
 type UpdateGroupRequest struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	GroupId int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to change.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// Each field is changed only when set.
-	Name          *string     `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
-	Avatar        *string     `protobuf:"bytes,3,opt,name=avatar,proto3,oneof" json:"avatar,omitempty"`
-	Notice        *string     `protobuf:"bytes,4,opt,name=notice,proto3,oneof" json:"notice,omitempty"`
+	Name *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	// An http(s) URL; empty removes it.
+	Avatar *string `protobuf:"bytes,3,opt,name=avatar,proto3,oneof" json:"avatar,omitempty"`
+	// Up to 1024 characters; empty removes it.
+	Notice *string `protobuf:"bytes,4,opt,name=notice,proto3,oneof" json:"notice,omitempty"`
+	// Invite only or open.
 	JoinPolicy    *JoinPolicy `protobuf:"varint,5,opt,name=join_policy,json=joinPolicy,proto3,enum=karlmalone.v1.JoinPolicy,oneof" json:"join_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -604,9 +634,11 @@ func (x *UpdateGroupRequest) GetJoinPolicy() JoinPolicy {
 	return JoinPolicy_JOIN_POLICY_UNSPECIFIED
 }
 
+// UpdateGroupResponse carries the group as changed.
 type UpdateGroupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group after the change.
+	Group         *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -648,10 +680,12 @@ func (x *UpdateGroupResponse) GetGroup() *Group {
 	return nil
 }
 
+// ListMyGroupsRequest asks for a page of the caller's groups.
 type ListMyGroupsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 100; 0 means 20.
-	PageSize      int32  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -701,10 +735,13 @@ func (x *ListMyGroupsRequest) GetPageToken() string {
 	return ""
 }
 
+// ListMyGroupsResponse is one page of groups.
 type ListMyGroupsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Groups        []*Group               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The groups on this page.
+	Groups []*Group `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -753,11 +790,14 @@ func (x *ListMyGroupsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListGroupMembersRequest asks for a page of a group's members.
 type ListGroupMembersRequest struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	GroupId int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A group the caller belongs to.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// At most 100; 0 means 20.
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -814,10 +854,13 @@ func (x *ListGroupMembersRequest) GetPageToken() string {
 	return ""
 }
 
+// ListGroupMembersResponse is one page of members.
 type ListGroupMembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Members       []*GroupMember         `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The members on this page, with their roles.
+	Members []*GroupMember `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,10 +909,13 @@ func (x *ListGroupMembersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// AddGroupMembersRequest lists members to add to a group.
 type AddGroupMembersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	MemberIds     []int64                `protobuf:"varint,2,rep,packed,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to add to.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The members to add; at least one, no duplicates.
+	MemberIds     []int64 `protobuf:"varint,2,rep,packed,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -918,9 +964,11 @@ func (x *AddGroupMembersRequest) GetMemberIds() []int64 {
 	return nil
 }
 
+// AddGroupMembersResponse carries the group and who was added.
 type AddGroupMembersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Group *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// The group after the change.
+	Group *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	// The members added by this call (those already in the group are skipped).
 	Added         []*GroupMember `protobuf:"bytes,2,rep,name=added,proto3" json:"added,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -971,10 +1019,13 @@ func (x *AddGroupMembersResponse) GetAdded() []*GroupMember {
 	return nil
 }
 
+// RemoveGroupMemberRequest names a member to remove from a group.
 type RemoveGroupMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	MemberId      int64                  `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to remove from.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The member to remove.
+	MemberId      int64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1023,6 +1074,7 @@ func (x *RemoveGroupMemberRequest) GetMemberId() int64 {
 	return 0
 }
 
+// RemoveGroupMemberResponse is empty.
 type RemoveGroupMemberResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1059,9 +1111,11 @@ func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_group_proto_rawDescGZIP(), []int{15}
 }
 
+// JoinGroupRequest names an open group to join.
 type JoinGroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to join.
+	GroupId       int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1103,9 +1157,11 @@ func (x *JoinGroupRequest) GetGroupId() int64 {
 	return 0
 }
 
+// JoinGroupResponse carries the group joined.
 type JoinGroupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group after joining.
+	Group         *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1147,9 +1203,11 @@ func (x *JoinGroupResponse) GetGroup() *Group {
 	return nil
 }
 
+// LeaveGroupRequest names a group to leave.
 type LeaveGroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to leave.
+	GroupId       int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1191,6 +1249,7 @@ func (x *LeaveGroupRequest) GetGroupId() int64 {
 	return 0
 }
 
+// LeaveGroupResponse is empty.
 type LeaveGroupResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1227,9 +1286,11 @@ func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_group_proto_rawDescGZIP(), []int{19}
 }
 
+// TransferOwnershipRequest hands a group to another member.
 type TransferOwnershipRequest struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	GroupId int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group, owned by the caller.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// The new owner; must be a member of the group.
 	MemberId      int64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1280,9 +1341,11 @@ func (x *TransferOwnershipRequest) GetMemberId() int64 {
 	return 0
 }
 
+// TransferOwnershipResponse carries the group under its new owner.
 type TransferOwnershipResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group after the transfer.
+	Group         *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1324,10 +1387,13 @@ func (x *TransferOwnershipResponse) GetGroup() *Group {
 	return nil
 }
 
+// SetMemberRoleRequest changes a member's role.
 type SetMemberRoleRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	GroupId  int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	MemberId int64                  `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group, owned by the caller.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The member whose role changes.
+	MemberId int64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// GROUP_ROLE_ADMIN or GROUP_ROLE_MEMBER.
 	Role          GroupRole `protobuf:"varint,3,opt,name=role,proto3,enum=karlmalone.v1.GroupRole" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1385,6 +1451,7 @@ func (x *SetMemberRoleRequest) GetRole() GroupRole {
 	return GroupRole_GROUP_ROLE_UNSPECIFIED
 }
 
+// SetMemberRoleResponse is empty.
 type SetMemberRoleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1421,9 +1488,11 @@ func (*SetMemberRoleResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_group_proto_rawDescGZIP(), []int{23}
 }
 
+// DissolveGroupRequest names a group to end.
 type DissolveGroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group, owned by the caller.
+	GroupId       int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1465,6 +1534,7 @@ func (x *DissolveGroupRequest) GetGroupId() int64 {
 	return 0
 }
 
+// DissolveGroupResponse is empty.
 type DissolveGroupResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields

@@ -26,10 +26,14 @@ const (
 type Gender int32
 
 const (
+	// Not given.
 	Gender_GENDER_UNSPECIFIED Gender = 0
-	Gender_GENDER_MALE        Gender = 1
-	Gender_GENDER_FEMALE      Gender = 2
-	Gender_GENDER_OTHER       Gender = 3
+	// Male.
+	Gender_GENDER_MALE Gender = 1
+	// Female.
+	Gender_GENDER_FEMALE Gender = 2
+	// Another gender.
+	Gender_GENDER_OTHER Gender = 3
 )
 
 // Enum value maps for Gender.
@@ -86,9 +90,11 @@ type Member struct {
 	Nickname string `protobuf:"bytes,3,opt,name=nickname,proto3" json:"nickname,omitempty"`
 	// Avatar image URL (http or https), or empty.
 	Avatar string `protobuf:"bytes,4,opt,name=avatar,proto3" json:"avatar,omitempty"`
+	// Self-declared; unspecified when not given.
 	Gender Gender `protobuf:"varint,5,opt,name=gender,proto3,enum=karlmalone.v1.Gender" json:"gender,omitempty"`
 	// A short self-description, up to 256 characters.
-	Memo          string                 `protobuf:"bytes,6,opt,name=memo,proto3" json:"memo,omitempty"`
+	Memo string `protobuf:"bytes,6,opt,name=memo,proto3" json:"memo,omitempty"`
+	// When the member registered.
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -176,12 +182,16 @@ func (x *Member) GetCreatedAt() *timestamppb.Timestamp {
 // Session is one signed-in device of the caller.
 type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The session's id, for RevokeSession.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The device name given at login.
-	DeviceName string                 `protobuf:"bytes,2,opt,name=device_name,json=deviceName,proto3" json:"device_name,omitempty"`
-	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	DeviceName string `protobuf:"bytes,2,opt,name=device_name,json=deviceName,proto3" json:"device_name,omitempty"`
+	// When the device signed in.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Roughly when the device last called (updated every few minutes).
 	LastSeenAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
-	ExpiresAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// When the session's token stops working.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// True for the session making this call.
 	Current       bool `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -260,6 +270,7 @@ func (x *Session) GetCurrent() bool {
 	return false
 }
 
+// RegisterRequest is a new member's sign-up.
 type RegisterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Phone in E.164, e.g. +14155550100.
@@ -270,6 +281,7 @@ type RegisterRequest struct {
 	Nickname string `protobuf:"bytes,3,opt,name=nickname,proto3" json:"nickname,omitempty"`
 	// Optional http(s) URL.
 	Avatar string `protobuf:"bytes,4,opt,name=avatar,proto3" json:"avatar,omitempty"`
+	// Optional.
 	Gender Gender `protobuf:"varint,5,opt,name=gender,proto3,enum=karlmalone.v1.Gender" json:"gender,omitempty"`
 	// Optional, up to 256 characters.
 	Memo          string `protobuf:"bytes,6,opt,name=memo,proto3" json:"memo,omitempty"`
@@ -349,9 +361,11 @@ func (x *RegisterRequest) GetMemo() string {
 	return ""
 }
 
+// RegisterResponse carries the new member.
 type RegisterResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new member's profile, phone included.
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,10 +407,13 @@ func (x *RegisterResponse) GetMember() *Member {
 	return nil
 }
 
+// LoginRequest signs a member in on one device.
 type LoginRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Phone    string                 `protobuf:"bytes,1,opt,name=phone,proto3" json:"phone,omitempty"`
-	Password string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The phone registered with, in E.164.
+	Phone string `protobuf:"bytes,1,opt,name=phone,proto3" json:"phone,omitempty"`
+	// The member's password.
+	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// Optional name shown in ListSessions, up to 64 characters.
 	DeviceName    string `protobuf:"bytes,3,opt,name=device_name,json=deviceName,proto3" json:"device_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -454,12 +471,15 @@ func (x *LoginRequest) GetDeviceName() string {
 	return ""
 }
 
+// LoginResponse carries a new session's access token.
 type LoginResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Send as "Authorization: Bearer <access_token>".
-	AccessToken string                 `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
-	ExpiresAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	Member      *Member                `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// When the token stops working; sign in again after it.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The member signed in, phone included.
+	Member *Member `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
 	// The id of the session the token opened.
 	SessionId     int64 `protobuf:"varint,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -524,6 +544,7 @@ func (x *LoginResponse) GetSessionId() int64 {
 	return 0
 }
 
+// LogoutRequest ends the calling session.
 type LogoutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -560,6 +581,7 @@ func (*LogoutRequest) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{6}
 }
 
+// LogoutResponse is empty.
 type LogoutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -596,6 +618,7 @@ func (*LogoutResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{7}
 }
 
+// GetMeRequest asks for the caller's profile.
 type GetMeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -632,9 +655,11 @@ func (*GetMeRequest) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{8}
 }
 
+// GetMeResponse carries the caller's profile.
 type GetMeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's profile, phone included.
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,12 +701,16 @@ func (x *GetMeResponse) GetMember() *Member {
 	return nil
 }
 
+// UpdateProfileRequest lists the profile fields to change.
 type UpdateProfileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Each field is changed only when set.
-	Nickname      *string `protobuf:"bytes,1,opt,name=nickname,proto3,oneof" json:"nickname,omitempty"`
-	Avatar        *string `protobuf:"bytes,2,opt,name=avatar,proto3,oneof" json:"avatar,omitempty"`
-	Gender        *Gender `protobuf:"varint,3,opt,name=gender,proto3,enum=karlmalone.v1.Gender,oneof" json:"gender,omitempty"`
+	Nickname *string `protobuf:"bytes,1,opt,name=nickname,proto3,oneof" json:"nickname,omitempty"`
+	// An http(s) URL; empty removes the avatar.
+	Avatar *string `protobuf:"bytes,2,opt,name=avatar,proto3,oneof" json:"avatar,omitempty"`
+	// Unspecified removes it.
+	Gender *Gender `protobuf:"varint,3,opt,name=gender,proto3,enum=karlmalone.v1.Gender,oneof" json:"gender,omitempty"`
+	// Up to 256 characters.
 	Memo          *string `protobuf:"bytes,4,opt,name=memo,proto3,oneof" json:"memo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -745,9 +774,11 @@ func (x *UpdateProfileRequest) GetMemo() string {
 	return ""
 }
 
+// UpdateProfileResponse carries the profile as changed.
 type UpdateProfileResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's profile after the change.
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -789,10 +820,13 @@ func (x *UpdateProfileResponse) GetMember() *Member {
 	return nil
 }
 
+// ChangePasswordRequest replaces the caller's password.
 type ChangePasswordRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OldPassword   string                 `protobuf:"bytes,1,opt,name=old_password,json=oldPassword,proto3" json:"old_password,omitempty"`
-	NewPassword   string                 `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The current password.
+	OldPassword string `protobuf:"bytes,1,opt,name=old_password,json=oldPassword,proto3" json:"old_password,omitempty"`
+	// 8–128 characters, different from the current one.
+	NewPassword   string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -841,6 +875,7 @@ func (x *ChangePasswordRequest) GetNewPassword() string {
 	return ""
 }
 
+// ChangePasswordResponse is empty; the calling session stays signed in.
 type ChangePasswordResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -877,9 +912,11 @@ func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{13}
 }
 
+// GetMemberRequest names a member.
 type GetMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemberId      int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member to read.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -921,9 +958,11 @@ func (x *GetMemberRequest) GetMemberId() int64 {
 	return 0
 }
 
+// GetMemberResponse carries a public profile.
 type GetMemberResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's public profile (no phone, unless it is the caller).
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +1004,7 @@ func (x *GetMemberResponse) GetMember() *Member {
 	return nil
 }
 
+// SearchMembersRequest looks members up by phone or nickname.
 type SearchMembersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// An E.164 phone (exact match) or a nickname prefix.
@@ -1028,9 +1068,11 @@ func (x *SearchMembersRequest) GetPageToken() string {
 	return ""
 }
 
+// SearchMembersResponse is one page of matches.
 type SearchMembersResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Members []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Public profiles of the matches.
+	Members []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1081,6 +1123,7 @@ func (x *SearchMembersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListSessionsRequest asks for the caller's sessions.
 type ListSessionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1117,9 +1160,11 @@ func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{18}
 }
 
+// ListSessionsResponse lists the caller's sessions.
 type ListSessionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sessions      []*Session             `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every live session of the caller, the calling one marked current.
+	Sessions      []*Session `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1161,9 +1206,11 @@ func (x *ListSessionsResponse) GetSessions() []*Session {
 	return nil
 }
 
+// RevokeSessionRequest names one of the caller's sessions.
 type RevokeSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     int64                  `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A session id from ListSessions.
+	SessionId     int64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1205,6 +1252,7 @@ func (x *RevokeSessionRequest) GetSessionId() int64 {
 	return 0
 }
 
+// RevokeSessionResponse is empty.
 type RevokeSessionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields

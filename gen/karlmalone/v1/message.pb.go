@@ -26,10 +26,14 @@ const (
 type AttachmentKind int32
 
 const (
+	// Not set; SendMessage refuses it.
 	AttachmentKind_ATTACHMENT_KIND_UNSPECIFIED AttachmentKind = 0
-	AttachmentKind_ATTACHMENT_KIND_IMAGE       AttachmentKind = 1
-	AttachmentKind_ATTACHMENT_KIND_FILE        AttachmentKind = 2
-	AttachmentKind_ATTACHMENT_KIND_VOICE       AttachmentKind = 3
+	// A picture, shown inline.
+	AttachmentKind_ATTACHMENT_KIND_IMAGE AttachmentKind = 1
+	// Any file, offered for download.
+	AttachmentKind_ATTACHMENT_KIND_FILE AttachmentKind = 2
+	// A voice note, played inline.
+	AttachmentKind_ATTACHMENT_KIND_VOICE AttachmentKind = 3
 )
 
 // Enum value maps for AttachmentKind.
@@ -79,7 +83,8 @@ func (AttachmentKind) EnumDescriptor() ([]byte, []int) {
 type Attachment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id returned by the upload.
-	Id   int64          `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How clients present it; required when sending.
 	Kind AttachmentKind `protobuf:"varint,2,opt,name=kind,proto3,enum=karlmalone.v1.AttachmentKind" json:"kind,omitempty"`
 	// Optional caption, up to 1024 characters.
 	Caption string `protobuf:"bytes,3,opt,name=caption,proto3" json:"caption,omitempty"`
@@ -158,19 +163,24 @@ func (x *Attachment) GetSize() int64 {
 
 // Message is one stored message of a conversation.
 type Message struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation the message belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// The message's place in its conversation: 1, 2, 3, … with no gaps.
-	Seq      int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The member who sent it.
 	SenderId int64 `protobuf:"varint,3,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
 	// The sender's idempotency key.
 	ClientMsgId string `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// What the message says; neither is set once it is recalled.
+	//
 	// Types that are valid to be assigned to Content:
 	//
 	//	*Message_Text
 	//	*Message_Attachment
-	Content isMessage_Content      `protobuf_oneof:"content"`
-	SentAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	Content isMessage_Content `protobuf_oneof:"content"`
+	// When the server stored the message.
+	SentAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// Set when the sender recalled the message; its content is then empty.
 	RecalledAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -284,6 +294,7 @@ type Message_Text struct {
 }
 
 type Message_Attachment struct {
+	// An uploaded file, with its kind and caption.
 	Attachment *Attachment `protobuf:"bytes,6,opt,name=attachment,proto3,oneof"`
 }
 

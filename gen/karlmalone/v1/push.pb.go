@@ -27,6 +27,8 @@ type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the server emitted the event.
 	At *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// What happened; exactly one is set.
+	//
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Event_Message
@@ -238,14 +240,17 @@ type Event_Message struct {
 }
 
 type Event_MessageRecalled struct {
+	// A message in one of the member's conversations was recalled.
 	MessageRecalled *MessageRecalled `protobuf:"bytes,11,opt,name=message_recalled,json=messageRecalled,proto3,oneof"`
 }
 
 type Event_ReadReceipt struct {
+	// A member read a conversation up to a seq.
 	ReadReceipt *ReadReceipt `protobuf:"bytes,12,opt,name=read_receipt,json=readReceipt,proto3,oneof"`
 }
 
 type Event_Typing struct {
+	// A member is typing in one of the member's conversations.
 	Typing *Typing `protobuf:"bytes,13,opt,name=typing,proto3,oneof"`
 }
 
@@ -260,6 +265,7 @@ type Event_FriendRequestAnswered struct {
 }
 
 type Event_ContactRemoved struct {
+	// A contact relation ended.
 	ContactRemoved *ContactRemoved `protobuf:"bytes,22,opt,name=contact_removed,json=contactRemoved,proto3,oneof"`
 }
 
@@ -269,30 +275,37 @@ type Event_GroupCreated struct {
 }
 
 type Event_GroupUpdated struct {
+	// A group of the member changed (name, avatar, notice or join policy).
 	GroupUpdated *Group `protobuf:"bytes,31,opt,name=group_updated,json=groupUpdated,proto3,oneof"`
 }
 
 type Event_GroupDissolved struct {
+	// A group of the member was dissolved.
 	GroupDissolved *GroupDissolved `protobuf:"bytes,32,opt,name=group_dissolved,json=groupDissolved,proto3,oneof"`
 }
 
 type Event_MemberJoined struct {
+	// Someone joined or was added to a group of the member.
 	MemberJoined *GroupMemberChange `protobuf:"bytes,33,opt,name=member_joined,json=memberJoined,proto3,oneof"`
 }
 
 type Event_MemberLeft struct {
+	// Someone left a group of the member.
 	MemberLeft *GroupMemberChange `protobuf:"bytes,34,opt,name=member_left,json=memberLeft,proto3,oneof"`
 }
 
 type Event_MemberRemoved struct {
+	// Someone was removed from a group of the member.
 	MemberRemoved *GroupMemberChange `protobuf:"bytes,35,opt,name=member_removed,json=memberRemoved,proto3,oneof"`
 }
 
 type Event_MemberRoleChanged struct {
+	// Someone's role changed in a group of the member.
 	MemberRoleChanged *GroupMemberChange `protobuf:"bytes,36,opt,name=member_role_changed,json=memberRoleChanged,proto3,oneof"`
 }
 
 type Event_SessionRevoked struct {
+	// One of the member's sessions was revoked.
 	SessionRevoked *SessionRevoked `protobuf:"bytes,40,opt,name=session_revoked,json=sessionRevoked,proto3,oneof"`
 }
 
@@ -328,13 +341,17 @@ func (*Event_SessionRevoked) isEvent_Kind() {}
 
 // MessageRecalled says a message's sender withdrew it.
 type MessageRecalled struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Seq            int64                  `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	SenderId       int64                  `protobuf:"varint,3,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
-	RecalledAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq in it.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The sender, who recalled it.
+	SenderId int64 `protobuf:"varint,3,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// When it was recalled.
+	RecalledAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MessageRecalled) Reset() {
@@ -397,12 +414,15 @@ func (x *MessageRecalled) GetRecalledAt() *timestamppb.Timestamp {
 
 // ReadReceipt says a member read a conversation up to read_seq.
 type ReadReceipt struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	MemberId       int64                  `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
-	ReadSeq        int64                  `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation read.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The member who read it.
+	MemberId int64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// The member's read cursor now.
+	ReadSeq       int64 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadReceipt) Reset() {
@@ -458,11 +478,13 @@ func (x *ReadReceipt) GetReadSeq() int64 {
 
 // Typing says a member is typing in a conversation.
 type Typing struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId int64                  `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	MemberId       int64                  `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation typed in.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The member typing.
+	MemberId      int64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Typing) Reset() {
@@ -512,8 +534,9 @@ func (x *Typing) GetMemberId() int64 {
 // ContactRemoved says a contact removed the member (or the member removed it
 // from another device).
 type ContactRemoved struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemberId      int64                  `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The other side of the removed contact.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,8 +580,9 @@ func (x *ContactRemoved) GetMemberId() int64 {
 
 // GroupDissolved says a group ended.
 type GroupDissolved struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group that ended.
+	GroupId       int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,11 +626,14 @@ func (x *GroupDissolved) GetGroupId() int64 {
 
 // GroupMemberChange says a member joined, left, was removed or changed role.
 type GroupMemberChange struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	GroupId  int64                  `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	MemberId int64                  `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The member who joined, left, was removed or changed role.
+	MemberId int64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// Who made the change (the member itself for join and leave).
-	ActorId       int64     `protobuf:"varint,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	ActorId int64 `protobuf:"varint,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// The member's role after the change; unspecified when the member left or was removed.
 	Role          GroupRole `protobuf:"varint,4,opt,name=role,proto3,enum=karlmalone.v1.GroupRole" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -673,8 +700,9 @@ func (x *GroupMemberChange) GetRole() GroupRole {
 // SessionRevoked says one of the member's sessions ended; the socket of that
 // session is closed right after.
 type SessionRevoked struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     int64                  `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revoked session.
+	SessionId     int64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -1,0 +1,179 @@
+-- Messages and the read cursors of ChatService.
+
+-- name: GetDirectSendTarget :one
+-- The conversation with a contact, and whether either side blocked the other.
+-- No row: the peer is not the sender's contact.
+SELECT ct.conversation_id,
+       EXISTS (
+           SELECT 1 FROM blocks b
+           WHERE (b.blocker_id = @sender_id AND b.blocked_id = @peer_id)
+              OR (b.blocker_id = @peer_id AND b.blocked_id = @sender_id)
+       ) AS blocked
+FROM contacts ct
+WHERE ct.owner_id = @sender_id AND ct.member_id = @peer_id;
+
+-- name: GetGroupSendTarget :one
+-- A group's conversation, whether it is dissolved, its join policy, and
+-- whether the sender is a current member. No row: no such group.
+SELECT g.conversation_id, g.join_policy,
+       (g.dissolved_at IS NOT NULL)::boolean AS dissolved,
+       EXISTS (
+           SELECT 1 FROM conversation_members cm
+           WHERE cm.conversation_id = g.conversation_id AND cm.member_id = @sender_id
+       ) AS is_member
+FROM groups g
+WHERE g.id = @group_id;
+
+-- name: GetConversationAccess :one
+-- A member's view of one conversation, and whether it may post there now
+-- (the rules of SendMessage). No row: not a member.
+SELECT c.kind, c.last_seq, cm.read_seq,
+       CASE WHEN c.kind = 1 THEN
+           EXISTS (
+               SELECT 1 FROM contacts ct
+               WHERE ct.owner_id = @member_id AND ct.conversation_id = c.id
+           ) AND NOT EXISTS (
+               SELECT 1 FROM blocks b
+               WHERE (b.blocker_id = c.member_lo AND b.blocked_id = c.member_hi)
+                  OR (b.blocker_id = c.member_hi AND b.blocked_id = c.member_lo)
+           )
+       ELSE
+           EXISTS (SELECT 1 FROM groups g WHERE g.conversation_id = c.id AND g.dissolved_at IS NULL)
+       END::boolean AS can_post
+FROM conversation_members cm
+JOIN conversations c ON c.id = cm.conversation_id
+WHERE cm.conversation_id = @conversation_id AND cm.member_id = @member_id;
+
+-- name: CreateMessage :one
+-- Stores a message under the next seq of its conversation in one statement.
+-- The UPDATE takes the conversation's row lock, so concurrent senders to one
+-- conversation (and only to it) queue there and get consecutive seqs; a
+-- statement that fails, on the idempotency key say, rolls its bump back and
+-- leaves no gap. clock_timestamp() is read after the lock is granted, so
+-- sent_at grows with seq. Only a current member bumps the counter (no row
+-- otherwise). The sender's own read cursor moves to the new seq (its own
+-- messages are never unread), and recipient_ids are the members at that
+-- moment, read in the same snapshot as the membership check.
+WITH c AS (
+    UPDATE conversations
+    SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
+    WHERE id = @conversation_id
+      AND EXISTS (
+          SELECT 1 FROM conversation_members cm
+          WHERE cm.conversation_id = @conversation_id AND cm.member_id = @sender_id
+      )
+    RETURNING id, last_seq, last_message_at
+), r AS (
+    UPDATE conversation_members cm SET read_seq = c.last_seq
+    FROM c
+    WHERE cm.conversation_id = c.id AND cm.member_id = @sender_id AND cm.read_seq < c.last_seq
+)
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at)
+SELECT c.id, c.last_seq, @sender_id, @client_msg_id, sqlc.narg(body), sqlc.narg(attachment_id),
+       sqlc.narg(attachment_kind), sqlc.narg(caption), c.last_message_at
+FROM c
+RETURNING *,
+    ARRAY(
+        SELECT cm.member_id FROM conversation_members cm WHERE cm.conversation_id = messages.conversation_id
+    )::bigint[] AS recipient_ids;
+
+-- name: GetMessageByClientMsgID :one
+-- The message a sender already stored under an idempotency key.
+SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
+FROM messages m
+LEFT JOIN attachments a ON a.id = m.attachment_id
+WHERE m.sender_id = @sender_id AND m.client_msg_id = @client_msg_id;
+
+-- name: GetMessageForMember :one
+-- One message, if member_id may read its conversation.
+SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
+FROM messages m
+LEFT JOIN attachments a ON a.id = m.attachment_id
+WHERE m.conversation_id = @conversation_id AND m.seq = @seq
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = @member_id
+  );
+
+-- name: ListMessagesAfterSeq :many
+-- The oldest messages after a seq, ascending.
+SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
+FROM messages m
+LEFT JOIN attachments a ON a.id = m.attachment_id
+WHERE m.conversation_id = @conversation_id AND m.seq > @after_seq
+ORDER BY m.seq
+LIMIT @max_rows;
+
+-- name: ListMessagesBeforeSeq :many
+-- The newest messages before a seq, descending (the caller reverses them).
+SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
+FROM messages m
+LEFT JOIN attachments a ON a.id = m.attachment_id
+WHERE m.conversation_id = @conversation_id AND m.seq < @before_seq
+ORDER BY m.seq DESC
+LIMIT @max_rows;
+
+-- name: RecallMessage :one
+-- Withdraws a message: only by its sender while still a member, only within
+-- the window, judged by the database clock that also stamped sent_at. The
+-- content goes, so the attachment is no longer readable through it.
+UPDATE messages m
+SET body = NULL, attachment_id = NULL, attachment_kind = NULL, caption = NULL, recalled_at = clock_timestamp()
+WHERE m.conversation_id = @conversation_id AND m.seq = @seq
+  AND m.sender_id = @sender_id
+  AND m.recalled_at IS NULL
+  AND m.sent_at > clock_timestamp() - sqlc.arg(window_micros)::bigint * '1 microsecond'::interval
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = @sender_id
+  )
+RETURNING *;
+
+-- name: MarkConversationRead :one
+-- Moves a member's read cursor forward to seq, never back and never past the
+-- last message. The row lock makes old_read_seq the value this statement
+-- replaced, so the caller knows whether the cursor moved. No row: not a member.
+WITH cur AS (
+    SELECT cm.conversation_id, cm.member_id, cm.read_seq, c.last_seq
+    FROM conversation_members cm
+    JOIN conversations c ON c.id = cm.conversation_id
+    WHERE cm.conversation_id = @conversation_id AND cm.member_id = @member_id
+    FOR UPDATE OF cm
+), upd AS (
+    UPDATE conversation_members cm SET read_seq = @seq::bigint
+    FROM cur
+    WHERE cm.conversation_id = cur.conversation_id AND cm.member_id = cur.member_id
+      AND @seq::bigint > cur.read_seq AND @seq::bigint <= cur.last_seq
+    RETURNING cm.read_seq
+)
+SELECT cur.read_seq AS old_read_seq, cur.last_seq,
+       coalesce((SELECT upd.read_seq FROM upd), cur.read_seq)::bigint AS read_seq
+FROM cur;
+
+-- name: ListConversationsByMember :many
+-- A member's conversations by recent activity (last message, else creation),
+-- newest first, after the keyset (active_at, id) of the previous page, with
+-- everything a list row shows: the peer or the group, and the last message.
+SELECT c.id, c.kind, c.last_seq, cm.read_seq,
+       coalesce(c.last_message_at, c.created_at)::timestamptz AS active_at,
+       p.id AS peer_id, p.nickname AS peer_nickname, p.avatar AS peer_avatar, p.gender AS peer_gender,
+       p.memo AS peer_memo, p.created_at AS peer_created_at,
+       g.id AS group_id, g.name AS group_name, g.avatar AS group_avatar, g.notice AS group_notice,
+       g.owner_id AS group_owner_id, g.member_count AS group_member_count, g.max_members AS group_max_members,
+       g.join_policy AS group_join_policy, g.created_at AS group_created_at,
+       m.seq AS msg_seq, m.sender_id AS msg_sender_id, m.client_msg_id AS msg_client_msg_id, m.body AS msg_body,
+       m.attachment_id AS msg_attachment_id, m.attachment_kind AS msg_attachment_kind, m.caption AS msg_caption,
+       m.sent_at AS msg_sent_at, m.recalled_at AS msg_recalled_at,
+       a.content_type AS msg_attachment_content_type, a.size AS msg_attachment_size
+FROM conversation_members cm
+JOIN conversations c ON c.id = cm.conversation_id
+LEFT JOIN members p ON c.kind = 1
+    AND p.id = CASE WHEN c.member_lo = @member_id::bigint THEN c.member_hi ELSE c.member_lo END
+LEFT JOIN groups g ON c.kind = 2 AND g.conversation_id = c.id
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+LEFT JOIN attachments a ON a.id = m.attachment_id
+WHERE cm.member_id = @member_id
+  AND (sqlc.narg(after_active_at)::timestamptz IS NULL
+       OR (coalesce(c.last_message_at, c.created_at), c.id) < (sqlc.narg(after_active_at)::timestamptz, @after_id::bigint))
+ORDER BY active_at DESC, c.id DESC
+LIMIT @max_rows;
