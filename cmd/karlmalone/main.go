@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -44,6 +45,7 @@ func main() {
 // config is everything the flags set.
 type config struct {
 	listen          string
+	debugListen     string
 	databaseURL     string
 	logLevel        slog.Level
 	logFormat       string
@@ -77,6 +79,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.String(&c.logFormat, "log-format", "KARLMALONE_LOG_FORMAT", "text", "log format: text or json")
 	env.String(&c.tlsCert, "tls-cert", "KARLMALONE_TLS_CERT", "", "TLS certificate file (serve HTTPS and HTTP/2 over TLS)")
 	env.String(&c.tlsKey, "tls-key", "KARLMALONE_TLS_KEY", "", "TLS key file")
+	env.String(&c.debugListen, "debug-listen", "KARLMALONE_DEBUG_LISTEN", "", "serve /debug/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	env.Int(&c.dbMaxConns, "db-max-conns", "KARLMALONE_DB_MAX_CONNS", 4*runtime.GOMAXPROCS(0)+8, "most database connections")
 	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long shutdown waits for requests in flight")
 	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", c.server.TokenTTL, "access token lifetime")
@@ -209,6 +212,13 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 			serveErr <- srv.Serve(ln)
 		}
 	}()
+	if c.debugListen != "" {
+		stopDebug, err := serveDebug(c.debugListen, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	log.Info("serving", "addr", ln.Addr().String(), "tls", c.tlsCert != "")
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -232,6 +242,25 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveDebug serves the profiler on its own listener, only when asked for:
+// it must never share the public port.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on -debug-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Warn("profiler enabled", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
 
 func openPool(ctx context.Context, c *config) (*pgxpool.Pool, error) {

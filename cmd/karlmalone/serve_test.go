@@ -196,3 +196,28 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestDebugListen: the profiler is served only on its own address, and only
+// when asked for.
+func TestDebugListen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	debugAddr := ln.Addr().String()
+	ln.Close()
+	addr, _, _ := startServer(t, "-debug-listen", debugAddr)
+	for url, want := range map[string]int{
+		"http://" + debugAddr + "/debug/pprof/": http.StatusOK,
+		"http://" + addr + "/debug/pprof/":      http.StatusNotFound,
+	} {
+		res, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Fatalf("GET %s = %d, want %d", url, res.StatusCode, want)
+		}
+	}
+}
