@@ -163,6 +163,8 @@ func New(d Deps) *Handler {
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
+		// Gzip only what is worth it: most responses are a few hundred bytes.
+		connect.WithCompressMinBytes(1024),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			d.Log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p))
 			return connect.NewError(connect.CodeInternal, fmt.Errorf("internal error"))

@@ -1,0 +1,66 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+)
+
+// BenchmarkSendMessage is the send path through the real server (Connect
+// over HTTP/1.1, PostgreSQL with fsync off as in every test): validation,
+// authorization, the one-statement insert and the publish, with no socket
+// online. Senders run 8×GOMAXPROCS in parallel.
+//
+//	go test -run '^$' -bench SendMessage -benchtime 5000x ./server/
+func BenchmarkSendMessage(b *testing.B) {
+	b.Run("direct", func(b *testing.B) {
+		e := newEnv(b)
+		const pairs = 32
+		type pair struct {
+			from *client
+			to   int64
+		}
+		ps := make([]pair, pairs)
+		for i := range ps {
+			a, c := e.register(b, fmt.Sprint("a", i)), e.register(b, fmt.Sprint("b", i))
+			chatContacts(b, a, c)
+			ps[i] = pair{a, c.ID}
+		}
+		var n atomic.Int64
+		b.SetParallelism(8)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := n.Add(1)
+				p := ps[i%pairs]
+				if _, err := p.from.Chat.SendMessage(context.Background(), peerText(p.to, fmt.Sprint("d", i), "hello")); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("group100", func(b *testing.B) {
+		e := newEnv(b)
+		members := make([]*client, 100)
+		for i := range members {
+			members[i] = e.register(b, fmt.Sprint("m", i))
+		}
+		g := chatOpenGroup(b, members[0], members[1:]...)
+		var n atomic.Int64
+		b.SetParallelism(8)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := n.Add(1)
+				if _, err := members[i%100].Chat.SendMessage(context.Background(), groupText(g.GetId(), fmt.Sprint("g", i), "hello")); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
