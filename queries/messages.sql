@@ -44,16 +44,19 @@ FROM conversation_members cm
 JOIN conversations c ON c.id = cm.conversation_id
 WHERE cm.conversation_id = @conversation_id AND cm.member_id = @member_id;
 
--- name: CreateMessage :one
+-- name: CreateMessage :batchone
 -- Stores a message under the next seq of its conversation in one statement.
 -- The UPDATE takes the conversation's row lock, so concurrent senders to one
 -- conversation (and only to it) queue there and get consecutive seqs; a
--- statement that fails, on the idempotency key say, rolls its bump back and
--- leaves no gap. clock_timestamp() is read after the lock is granted, so
--- sent_at grows with seq. Only a current member bumps the counter (no row
--- otherwise). The sender's own read cursor moves to the new seq (its own
--- messages are never unread), and recipient_ids are the members at that
--- moment, read in the same snapshot as the membership check.
+-- statement that fails rolls its bump back and leaves no gap.
+-- clock_timestamp() is read after the lock is granted, so sent_at grows with
+-- seq. Only a current member bumps the counter, and only for a client_msg_id
+-- the sender has not used yet (no row otherwise: a retry, even one earlier in
+-- the same batch, costs no seq and aborts nothing). The sender's own read
+-- cursor moves to the new seq (its own messages are never unread), and
+-- recipient_ids are the members at that moment, read in the same snapshot as
+-- the membership check. A batch runs as one implicit transaction: one commit
+-- for all its messages (see server/sendpipe.go).
 WITH c AS (
     UPDATE conversations
     SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
@@ -61,6 +64,10 @@ WITH c AS (
       AND EXISTS (
           SELECT 1 FROM conversation_members cm
           WHERE cm.conversation_id = @conversation_id AND cm.member_id = @sender_id
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM messages m
+          WHERE m.sender_id = @sender_id AND m.client_msg_id = @client_msg_id
       )
     RETURNING id, last_seq, last_message_at
 ), r AS (

@@ -28,13 +28,13 @@ import (
 // typing in a conversation the caller is not a member of are not_found.
 type ChatServer struct {
 	*base
-	order *convLocks
+	sends *sendPipeline
 }
 
 var _ karlmalonev1connect.ChatServiceHandler = (*ChatServer)(nil)
 
 func newChatServer(b *base) *ChatServer {
-	return &ChatServer{base: b, order: newConvLocks()}
+	return &ChatServer{base: b, sends: newSendPipeline(b.q, b.log)}
 }
 
 const (
@@ -95,46 +95,40 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	out, err := s.storeAndPublish(ctx, arg, att)
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "messages_idempotency":
-		// A retry (maybe a concurrent one): the bump rolled back with the
-		// statement, so the seq has no gap. Answer with the stored message.
+	case isNoRows(err),
+		errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "messages_idempotency":
+		// No row: a retry (its client_msg_id is taken, and the statement
+		// bumped no seq), or the sender left or was removed since the check.
+		// A unique violation: a concurrent retry, rolled back with its bump.
 		return s.storedMessage(ctx, me, p.ClientMsgID, convID)
-	case isNoRows(err):
-		// Left or removed between the check and the insert.
-		return nil, errNoLongerMember
 	case err != nil:
-		return nil, fmt.Errorf("create message: %w", err)
+		return nil, err
 	}
 	return &v1.SendMessageResponse{Message: out}, nil
 }
 
-// storeAndPublish stores a message and pushes it to the conversation's
-// members, holding the conversation's order lock from the insert to the
-// publish so that this node pushes a conversation's messages in seq order.
-// Waiters hold no database connection; the lock is taken before the row
-// lock, never while holding one.
+// storeAndPublish stores a message through the send pipeline, which pushes
+// it to the conversation's members right after the commit, in seq order.
 func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment) (*v1.Message, error) {
-	unlock, err := s.order.lock(ctx, arg.ConversationID)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	row, err := s.q.CreateMessage(ctx, arg)
-	if err != nil {
-		return nil, err
-	}
-	msg := db.Message{
-		ConversationID: row.ConversationID, Seq: row.Seq, SenderID: row.SenderID, ClientMsgID: row.ClientMsgID,
-		Body: row.Body, AttachmentID: row.AttachmentID, AttachmentKind: row.AttachmentKind, Caption: row.Caption,
-		SentAt: row.SentAt, RecalledAt: row.RecalledAt,
+	toProto := func(row db.CreateMessageRow) *v1.Message {
+		msg := db.Message{
+			ConversationID: row.ConversationID, Seq: row.Seq, SenderID: row.SenderID, ClientMsgID: row.ClientMsgID,
+			Body: row.Body, AttachmentID: row.AttachmentID, AttachmentKind: row.AttachmentKind, Caption: row.Caption,
+			SentAt: row.SentAt, RecalledAt: row.RecalledAt,
+		}
+		if att != nil {
+			return toMessage(msg, &att.ContentType, &att.Size)
+		}
+		return toMessage(msg, nil, nil)
 	}
 	var out *v1.Message
-	if att != nil {
-		out = toMessage(msg, &att.ContentType, &att.Size)
-	} else {
-		out = toMessage(msg, nil, nil)
+	_, err := s.sends.send(ctx, arg, func(row db.CreateMessageRow) {
+		out = toProto(row)
+		s.publish(row.RecipientIds, &v1.Event{Kind: &v1.Event_Message{Message: out}})
+	})
+	if err != nil {
+		return nil, err
 	}
-	s.publish(row.RecipientIds, &v1.Event{Kind: &v1.Event_Message{Message: out}})
 	return out, nil
 }
 
@@ -217,10 +211,14 @@ func (s *ChatServer) sendTarget(ctx context.Context, me int64, p sendMessagePara
 	}
 }
 
-// storedMessage answers a retried SendMessage with the message already stored
-// under its client_msg_id, without pushing it again.
+// storedMessage answers a SendMessage that stored nothing: with the message
+// already stored under its client_msg_id (a retry, not pushed again), or, if
+// there is none, as a sender no longer allowed to post.
 func (s *ChatServer) storedMessage(ctx context.Context, me int64, clientMsgID string, convID int64) (*v1.SendMessageResponse, error) {
 	r, err := s.q.GetMessageByClientMsgID(ctx, db.GetMessageByClientMsgIDParams{SenderID: me, ClientMsgID: clientMsgID})
+	if isNoRows(err) {
+		return nil, errNoLongerMember // nothing stored under that key: the insert found no membership
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get message by client_msg_id: %w", err)
 	}
@@ -547,33 +545,4 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
-}
-
-// convLocks orders the pushes of each conversation. The database gives seqs
-// in the order senders get the conversation's row lock, but each sender
-// publishes after its own statement returns, so two senders could push
-// seq n+1 before seq n. Holding a per-conversation lock (striped, so memory
-// stays fixed) from the insert through the publish makes the push order the
-// seq order on this node; across nodes, clients rely on the gap rule (a gap
-// means: ask ListMessages). It costs little: the row lock serializes senders
-// to one conversation anyway, and waiters here hold no database connection.
-type convLocks struct{ stripes [256]chan struct{} }
-
-func newConvLocks() *convLocks {
-	l := &convLocks{}
-	for i := range l.stripes {
-		l.stripes[i] = make(chan struct{}, 1)
-	}
-	return l
-}
-
-// lock takes the conversation's stripe, or gives up when ctx ends.
-func (l *convLocks) lock(ctx context.Context, convID int64) (unlock func(), err error) {
-	ch := l.stripes[uint64(convID)*0x9E3779B97F4A7C15>>56]
-	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }

@@ -1,0 +1,26 @@
+package server
+
+import (
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/karlmalone/karlmalone/gen/db"
+)
+
+// SendBatchForTest runs args through the send pipeline as one batch and
+// returns each message's row and error, for tests of the group commit.
+func SendBatchForTest(pool *pgxpool.Pool, args []db.CreateMessageParams) ([]db.CreateMessageRow, []error) {
+	p := newSendPipeline(db.New(pool), slog.New(slog.DiscardHandler))
+	jobs := make([]*sendJob, len(args))
+	for i, a := range args {
+		jobs[i] = &sendJob{arg: a, stored: func(db.CreateMessageRow) {}, done: make(chan sendResult, 1)}
+	}
+	p.run(jobs)
+	rows, errs := make([]db.CreateMessageRow, len(args)), make([]error, len(args))
+	for i, j := range jobs {
+		r := <-j.done
+		rows[i], errs[i] = r.row, r.err
+	}
+	return rows, errs
+}
