@@ -198,21 +198,11 @@ func (s *ContactServer) ListFriendRequests(ctx context.Context, req *v1.ListFrie
 	if dir != v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING && dir != v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_OUTGOING {
 		return nil, invalid("direction: must be FRIEND_REQUEST_DIRECTION_INCOMING or FRIEND_REQUEST_DIRECTION_OUTGOING")
 	}
-	size, err := pageSize(req.GetPageSize())
+	pg, err := parseIDPage(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	before, err := decodePageToken(req.GetPageToken(), 1)
-	if err != nil {
-		return nil, err
-	}
-	var beforeID int64
-	if before != nil {
-		if before[0] <= 0 {
-			return nil, invalid("page_token: not a token from this list")
-		}
-		beforeID = before[0]
-	}
+	// Newest first: the key runs downwards, so pg.after is an upper bound.
 	// Both directions read as (request, other side's profile).
 	type row struct {
 		fr    db.FriendRequest
@@ -220,7 +210,7 @@ func (s *ContactServer) ListFriendRequests(ctx context.Context, req *v1.ListFrie
 	}
 	var rows []row
 	if dir == v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING {
-		in, err := s.q.ListIncomingFriendRequests(ctx, db.ListIncomingFriendRequestsParams{MemberID: me, BeforeID: beforeID, MaxRows: size + 1})
+		in, err := s.q.ListIncomingFriendRequests(ctx, db.ListIncomingFriendRequestsParams{MemberID: me, BeforeID: pg.after, MaxRows: pg.limit()})
 		if err != nil {
 			return nil, fmt.Errorf("list incoming requests: %w", err)
 		}
@@ -228,7 +218,7 @@ func (s *ContactServer) ListFriendRequests(ctx context.Context, req *v1.ListFrie
 			rows = append(rows, row{r.FriendRequest, r.Member})
 		}
 	} else {
-		out, err := s.q.ListOutgoingFriendRequests(ctx, db.ListOutgoingFriendRequestsParams{MemberID: me, BeforeID: beforeID, MaxRows: size + 1})
+		out, err := s.q.ListOutgoingFriendRequests(ctx, db.ListOutgoingFriendRequestsParams{MemberID: me, BeforeID: pg.after, MaxRows: pg.limit()})
 		if err != nil {
 			return nil, fmt.Errorf("list outgoing requests: %w", err)
 		}
@@ -236,7 +226,7 @@ func (s *ContactServer) ListFriendRequests(ctx context.Context, req *v1.ListFrie
 			rows = append(rows, row{r.FriendRequest, r.Member})
 		}
 	}
-	rows, next := trimPage(rows, size, func(r row) []int64 { return []int64{r.fr.ID} })
+	rows, next := trimPage(rows, pg.size, func(r row) []int64 { return []int64{r.fr.ID} })
 	res := &v1.ListFriendRequestsResponse{NextPageToken: next}
 	for _, r := range rows {
 		res.Requests = append(res.Requests, toFriendRequest(r.fr, r.other))
@@ -302,23 +292,15 @@ func (s *ContactServer) RespondFriendRequest(ctx context.Context, req *v1.Respon
 
 func (s *ContactServer) ListContacts(ctx context.Context, req *v1.ListContactsRequest) (*v1.ListContactsResponse, error) {
 	me := callerFrom(ctx).MemberID
-	size, err := pageSize(req.GetPageSize())
+	pg, err := parseIDPage(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken(), 1)
-	if err != nil {
-		return nil, err
-	}
-	var afterID int64
-	if after != nil {
-		afterID = after[0]
-	}
-	rows, err := s.q.ListContactsByOwner(ctx, db.ListContactsByOwnerParams{OwnerID: me, AfterMemberID: afterID, MaxRows: size + 1})
+	rows, err := s.q.ListContactsByOwner(ctx, db.ListContactsByOwnerParams{OwnerID: me, AfterMemberID: pg.after, MaxRows: pg.limit()})
 	if err != nil {
 		return nil, fmt.Errorf("list contacts: %w", err)
 	}
-	rows, next := trimPage(rows, size, func(r db.ListContactsByOwnerRow) []int64 { return []int64{r.Contact.MemberID} })
+	rows, next := trimPage(rows, pg.size, func(r db.ListContactsByOwnerRow) []int64 { return []int64{r.Contact.MemberID} })
 	res := &v1.ListContactsResponse{NextPageToken: next}
 	for _, r := range rows {
 		res.Contacts = append(res.Contacts, toContact(r.Contact, r.Member))
@@ -430,23 +412,15 @@ func (s *ContactServer) UnblockMember(ctx context.Context, req *v1.UnblockMember
 
 func (s *ContactServer) ListBlocked(ctx context.Context, req *v1.ListBlockedRequest) (*v1.ListBlockedResponse, error) {
 	me := callerFrom(ctx).MemberID
-	size, err := pageSize(req.GetPageSize())
+	pg, err := parseIDPage(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken(), 1)
-	if err != nil {
-		return nil, err
-	}
-	var afterID int64
-	if after != nil {
-		afterID = after[0]
-	}
-	rows, err := s.q.ListBlockedByBlocker(ctx, db.ListBlockedByBlockerParams{BlockerID: me, AfterMemberID: afterID, MaxRows: size + 1})
+	rows, err := s.q.ListBlockedByBlocker(ctx, db.ListBlockedByBlockerParams{BlockerID: me, AfterMemberID: pg.after, MaxRows: pg.limit()})
 	if err != nil {
 		return nil, fmt.Errorf("list blocked: %w", err)
 	}
-	rows, next := trimPage(rows, size, func(r db.ListBlockedByBlockerRow) []int64 { return []int64{r.Member.ID} })
+	rows, next := trimPage(rows, pg.size, func(r db.ListBlockedByBlockerRow) []int64 { return []int64{r.Member.ID} })
 	res := &v1.ListBlockedResponse{NextPageToken: next}
 	for _, r := range rows {
 		res.Members = append(res.Members, toMember(r.Member, false))

@@ -270,25 +270,17 @@ func (s *GroupServer) UpdateGroup(ctx context.Context, req *v1.UpdateGroupReques
 }
 
 func (s *GroupServer) ListMyGroups(ctx context.Context, req *v1.ListMyGroupsRequest) (*v1.ListMyGroupsResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	pg, err := parseIDPage(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
-	}
-	after, err := decodePageToken(req.GetPageToken(), 1)
-	if err != nil {
-		return nil, err
-	}
-	var afterConv int64
-	if after != nil {
-		afterConv = after[0]
 	}
 	rows, err := s.q.ListGroupsByMember(ctx, db.ListGroupsByMemberParams{
-		MemberID: callerFrom(ctx).MemberID, AfterConversationID: afterConv, MaxRows: size + 1,
+		MemberID: callerFrom(ctx).MemberID, AfterConversationID: pg.after, MaxRows: pg.limit(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
-	rows, next := trimPage(rows, size, func(r db.ListGroupsByMemberRow) []int64 { return []int64{r.Group.ConversationID} })
+	rows, next := trimPage(rows, pg.size, func(r db.ListGroupsByMemberRow) []int64 { return []int64{r.Group.ConversationID} })
 	res := &v1.ListMyGroupsResponse{NextPageToken: next}
 	for _, r := range rows {
 		res.Groups = append(res.Groups, toGroup(r.Group))
@@ -302,17 +294,9 @@ func (s *GroupServer) ListGroupMembers(ctx context.Context, req *v1.ListGroupMem
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize())
+	pg, err := parseIDPage(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
-	}
-	after, err := decodePageToken(req.GetPageToken(), 1)
-	if err != nil {
-		return nil, err
-	}
-	var afterID int64
-	if after != nil {
-		afterID = after[0]
 	}
 	g, err := s.q.GetGroupByID(ctx, p.GroupID)
 	if err != nil {
@@ -326,12 +310,12 @@ func (s *GroupServer) ListGroupMembers(ctx context.Context, req *v1.ListGroupMem
 		return nil, errPermission // an open group's members are for its members
 	}
 	rows, err := s.q.ListGroupMembersWithProfiles(ctx, db.ListGroupMembersWithProfilesParams{
-		ConversationID: g.ConversationID, AfterMemberID: afterID, MaxRows: size + 1,
+		ConversationID: g.ConversationID, AfterMemberID: pg.after, MaxRows: pg.limit(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list group members: %w", err)
 	}
-	rows, next := trimPage(rows, size, func(r db.ListGroupMembersWithProfilesRow) []int64 { return []int64{r.Member.ID} })
+	rows, next := trimPage(rows, pg.size, func(r db.ListGroupMembersWithProfilesRow) []int64 { return []int64{r.Member.ID} })
 	res := &v1.ListGroupMembersResponse{NextPageToken: next}
 	for _, r := range rows {
 		res.Members = append(res.Members, &v1.GroupMember{

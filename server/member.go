@@ -242,11 +242,7 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	after, err := decodePageToken(req.GetPageToken(), 1)
+	pg, err := parseIDPage(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +250,7 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 	if strings.HasPrefix(p.Query, "+") {
 		// A phone finds exactly one member, on one page.
 		m, err := s.q.GetMemberByPhone(ctx, p.Query)
-		if isNoRows(err) || after != nil {
+		if isNoRows(err) || pg.after != 0 {
 			return &v1.SearchMembersResponse{}, nil
 		}
 		if err != nil {
@@ -262,17 +258,13 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 		}
 		return &v1.SearchMembersResponse{Members: []*v1.Member{toMember(m, m.ID == me)}}, nil
 	}
-	var afterID int64
-	if after != nil {
-		afterID = after[0]
-	}
 	rows, err := s.q.SearchMembersByNicknamePrefix(ctx, db.SearchMembersByNicknamePrefixParams{
-		Pattern: likePrefix(strings.ToLower(p.Query)), AfterID: afterID, MaxRows: size + 1,
+		Pattern: likePrefix(strings.ToLower(p.Query)), AfterID: pg.after, MaxRows: pg.limit(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	rows, next := trimPage(rows, size, func(m db.Member) []int64 { return []int64{m.ID} })
+	rows, next := trimPage(rows, pg.size, func(m db.Member) []int64 { return []int64{m.ID} })
 	res := &v1.SearchMembersResponse{NextPageToken: next}
 	for _, m := range rows {
 		res.Members = append(res.Members, toMember(m, m.ID == me))

@@ -38,6 +38,36 @@ func encodePageToken(key ...int64) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// idPage is a request for one page of a list keyed on one id.
+type idPage struct {
+	size  int32 // rows to return
+	after int64 // the key of the last row of the previous page; 0 on the first page
+}
+
+// limit is what the query fetches: one row more than the page, so trimPage
+// can tell whether another page follows.
+func (p idPage) limit() int32 { return p.size + 1 }
+
+// parseIDPage reads page_size and a one-key page_token.
+func parseIDPage(size int32, token string) (idPage, error) {
+	n, err := pageSize(size)
+	if err != nil {
+		return idPage{}, err
+	}
+	key, err := decodePageToken(token, 1)
+	if err != nil {
+		return idPage{}, err
+	}
+	p := idPage{size: n}
+	if key != nil {
+		if key[0] <= 0 {
+			return idPage{}, invalid("page_token: not a token from this list")
+		}
+		p.after = key[0]
+	}
+	return p, nil
+}
+
 // decodePageToken unpacks a token with n key parts; "" means the first page
 // and yields nil.
 func decodePageToken(token string, n int) ([]int64, error) {
