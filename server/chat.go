@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,13 +29,14 @@ import (
 // typing in a conversation the caller is not a member of are not_found.
 type ChatServer struct {
 	*base
-	sends *sendPipeline
+	sends       *sendPipeline
+	sendLimiter *keyedLimiter
 }
 
 var _ karlmalonev1connect.ChatServiceHandler = (*ChatServer)(nil)
 
 func newChatServer(b *base) *ChatServer {
-	return &ChatServer{base: b, sends: newSendPipeline(b.q, b.log)}
+	return &ChatServer{base: b, sends: newSendPipeline(b.q, b.log), sendLimiter: newKeyedLimiter(b.cfg.SendPerMember)}
 }
 
 const (
@@ -51,6 +53,7 @@ var (
 	errCannotPost      = connect.NewError(connect.CodePermissionDenied, errors.New("conversation_id: you can no longer post in this conversation"))
 	errNoAttachment    = connect.NewError(connect.CodeNotFound, errors.New("attachment.id: no attachment of yours has this id"))
 	errNoLongerMember  = connect.NewError(connect.CodePermissionDenied, errors.New("you are no longer a member of this conversation"))
+	errSendRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("sending too fast; slow down and retry"))
 	errClientMsgIDUsed = connect.NewError(connect.CodeAlreadyExists, errors.New("client_msg_id: already used for a message in another conversation"))
 )
 
@@ -66,6 +69,9 @@ type sendMessageParams struct {
 
 func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest) (*v1.SendMessageResponse, error) {
 	me := callerFrom(ctx).MemberID
+	if !s.sendLimiter.allow(strconv.FormatInt(me, 10), s.now()) {
+		return nil, errSendRateLimited
+	}
 	p, err := sendParams(req)
 	if err != nil {
 		return nil, err

@@ -718,3 +718,24 @@ func TestChatTyping(t *testing.T) {
 		t.Fatalf("typing stored something: %d messages", n)
 	}
 }
+
+// TestSendRateLimit: SendMessage is throttled per member, across devices,
+// with resource_exhausted; other members keep their own budget.
+func TestSendRateLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *server.Config) {
+		c.SendPerMember = server.RateLimit{Every: time.Hour, Burst: 3}
+	}))
+	a, b := e.register(t, "a"), e.register(t, "b")
+	chatContacts(t, a, b)
+	aLaptop := e.login(t, a.Phone, a.Password)
+	for i, dev := range []*client{a, aLaptop, a} {
+		chatSend(t, dev, peerText(b.ID, fmt.Sprint("ok", i), "hi"))
+	}
+	_, err := aLaptop.Chat.SendMessage(t.Context(), peerText(b.ID, "one-too-many", "hi"))
+	wantCode(t, err, connect.CodeResourceExhausted)
+	if got := chatCount(t, e, `SELECT count(*) FROM messages WHERE sender_id = $1`, a.ID); got != 3 {
+		t.Fatalf("%d messages stored, want 3", got)
+	}
+	chatSend(t, b, peerText(a.ID, "b-1", "hello back"))
+}

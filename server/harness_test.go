@@ -74,7 +74,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := server.DefaultConfig()
-	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhone = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhone, cfg.SendPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
 	cfg.AttachmentDir = t.TempDir() // never the working directory's .data
 	d := server.Deps{
 		Log:    log,

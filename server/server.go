@@ -36,6 +36,8 @@ type Config struct {
 	RegisterPerAddr RateLimit
 	LoginPerAddr    RateLimit
 	LoginPerPhone   RateLimit
+	// SendPerMember throttles SendMessage per member (all devices together).
+	SendPerMember RateLimit
 	// GroupMaxMembers is the most members a new group may have (default 2000).
 	GroupMaxMembers int
 	// RecallWindow is how long after sending a sender may recall a message
@@ -58,6 +60,9 @@ func DefaultConfig() Config {
 		RegisterPerAddr: RateLimit{Every: 6 * time.Second, Burst: 20},
 		LoginPerAddr:    RateLimit{Every: time.Second, Burst: 30},
 		LoginPerPhone:   RateLimit{Every: 12 * time.Second, Burst: 10},
+		// 20 messages a second sustained, 100 at once: far above a person
+		// typing, low enough to stop a runaway client from flooding a group.
+		SendPerMember:   RateLimit{Every: 50 * time.Millisecond, Burst: 100},
 		GroupMaxMembers: 2000,
 		RecallWindow:    2 * time.Minute,
 

@@ -91,6 +91,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")
 	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "logins per client address, as interval/burst (0 disables)")
 	env.Rate(&c.server.LoginPerPhone, "login-rate-phone", "KARLMALONE_LOGIN_RATE_PHONE", "logins per phone, as interval/burst (0 disables)")
+	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", c.server.AttachmentDir, "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", c.server.MaxAttachmentBytes, "largest attachment upload, in bytes")
 	var corsOrigins string
