@@ -12,6 +12,16 @@ SELECT pg_advisory_xact_lock(
     hashtext(least(@a::bigint, @b::bigint)::text || ':' || greatest(@a::bigint, @b::bigint)::text)
 );
 
+-- name: LockContactPairsOf :exec
+-- LockContactPair for one member with each of many (a group invitation), so
+-- a block between them cannot commit between the check and the add. Taken in
+-- id order, so two such calls cannot deadlock.
+SELECT pg_advisory_xact_lock(
+    hashtext('karlmalone.contact_pair'),
+    hashtext(least(@a::bigint, s.id)::text || ':' || greatest(@a::bigint, s.id)::text)
+)
+FROM (SELECT DISTINCT u.id FROM unnest(@others::bigint[]) AS u (id) ORDER BY u.id) AS s;
+
 -- name: CreateFriendRequest :one
 INSERT INTO friend_requests (from_member_id, to_member_id, note)
 VALUES (@from_member_id, @to_member_id, @note)

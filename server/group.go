@@ -144,6 +144,11 @@ func checkInvitees(ctx context.Context, q *db.Queries, inviter, conversationID i
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	// Hold each pair's contact lock (as ContactService does) until commit, so
+	// what the check below sees cannot change before the members are added.
+	if err := q.LockContactPairsOf(ctx, db.LockContactPairsOfParams{A: inviter, Others: ids}); err != nil {
+		return nil, fmt.Errorf("lock contact pairs: %w", err)
+	}
 	rows, err := q.ListGroupInvitees(ctx, db.ListGroupInviteesParams{ConversationID: conversationID, InviterID: inviter, MemberIds: ids})
 	if err != nil {
 		return nil, fmt.Errorf("check invitees: %w", err)

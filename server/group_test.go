@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -1009,4 +1010,54 @@ func TestGroupOpenVisibility(t *testing.T) {
 	if after := groupState(t, e, gid); after != before {
 		t.Fatalf("refused calls changed the group:\n%s\n%s", before, after)
 	}
+}
+
+// TestGroupAddWaitsForABlockInFlight: adding a member takes the same pair lock
+// as ContactService, so a block that is committing while the owner adds its
+// author cannot slip in between the add's check and its insert.
+func TestGroupAddWaitsForABlockInFlight(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	owner, b := e.register(t, "owner"), e.register(t, "b")
+	befriend(t, e, owner, b)
+	g, err := owner.Groups.CreateGroup(ctx, &v1.CreateGroupRequest{Name: "g"})
+	if err != nil {
+		t.Fatalf("CreateGroup: %v", err)
+	}
+
+	// b's BlockMember, caught mid-transaction: it holds the pair's lock.
+	tx, err := e.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('karlmalone.contact_pair'),
+		hashtext(least($1::bigint, $2::bigint)::text || ':' || greatest($1::bigint, $2::bigint)::text))`, owner.ID, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)`, b.ID, owner.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	added := make(chan error, 1)
+	go func() {
+		_, err := owner.Groups.AddGroupMembers(ctx, &v1.AddGroupMembersRequest{GroupId: g.GetGroup().GetId(), MemberIds: []int64{b.ID}})
+		added <- err
+	}()
+	// Wait until the add queues behind the lock (or, wrongly, finishes first).
+	for waiting := false; !waiting; {
+		select {
+		case err := <-added:
+			t.Fatalf("AddGroupMembers finished (%v) while a block of the pair was in flight", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if err := e.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, <-added, connect.CodeFailedPrecondition)
 }

@@ -487,6 +487,27 @@ func (q *Queries) LockContactPair(ctx context.Context, arg LockContactPairParams
 	return err
 }
 
+const lockContactPairsOf = `-- name: LockContactPairsOf :exec
+SELECT pg_advisory_xact_lock(
+    hashtext('karlmalone.contact_pair'),
+    hashtext(least($1::bigint, s.id)::text || ':' || greatest($1::bigint, s.id)::text)
+)
+FROM (SELECT DISTINCT u.id FROM unnest($2::bigint[]) AS u (id) ORDER BY u.id) AS s
+`
+
+type LockContactPairsOfParams struct {
+	A      int64
+	Others []int64
+}
+
+// LockContactPair for one member with each of many (a group invitation), so
+// a block between them cannot commit between the check and the add. Taken in
+// id order, so two such calls cannot deadlock.
+func (q *Queries) LockContactPairsOf(ctx context.Context, arg LockContactPairsOfParams) error {
+	_, err := q.db.Exec(ctx, lockContactPairsOf, arg.A, arg.Others)
+	return err
+}
+
 const resolvePendingFriendRequestsBetween = `-- name: ResolvePendingFriendRequestsBetween :many
 UPDATE friend_requests SET status = $1, responded_at = now()
 WHERE status = 1
