@@ -76,11 +76,9 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	if err != nil {
 		return nil, err
 	}
-	convID, err := s.sendTarget(ctx, me, p)
-	if err != nil {
-		return nil, err
-	}
-	arg := db.CreateMessageParams{ConversationID: convID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text}
+	// The insert itself checks that the caller may post to the target; only
+	// when it stores nothing do we ask why (sendTarget), off the hot path.
+	arg := db.CreateMessageParams{PeerID: p.PeerID, GroupID: p.GroupID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text}
 	var att *db.Attachment
 	if p.AttachmentID != nil {
 		a, err := s.q.GetAttachmentByID(ctx, *p.AttachmentID)
@@ -103,9 +101,14 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	switch {
 	case isNoRows(err),
 		errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "messages_idempotency":
-		// No row: a retry (its client_msg_id is taken, and the statement
-		// bumped no seq), or the sender left or was removed since the check.
-		// A unique violation: a concurrent retry, rolled back with its bump.
+		// Nothing stored. Either the caller may not post there (sendTarget
+		// says why), or this is a retry: its client_msg_id is taken (no seq
+		// was bumped), or a concurrent retry won (a unique violation, rolled
+		// back with its bump).
+		convID, err := s.sendTarget(ctx, me, p)
+		if err != nil {
+			return nil, err
+		}
 		return s.storedMessage(ctx, me, p.ClientMsgID, convID)
 	case err != nil:
 		return nil, err
@@ -181,7 +184,8 @@ func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 }
 
 // sendTarget resolves the target of a send to a conversation the caller may
-// post in. CreateMessage checks membership again, atomically with the insert.
+// post in, or says why it may not. CreateMessage makes the same decision
+// atomically with the insert; this runs only when that stored nothing.
 func (s *ChatServer) sendTarget(ctx context.Context, me int64, p sendMessageParams) (int64, error) {
 	if p.PeerID != nil {
 		t, err := s.q.GetDirectSendTarget(ctx, db.GetDirectSendTargetParams{SenderID: me, PeerID: *p.PeerID})

@@ -22,7 +22,7 @@ import (
 // pipelined round trip, one implicit transaction, one commit. Each caller
 // still gets its own seq and its own error.
 //
-// Sends are sharded by conversation. A shard runs one batch at a time and
+// Sends are sharded by conversation (sendKey). A shard runs one batch at a time and
 // publishes its messages in batch order after the commit, so this node pushes
 // every conversation's messages in seq order. A shard's worker goroutine
 // exists only while the shard has work (the push hub's writers do the same).
@@ -77,7 +77,7 @@ func newSendPipeline(q *db.Queries, log *slog.Logger) *sendPipeline {
 // pushed, and a retry with the same client_msg_id finds it.
 func (p *sendPipeline) send(ctx context.Context, arg db.CreateMessageParams, stored func(db.CreateMessageRow)) (db.CreateMessageRow, error) {
 	j := &sendJob{arg: arg, stored: stored, done: make(chan sendResult, 1)}
-	sh := &p.shards[uint64(arg.ConversationID)*0x9E3779B97F4A7C15>>32%uint64(len(p.shards))]
+	sh := &p.shards[sendKey(arg)*0x9E3779B97F4A7C15>>32%uint64(len(p.shards))]
 	sh.mu.Lock()
 	sh.queue = append(sh.queue, j)
 	start := !sh.running
@@ -92,6 +92,20 @@ func (p *sendPipeline) send(ctx context.Context, arg db.CreateMessageParams, sto
 	case <-ctx.Done():
 		return db.CreateMessageRow{}, ctx.Err()
 	}
+}
+
+// sendKey names the conversation a send goes to before the database does:
+// the group, or the pair of members. Every send to one conversation has the
+// same key, so it lands in the same shard.
+func sendKey(a db.CreateMessageParams) uint64 {
+	if a.GroupID != nil {
+		return uint64(*a.GroupID)<<1 | 1
+	}
+	lo, hi := a.SenderID, *a.PeerID
+	if lo > hi {
+		lo, hi = hi, lo
+	}
+	return (uint64(lo)*0x9E3779B97F4A7C15 ^ uint64(hi)) << 1
 }
 
 // work runs the shard's batches until its queue is empty.

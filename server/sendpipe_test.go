@@ -17,16 +17,17 @@ func TestSendBatchIsolatesFailures(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.register(t, "a"), e.register(t, "b"), e.register(t, "c")
-	convAB, convAC := chatContacts(t, a, b), chatContacts(t, a, c)
+	chatContacts(t, a, b)
+	chatContacts(t, a, c)
 	text := func(s string) *string { return &s }
 	missingAttachment, kind := int64(1<<40), int16(1)
 	rows, errs := server.SendBatchForTest(e.Pool, []db.CreateMessageParams{
-		{ConversationID: convAB, SenderID: a.ID, ClientMsgID: "m1", Body: text("one")},
-		{ConversationID: convAB, SenderID: a.ID, ClientMsgID: "m1", Body: text("retry of one")},        // taken key: no row
-		{ConversationID: convAC, SenderID: b.ID, ClientMsgID: "x", Body: text("not b's conversation")}, // not a member: no row
-		{ConversationID: convAC, SenderID: a.ID, ClientMsgID: "bad", AttachmentID: &missingAttachment, AttachmentKind: &kind, Caption: text("")},
-		{ConversationID: convAC, SenderID: a.ID, ClientMsgID: "m2", Body: text("two")},
-		{ConversationID: convAB, SenderID: b.ID, ClientMsgID: "m3", Body: text("three")},
+		{PeerID: &b.ID, SenderID: a.ID, ClientMsgID: "m1", Body: text("one")},
+		{PeerID: &b.ID, SenderID: a.ID, ClientMsgID: "m1", Body: text("retry of one")},   // taken key: no row
+		{PeerID: &c.ID, SenderID: b.ID, ClientMsgID: "x", Body: text("not b's contact")}, // not allowed: no row
+		{PeerID: &c.ID, SenderID: a.ID, ClientMsgID: "bad", AttachmentID: &missingAttachment, AttachmentKind: &kind, Caption: text("")},
+		{PeerID: &c.ID, SenderID: a.ID, ClientMsgID: "m2", Body: text("two")},
+		{PeerID: &a.ID, SenderID: b.ID, ClientMsgID: "m3", Body: text("three")},
 	})
 	for i, want := range []error{nil, pgx.ErrNoRows, pgx.ErrNoRows, errors.New("fk"), nil, nil} {
 		switch {

@@ -18,13 +18,26 @@ var (
 )
 
 const createMessage = `-- name: CreateMessage :batchone
-WITH c AS (
+WITH target AS (
+    SELECT ct.conversation_id AS id
+    FROM contacts ct
+    WHERE ct.owner_id = $1 AND ct.member_id = $7::bigint
+      AND NOT EXISTS (
+          SELECT 1 FROM blocks b
+          WHERE (b.blocker_id = $1 AND b.blocked_id = $7::bigint)
+             OR (b.blocker_id = $7::bigint AND b.blocked_id = $1)
+      )
+    UNION ALL
+    SELECT g.conversation_id
+    FROM groups g
+    WHERE g.id = $8::bigint AND g.dissolved_at IS NULL
+), c AS (
     UPDATE conversations
     SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
-    WHERE id = $7
+    WHERE id = (SELECT id FROM target LIMIT 1)
       AND EXISTS (
           SELECT 1 FROM conversation_members cm
-          WHERE cm.conversation_id = $7 AND cm.member_id = $1
+          WHERE cm.conversation_id = conversations.id AND cm.member_id = $1
       )
       AND NOT EXISTS (
           SELECT 1 FROM messages m
@@ -59,7 +72,8 @@ type CreateMessageParams struct {
 	AttachmentID   *int64
 	AttachmentKind *int16
 	Caption        *string
-	ConversationID int64
+	PeerID         *int64
+	GroupID        *int64
 }
 
 type CreateMessageRow struct {
@@ -76,18 +90,21 @@ type CreateMessageRow struct {
 	RecipientIds   []int64
 }
 
-// Stores a message under the next seq of its conversation in one statement.
+// Stores a message under the next seq of its conversation in one statement,
+// deciding in the same snapshot whether the sender may post there: to a peer
+// only while they are contacts and neither blocked the other, to a group only
+// while it is live and the sender is a member. No row: not allowed (the
+// caller asks GetDirectSendTarget / GetGroupSendTarget why), or a
+// client_msg_id the sender already used (a retry, even one earlier in the
+// same batch: it costs no seq and aborts nothing).
 // The UPDATE takes the conversation's row lock, so concurrent senders to one
 // conversation (and only to it) queue there and get consecutive seqs; a
 // statement that fails rolls its bump back and leaves no gap.
 // clock_timestamp() is read after the lock is granted, so sent_at grows with
-// seq. Only a current member bumps the counter, and only for a client_msg_id
-// the sender has not used yet (no row otherwise: a retry, even one earlier in
-// the same batch, costs no seq and aborts nothing). The sender's own read
-// cursor moves to the new seq (its own messages are never unread), and
-// recipient_ids are the members at that moment, read in the same snapshot as
-// the membership check. A batch runs as one implicit transaction: one commit
-// for all its messages (see server/sendpipe.go).
+// seq. The sender's own read cursor moves to the new seq (its own messages
+// are never unread), and recipient_ids are the members at that moment. A
+// batch runs as one implicit transaction: one commit for all its messages
+// (see server/sendpipe.go).
 func (q *Queries) CreateMessage(ctx context.Context, arg []CreateMessageParams) *CreateMessageBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
@@ -98,7 +115,8 @@ func (q *Queries) CreateMessage(ctx context.Context, arg []CreateMessageParams) 
 			a.AttachmentID,
 			a.AttachmentKind,
 			a.Caption,
-			a.ConversationID,
+			a.PeerID,
+			a.GroupID,
 		}
 		batch.Queue(createMessage, vals...)
 	}
