@@ -108,13 +108,6 @@ SELECT
     EXISTS (SELECT 1 FROM blocks mine WHERE mine.blocker_id = @me::bigint AND mine.blocked_id = @peer::bigint) AS blocked_by_me,
     EXISTS (SELECT 1 FROM blocks theirs WHERE theirs.blocker_id = @peer::bigint AND theirs.blocked_id = @me::bigint) AS blocked_by_peer;
 
--- name: IsBlockedEitherWay :one
--- True when either member blocked the other (no messages, no requests).
-SELECT EXISTS (
-    SELECT 1 FROM blocks
-    WHERE (blocker_id = @a AND blocked_id = @b) OR (blocker_id = @b AND blocked_id = @a)
-);
-
 -- name: ListBlockedByBlocker :many
 -- Keyed on blocked_id, the primary key's second column.
 SELECT sqlc.embed(m)

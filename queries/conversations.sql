@@ -11,9 +11,6 @@ RETURNING *;
 -- name: CreateGroupConversation :one
 INSERT INTO conversations (kind) VALUES (2) RETURNING *;
 
--- name: GetConversationByID :one
-SELECT * FROM conversations WHERE id = @id;
-
 -- name: AddConversationMember :exec
 -- A new member starts with everything already sent marked read; re-adding an
 -- existing member changes nothing.

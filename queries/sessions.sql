@@ -18,6 +18,3 @@ DELETE FROM sessions WHERE id = @id AND member_id = @member_id;
 
 -- name: DeleteOtherSessions :many
 DELETE FROM sessions WHERE member_id = @member_id AND id <> @keep_id RETURNING id;
-
--- name: DeleteExpiredSessions :execrows
-DELETE FROM sessions WHERE expires_at <= now();

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,13 +29,13 @@ import (
 type ChatServer struct {
 	*base
 	sends       *sendPipeline
-	sendLimiter *keyedLimiter
+	sendLimiter *keyedLimiter[int64]
 }
 
 var _ karlmalonev1connect.ChatServiceHandler = (*ChatServer)(nil)
 
 func newChatServer(b *base) *ChatServer {
-	return &ChatServer{base: b, sends: newSendPipeline(b.q, b.log), sendLimiter: newKeyedLimiter(b.cfg.SendPerMember)}
+	return &ChatServer{base: b, sends: newSendPipeline(b.q, b.log), sendLimiter: newKeyedLimiter[int64](b.cfg.SendPerMember)}
 }
 
 const (
@@ -69,7 +68,7 @@ type sendMessageParams struct {
 
 func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest) (*v1.SendMessageResponse, error) {
 	me := callerFrom(ctx).MemberID
-	if !s.sendLimiter.allow(strconv.FormatInt(me, 10), s.now()) {
+	if !s.sendLimiter.allow(me, s.now()) {
 		return nil, errSendRateLimited
 	}
 	p, err := sendParams(req)
@@ -443,7 +442,7 @@ func (s *ChatServer) publishToConversation(ctx context.Context, convID, skip int
 
 func (s *ChatServer) Subscribe(ctx context.Context, _ *v1.SubscribeRequest, stream *connect.ServerStream[v1.SubscribeResponse]) error {
 	c := callerFrom(ctx)
-	sub, err := s.pub.Subscribe(ctx, push.Principal{MemberID: c.MemberID, SessionID: c.SessionID})
+	sub, err := s.hub.Subscribe(ctx, push.Principal{MemberID: c.MemberID, SessionID: c.SessionID})
 	if err != nil {
 		return subscriptionEnded(err)
 	}

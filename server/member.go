@@ -19,9 +19,9 @@ import (
 type MemberServer struct {
 	*base
 	hasher          *password.Hasher
-	registerPerAddr *keyedLimiter
-	loginPerAddr    *keyedLimiter
-	loginPerPhone   *keyedLimiter
+	registerPerAddr *keyedLimiter[string]
+	loginPerAddr    *keyedLimiter[string]
+	loginPerPhone   *keyedLimiter[string]
 }
 
 var _ karlmalonev1connect.MemberServiceHandler = (*MemberServer)(nil)
@@ -30,9 +30,9 @@ func newMemberServer(b *base, h *password.Hasher) *MemberServer {
 	return &MemberServer{
 		base:            b,
 		hasher:          h,
-		registerPerAddr: newKeyedLimiter(b.cfg.RegisterPerAddr),
-		loginPerAddr:    newKeyedLimiter(b.cfg.LoginPerAddr),
-		loginPerPhone:   newKeyedLimiter(b.cfg.LoginPerPhone),
+		registerPerAddr: newKeyedLimiter[string](b.cfg.RegisterPerAddr),
+		loginPerAddr:    newKeyedLimiter[string](b.cfg.LoginPerAddr),
+		loginPerPhone:   newKeyedLimiter[string](b.cfg.LoginPerPhone),
 	}
 }
 
@@ -315,7 +315,7 @@ func (s *MemberServer) revoke(ctx context.Context, c Caller, sessionID int64) er
 
 func (s *MemberServer) sessionRevoked(memberID, sessionID int64) {
 	s.publish([]int64{memberID}, &v1.Event{Kind: &v1.Event_SessionRevoked{SessionRevoked: &v1.SessionRevoked{SessionId: sessionID}}})
-	s.pub.CloseSession(sessionID)
+	s.hub.CloseSession(sessionID)
 }
 
 // toMember maps a row to the API; the phone is shown only to the member itself.

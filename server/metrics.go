@@ -41,13 +41,8 @@ func newMetrics(pool *pgxpool.Pool, hub *push.Hub) *metrics {
 	m.reg.MustRegister(m.handled, m.duration,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		hubCollector{hub}, poolCollector{pool},
 	)
-	if hub != nil {
-		m.reg.MustRegister(hubCollector{hub})
-	}
-	if pool != nil {
-		m.reg.MustRegister(poolCollector{pool})
-	}
 	return m
 }
 

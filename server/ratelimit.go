@@ -14,12 +14,12 @@ type RateLimit struct {
 	Burst int
 }
 
-// keyedLimiter keeps one token bucket per key (a client address or a phone).
-// Idle buckets are swept so the map cannot grow without bound.
-type keyedLimiter struct {
+// keyedLimiter keeps one token bucket per key (a client address, a phone, a
+// member id). Idle buckets are swept so the map cannot grow without bound.
+type keyedLimiter[K comparable] struct {
 	limit RateLimit
 	mu    sync.Mutex
-	m     map[string]*bucket
+	m     map[K]*bucket
 	swept time.Time
 }
 
@@ -28,12 +28,12 @@ type bucket struct {
 	seen time.Time
 }
 
-func newKeyedLimiter(l RateLimit) *keyedLimiter {
-	return &keyedLimiter{limit: l, m: make(map[string]*bucket)}
+func newKeyedLimiter[K comparable](l RateLimit) *keyedLimiter[K] {
+	return &keyedLimiter[K]{limit: l, m: make(map[K]*bucket)}
 }
 
 // allow takes one token for key and reports whether there was one.
-func (k *keyedLimiter) allow(key string, now time.Time) bool {
+func (k *keyedLimiter[K]) allow(key K, now time.Time) bool {
 	if k.limit.Every <= 0 || k.limit.Burst <= 0 {
 		return true
 	}

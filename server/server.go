@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,7 +14,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/karlmalone/karlmalone/gen/db"
@@ -71,22 +69,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// Publisher delivers events to the online devices of members (push.Hub).
-type Publisher interface {
-	Publish(memberIDs []int64, ev proto.Message)
-	// CloseSession closes the sockets and streams of a revoked session.
-	CloseSession(sessionID int64)
-	// Subscribe opens an event stream for one device (ChatService.Subscribe).
-	Subscribe(ctx context.Context, p push.Principal) (*push.Subscription, error)
-}
-
 // Deps are what the handlers need from the outside world.
 type Deps struct {
 	Pool   *pgxpool.Pool
 	Log    *slog.Logger
 	Hasher *password.Hasher
-	// Hub delivers events and serves GET /v1/push. Nil drops events and
-	// leaves /v1/push unmounted (for tests of pure RPCs).
+	// Hub delivers events, serves GET /v1/push and ChatService.Subscribe.
 	Hub    *push.Hub
 	Config Config
 	// Now is the clock (time.Now when nil).
@@ -98,7 +86,7 @@ type base struct {
 	pool *pgxpool.Pool
 	q    *db.Queries
 	log  *slog.Logger
-	pub  Publisher
+	hub  *push.Hub
 	cfg  Config
 	now  func() time.Time
 }
@@ -114,29 +102,11 @@ func (b *base) publish(memberIDs []int64, ev *v1.Event) {
 		return
 	}
 	ev.At = timestamppb.New(b.now())
-	b.pub.Publish(memberIDs, ev)
-}
-
-type noPublisher struct{}
-
-func (noPublisher) Publish([]int64, proto.Message) {}
-func (noPublisher) CloseSession(int64)             {}
-func (noPublisher) Subscribe(context.Context, push.Principal) (*push.Subscription, error) {
-	return nil, errNoHub
-}
-
-// errNoHub answers Subscribe on a server built without a hub.
-var errNoHub = connect.NewError(connect.CodeUnavailable, errors.New("push is not available on this server"))
-
-// Handler is the server's HTTP handler plus what cmd wiring needs from it.
-type Handler struct {
-	http.Handler
-	// Authenticator resolves tokens, for the push endpoint.
-	Authenticator *Authenticator
+	b.hub.Publish(memberIDs, ev)
 }
 
 // New builds every service and mounts them on one mux.
-func New(d Deps) *Handler {
+func New(d Deps) http.Handler {
 	defaults := DefaultConfig()
 	if d.Config.TokenTTL == 0 {
 		d.Config.TokenTTL = defaults.TokenTTL
@@ -153,15 +123,14 @@ func New(d Deps) *Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	var pub Publisher = noPublisher{}
-	if d.Hub != nil {
-		pub = d.Hub
+	if d.Pool == nil || d.Hub == nil || d.Hasher == nil {
+		panic("server.New: Deps.Pool, Deps.Hub and Deps.Hasher are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	q := db.New(d.Pool)
-	b := &base{pool: d.Pool, q: q, log: d.Log, pub: pub, cfg: d.Config, now: d.Now}
+	b := &base{pool: d.Pool, q: q, log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
 	authn := &Authenticator{q: q, log: d.Log, now: d.Now}
 
 	m := newMetrics(d.Pool, d.Hub)
@@ -180,9 +149,7 @@ func New(d Deps) *Handler {
 	mux.Handle(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts))
 	mux.Handle(karlmalonev1connect.NewGroupServiceHandler(&GroupServer{base: b}, opts))
 	mux.Handle(karlmalonev1connect.NewChatServiceHandler(newChatServer(b), opts))
-	if d.Hub != nil {
-		mux.Handle("GET /v1/push", push.NewHandler(d.Hub, authn.principal))
-	}
+	mux.Handle("GET /v1/push", push.NewHandler(d.Hub, authn.principal))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -200,7 +167,7 @@ func New(d Deps) *Handler {
 		fmt.Fprint(w, rootText)
 	})
 	mountRoutes(mux, d, authn, m)
-	return &Handler{Handler: withCORS(d.Config.CORSOrigins, mux), Authenticator: authn}
+	return withCORS(d.Config.CORSOrigins, mux)
 }
 
 const rootText = `KarlMalone instant-messaging API

@@ -224,26 +224,6 @@ func (q *Queries) GetPendingFriendRequest(ctx context.Context, arg GetPendingFri
 	return i, err
 }
 
-const isBlockedEitherWay = `-- name: IsBlockedEitherWay :one
-SELECT EXISTS (
-    SELECT 1 FROM blocks
-    WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1)
-)
-`
-
-type IsBlockedEitherWayParams struct {
-	A int64
-	B int64
-}
-
-// True when either member blocked the other (no messages, no requests).
-func (q *Queries) IsBlockedEitherWay(ctx context.Context, arg IsBlockedEitherWayParams) (bool, error) {
-	row := q.db.QueryRow(ctx, isBlockedEitherWay, arg.A, arg.B)
-	var exists bool
-	err := row.Scan(&exists)
-	return exists, err
-}
-
 const listBlockedByBlocker = `-- name: ListBlockedByBlocker :many
 SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at
 FROM blocks b JOIN members m ON m.id = b.blocked_id

@@ -47,25 +47,6 @@ func (q *Queries) CreateGroupConversation(ctx context.Context) (Conversation, er
 	return i, err
 }
 
-const getConversationByID = `-- name: GetConversationByID :one
-SELECT id, kind, member_lo, member_hi, last_seq, last_message_at, created_at FROM conversations WHERE id = $1
-`
-
-func (q *Queries) GetConversationByID(ctx context.Context, id int64) (Conversation, error) {
-	row := q.db.QueryRow(ctx, getConversationByID, id)
-	var i Conversation
-	err := row.Scan(
-		&i.ID,
-		&i.Kind,
-		&i.MemberLo,
-		&i.MemberHi,
-		&i.LastSeq,
-		&i.LastMessageAt,
-		&i.CreatedAt,
-	)
-	return i, err
-}
-
 const getConversationMember = `-- name: GetConversationMember :one
 SELECT conversation_id, member_id, role, read_seq, joined_at FROM conversation_members WHERE conversation_id = $1 AND member_id = $2
 `
