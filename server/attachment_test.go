@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -161,7 +160,7 @@ func TestAttachmentUploadSendDownload(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ann, bob, eve := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "eve")
-	chatContacts(t, ann, bob)
+	makeContacts(t, ann, bob)
 
 	content := attBytes(pngHeader, 300_000)
 	sum := sha256.Sum256(content)
@@ -448,9 +447,9 @@ func TestAttachmentInterrupted(t *testing.T) {
 		}
 		// Wait until the server is writing the upload, then cut it off and
 		// wait until the server has cleaned up.
-		attWaitFor(t, name+": upload staged", func() bool { return len(attStored(t, e)) > 0 })
+		waitFor(t, name+": upload staged", func() bool { return len(attStored(t, e)) > 0 })
 		conn.Close()
-		attWaitFor(t, name+": upload cleaned up", func() bool { return len(attStored(t, e)) == 0 })
+		waitFor(t, name+": upload cleaned up", func() bool { return len(attStored(t, e)) == 0 })
 		if n := attRows(t, e); n != 0 {
 			t.Fatalf("%s: %d rows after a cut-off upload, want none", name, n)
 		}
@@ -459,19 +458,5 @@ func TestAttachmentInterrupted(t *testing.T) {
 	up := attUpload(t, e, ann, "image/png", content)
 	if up.Size != int64(len(content)) {
 		t.Fatalf("upload after interruptions: %+v", up)
-	}
-}
-
-// attWaitFor polls cond (a state the server reaches on its own) for up to 10 s.
-func attWaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: never happened", what)
-		case <-time.After(time.Millisecond):
-		}
 	}
 }

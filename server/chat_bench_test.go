@@ -24,7 +24,7 @@ func BenchmarkSendMessage(b *testing.B) {
 		ps := make([]pair, pairs)
 		for i := range ps {
 			a, c := e.register(b, fmt.Sprint("a", i)), e.register(b, fmt.Sprint("b", i))
-			chatContacts(b, a, c)
+			makeContacts(b, a, c)
 			ps[i] = pair{a, c.ID}
 		}
 		var n atomic.Int64

@@ -18,36 +18,14 @@ import (
 // Fixtures go through the public API (ContactService, GroupService), so chat
 // is tested against the rows those services really write.
 
-// chatContacts makes a and b contacts (a asks, b accepts) and returns their
-// conversation id.
-func chatContacts(t testing.TB, a, b *client) int64 {
-	t.Helper()
-	sent, err := a.Contacts.SendFriendRequest(context.Background(), &v1.SendFriendRequestRequest{MemberId: b.ID})
-	if err != nil {
-		t.Fatalf("SendFriendRequest %d→%d: %v", a.ID, b.ID, err)
-	}
-	res, err := b.Contacts.RespondFriendRequest(context.Background(), &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: true})
-	if err != nil {
-		t.Fatalf("RespondFriendRequest: %v", err)
-	}
-	if res.GetContact().GetConversationId() == 0 {
-		t.Fatal("accepting a friend request opened no conversation")
-	}
-	return res.GetContact().GetConversationId()
-}
-
 // chatGroup creates an invite-only group of owner and members (each made the
 // owner's contact first, as CreateGroup requires).
 func chatGroup(t testing.TB, e *env, owner *client, members ...*client) *v1.Group {
 	t.Helper()
 	ids := make([]int64, len(members))
 	for i, m := range members {
-		var n int
-		if err := e.Pool.QueryRow(context.Background(), `SELECT count(*) FROM contacts WHERE owner_id = $1 AND member_id = $2`, owner.ID, m.ID).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			chatContacts(t, owner, m)
+		if e.count(t, `SELECT count(*) FROM contacts WHERE owner_id = $1 AND member_id = $2`, owner.ID, m.ID) == 0 {
+			makeContacts(t, owner, m)
 		}
 		ids[i] = m.ID
 	}
@@ -119,16 +97,6 @@ func chatHistory(t testing.TB, c *client, convID int64) []*v1.Message {
 	}
 }
 
-// chatCount runs a count(*) query.
-func chatCount(t testing.TB, e *env, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := e.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 func seqsOf(msgs []*v1.Message) []int64 {
 	out := make([]int64, len(msgs))
 	for i, m := range msgs {
@@ -164,7 +132,7 @@ func TestChatSendAndListMessages(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 
 	m1 := chatSend(t, a, peerText(b.ID, "m1", "hello"))
 	if m1.GetConversationId() != conv || m1.GetSeq() != 1 || m1.GetSenderId() != a.ID ||
@@ -221,7 +189,7 @@ func TestChatSendAndListMessages(t *testing.T) {
 	if gm.GetConversationId() != g.GetConversationId() || gm.GetSeq() != 1 {
 		t.Fatalf("group message: %v", gm)
 	}
-	if n := chatCount(t, e, `SELECT count(*) FROM messages`); n != 8 {
+	if n := e.count(t, `SELECT count(*) FROM messages`); n != 8 {
 		t.Fatalf("%d messages stored, want 8", n)
 	}
 }
@@ -230,7 +198,7 @@ func TestChatIdempotentRetries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	chatSend(t, a, peerText(b.ID, "before", "first"))
 
 	// 20 concurrent sends of one message (a client retrying on timeouts),
@@ -258,14 +226,14 @@ func TestChatIdempotentRetries(t *testing.T) {
 			t.Fatalf("send %d got seq %d, want 2 (every retry answers with the one stored message)", i, seqs[i])
 		}
 	}
-	if rows := chatCount(t, e, `SELECT count(*) FROM messages WHERE sender_id = $1 AND client_msg_id = 'retry-me'`, a.ID); rows != 1 {
+	if rows := e.count(t, `SELECT count(*) FROM messages WHERE sender_id = $1 AND client_msg_id = 'retry-me'`, a.ID); rows != 1 {
 		t.Fatalf("%d rows for one client_msg_id, want 1", rows)
 	}
 	// No gap: the next message takes seq 3, and the counter agrees.
 	if m := chatSend(t, b, peerText(a.ID, "after", "next")); m.GetSeq() != 3 {
 		t.Fatalf("next message seq %d, want 3", m.GetSeq())
 	}
-	if last := chatCount(t, e, `SELECT last_seq FROM conversations WHERE id = $1`, conv); last != 3 {
+	if last := e.count(t, `SELECT last_seq FROM conversations WHERE id = $1`, conv); last != 3 {
 		t.Fatalf("last_seq %d, want 3", last)
 	}
 	// A later retry, sequential this time, answers the same.
@@ -274,10 +242,10 @@ func TestChatIdempotentRetries(t *testing.T) {
 	}
 	// Reusing the key for another conversation is a client bug, not a retry.
 	c := e.register(t, "cat")
-	chatContacts(t, a, c)
+	makeContacts(t, a, c)
 	_, err := a.Chat.SendMessage(t.Context(), peerText(c.ID, "retry-me", "once"))
 	wantCode(t, err, connect.CodeAlreadyExists)
-	if rows := chatCount(t, e, `SELECT count(*) FROM messages`); rows != 3 {
+	if rows := e.count(t, `SELECT count(*) FROM messages`); rows != 3 {
 		t.Fatalf("%d messages stored, want 3", rows)
 	}
 }
@@ -289,10 +257,10 @@ func TestChatForbidden(t *testing.T) {
 	e := newEnv(t)
 	ann, bob, eve, ex := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "eve"), e.register(t, "ex")
 	blocker, friend := e.register(t, "blocker"), e.register(t, "friend")
-	annBob := chatContacts(t, ann, bob)
-	chatContacts(t, friend, bob)
-	chatContacts(t, blocker, bob)
-	exBob := chatContacts(t, ex, bob)
+	annBob := makeContacts(t, ann, bob)
+	makeContacts(t, friend, bob)
+	makeContacts(t, blocker, bob)
+	exBob := makeContacts(t, ex, bob)
 	chatSend(t, ex, peerText(bob.ID, "old", "from before"))
 	if _, err := bob.Contacts.RemoveContact(t.Context(), &v1.RemoveContactRequest{MemberId: ex.ID}); err != nil {
 		t.Fatalf("RemoveContact: %v", err)
@@ -310,8 +278,8 @@ func TestChatForbidden(t *testing.T) {
 	}
 
 	bobEvents := e.connect(t, bob)
-	messagesBefore := chatCount(t, e, `SELECT count(*) FROM messages`)
-	seqsBefore := chatCount(t, e, `SELECT sum(last_seq) FROM conversations`)
+	messagesBefore := e.count(t, `SELECT count(*) FROM messages`)
+	seqsBefore := e.count(t, `SELECT sum(last_seq) FROM conversations`)
 
 	for _, tc := range []struct {
 		name string
@@ -352,10 +320,10 @@ func TestChatForbidden(t *testing.T) {
 	_, err = ex.Chat.SendTyping(t.Context(), &v1.SendTypingRequest{ConversationId: exBob})
 	wantCode(t, err, connect.CodePermissionDenied)
 
-	if n := chatCount(t, e, `SELECT count(*) FROM messages`); n != messagesBefore {
+	if n := e.count(t, `SELECT count(*) FROM messages`); n != messagesBefore {
 		t.Fatalf("%d messages after refused sends, want %d", n, messagesBefore)
 	}
-	if n := chatCount(t, e, `SELECT sum(last_seq) FROM conversations`); n != seqsBefore {
+	if n := e.count(t, `SELECT sum(last_seq) FROM conversations`); n != seqsBefore {
 		t.Fatalf("refused sends moved a seq counter: %d, want %d", n, seqsBefore)
 	}
 	ok := chatSend(t, friend, peerText(bob.ID, "allowed", "this one"))
@@ -368,7 +336,7 @@ func TestChatInvalidInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	var att int64
 	if err := e.Pool.QueryRow(t.Context(), `INSERT INTO attachments (uploader_id, sha256, size, content_type) VALUES ($1, '\x00', 1, 'image/png') RETURNING id`, a.ID).Scan(&att); err != nil {
 		t.Fatal(err)
@@ -470,7 +438,7 @@ func TestChatInvalidInput(t *testing.T) {
 	if msg, _ := out["message"].(map[string]any); msg["clientMsgId"] != "json-1" || msg["conversationId"] != fmt.Sprint(conv) {
 		t.Fatalf("JSON send answered %s", raw)
 	}
-	if n := chatCount(t, e, `SELECT count(*) FROM messages`); n != 2 {
+	if n := e.count(t, `SELECT count(*) FROM messages`); n != 2 {
 		t.Fatalf("%d messages stored, want 2 (the 4,000-rune one and the JSON one)", n)
 	}
 }
@@ -479,7 +447,7 @@ func TestChatAttachments(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	upload := func(owner *client) int64 {
 		var id int64
 		if err := e.Pool.QueryRow(t.Context(), `INSERT INTO attachments (uploader_id, sha256, size, content_type) VALUES ($1, '\x01', 1234, 'image/jpeg') RETURNING id`, owner.ID).Scan(&id); err != nil {
@@ -511,7 +479,7 @@ func TestChatAttachments(t *testing.T) {
 	wantCode(t, err, connect.CodeNotFound)
 	_, err = a.Chat.SendMessage(t.Context(), req(1<<40))
 	wantCode(t, err, connect.CodeNotFound)
-	if n := chatCount(t, e, `SELECT count(*) FROM messages`); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM messages`); n != 1 {
 		t.Fatalf("%d messages, want 1", n)
 	}
 }
@@ -520,8 +488,8 @@ func TestChatListConversations(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cat")
-	ab := chatContacts(t, a, b)
-	ac := chatContacts(t, a, c)
+	ab := makeContacts(t, a, b)
+	ac := makeContacts(t, a, c)
 	g := chatGroup(t, e, a, b, c)
 
 	chatSend(t, b, peerText(a.ID, "1", "one"))
@@ -580,7 +548,7 @@ func TestChatMarkReadAndUnread(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	b2 := e.login(t, b.Phone, b.Password) // bob's second device
 	aEvents, b2Events := e.connect(t, a), e.connect(t, b2)
 	for i := range 3 {
@@ -641,7 +609,7 @@ func TestChatRecall(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	bEvents := e.connect(t, b)
 	m := chatSend(t, a, peerText(b.ID, "oops", "sent by mistake"))
 	bEvents.nextWhere(isMessage)
@@ -664,7 +632,7 @@ func TestChatRecall(t *testing.T) {
 	if len(h) != 1 || h[0].GetRecalledAt() == nil || h[0].GetContent() != nil || h[0].GetClientMsgId() != "oops" {
 		t.Fatalf("history after recall: %v", h)
 	}
-	if n := chatCount(t, e, `SELECT count(*) FROM messages WHERE body IS NULL AND recalled_at IS NOT NULL`); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM messages WHERE body IS NULL AND recalled_at IS NOT NULL`); n != 1 {
 		t.Fatalf("the stored content was not cleared")
 	}
 	// Again: a retry succeeds and pushes nothing more.
@@ -682,7 +650,7 @@ func TestChatRecall(t *testing.T) {
 	// send has answered): refused, content kept.
 	e2 := newEnv(t, withConfig(func(c *server.Config) { c.RecallWindow = time.Microsecond }))
 	c, d := e2.register(t, "cat"), e2.register(t, "dan")
-	conv2 := chatContacts(t, c, d)
+	conv2 := makeContacts(t, c, d)
 	m2 := chatSend(t, c, peerText(d.ID, "late", "too late to take back"))
 	_, err = c.Chat.RecallMessage(t.Context(), &v1.RecallMessageRequest{ConversationId: conv2, Seq: m2.GetSeq()})
 	wantCode(t, err, connect.CodeFailedPrecondition)
@@ -714,7 +682,7 @@ func TestChatTyping(t *testing.T) {
 			t.Fatalf("the typist's next event is %v, want the marker message (typing goes to others only)", got)
 		}
 	}
-	if n := chatCount(t, e, `SELECT count(*) FROM messages`); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM messages`); n != 1 {
 		t.Fatalf("typing stored something: %d messages", n)
 	}
 }
@@ -727,14 +695,14 @@ func TestSendRateLimit(t *testing.T) {
 		c.SendPerMember = server.RateLimit{Every: time.Hour, Burst: 3}
 	}))
 	a, b := e.register(t, "a"), e.register(t, "b")
-	chatContacts(t, a, b)
+	makeContacts(t, a, b)
 	aLaptop := e.login(t, a.Phone, a.Password)
 	for i, dev := range []*client{a, aLaptop, a} {
 		chatSend(t, dev, peerText(b.ID, fmt.Sprint("ok", i), "hi"))
 	}
 	_, err := aLaptop.Chat.SendMessage(t.Context(), peerText(b.ID, "one-too-many", "hi"))
 	wantCode(t, err, connect.CodeResourceExhausted)
-	if got := chatCount(t, e, `SELECT count(*) FROM messages WHERE sender_id = $1`, a.ID); got != 3 {
+	if got := e.count(t, `SELECT count(*) FROM messages WHERE sender_id = $1`, a.ID); got != 3 {
 		t.Fatalf("%d messages stored, want 3", got)
 	}
 	chatSend(t, b, peerText(a.ID, "b-1", "hello back"))

@@ -18,36 +18,11 @@ import (
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 )
 
-// ctBefriend makes a and b contacts through the API and returns the
-// request id and the pair's conversation id.
-func ctBefriend(t testing.TB, a, b *client) (requestID, conversationID int64) {
-	t.Helper()
-	sent, err := a.Contacts.SendFriendRequest(t.Context(), &v1.SendFriendRequestRequest{MemberId: b.ID})
-	if err != nil {
-		t.Fatalf("SendFriendRequest %d→%d: %v", a.ID, b.ID, err)
-	}
-	res, err := b.Contacts.RespondFriendRequest(t.Context(), &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: true})
-	if err != nil {
-		t.Fatalf("accept %d: %v", sent.GetRequest().GetId(), err)
-	}
-	return sent.GetRequest().GetId(), res.GetContact().GetConversationId()
-}
-
-// ctCount runs a count(*) query.
-func ctCount(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(t.Context(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 // ctPairContacts counts the contact rows between a and b (2 when they are
 // contacts, 0 when not; anything else is a bug).
-func ctPairContacts(t testing.TB, pool *pgxpool.Pool, a, b int64) int {
+func ctPairContacts(t testing.TB, e *env, a, b int64) int {
 	t.Helper()
-	return ctCount(t, pool, `SELECT count(*) FROM contacts WHERE (owner_id = $1 AND member_id = $2) OR (owner_id = $2 AND member_id = $1)`, a, b)
+	return e.count(t, `SELECT count(*) FROM contacts WHERE (owner_id = $1 AND member_id = $2) OR (owner_id = $2 AND member_id = $1)`, a, b)
 }
 
 // ctSnapshot renders every row ContactService can touch, to show that a
@@ -129,13 +104,13 @@ func TestContactLifecycle(t *testing.T) {
 		acc.GetContact().GetMember().GetId() != a.ID || conv == 0 {
 		t.Fatalf("accept returned %v", acc)
 	}
-	if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 2 {
+	if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
 		t.Fatalf("%d contact rows, want 2", n)
 	}
-	if n := ctCount(t, e.Pool, `SELECT count(*) FROM conversation_members WHERE conversation_id = $1 AND role = 0 AND member_id IN ($2, $3)`, conv, a.ID, b.ID); n != 2 {
+	if n := e.count(t, `SELECT count(*) FROM conversation_members WHERE conversation_id = $1 AND role = 0 AND member_id IN ($2, $3)`, conv, a.ID, b.ID); n != 2 {
 		t.Fatalf("%d conversation members, want 2", n)
 	}
-	if n := ctCount(t, e.Pool, `SELECT count(*) FROM conversations WHERE id = $1 AND kind = 1 AND member_lo = least($2::bigint, $3::bigint) AND member_hi = greatest($2::bigint, $3::bigint)`, conv, a.ID, b.ID); n != 1 {
+	if n := e.count(t, `SELECT count(*) FROM conversations WHERE id = $1 AND kind = 1 AND member_lo = least($2::bigint, $3::bigint) AND member_hi = greatest($2::bigint, $3::bigint)`, conv, a.ID, b.ID); n != 1 {
 		t.Fatal("accept did not open the pair's direct conversation")
 	}
 
@@ -173,7 +148,7 @@ func TestContactLifecycle(t *testing.T) {
 	if _, err := bg.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: a.ID}); err != nil {
 		t.Fatalf("RemoveContact: %v", err)
 	}
-	if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 0 {
+	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
 		t.Fatalf("%d contact rows after remove, want 0", n)
 	}
 	_, err = a.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: b.ID})
@@ -182,7 +157,7 @@ func TestContactLifecycle(t *testing.T) {
 	wantCode(t, err, connect.CodeNotFound)
 
 	// Befriending again finds the same conversation.
-	_, conv2 := ctBefriend(t, bg, a)
+	conv2 := makeContacts(t, bg, a)
 	if conv2 != conv {
 		t.Fatalf("re-befriended into conversation %d, want %d", conv2, conv)
 	}
@@ -219,7 +194,7 @@ func TestSendFriendRequestRefusals(t *testing.T) {
 	// The blocker is told to unblock first.
 	_, err = c.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
 	wantCode(t, err, connect.CodeFailedPrecondition)
-	if n := ctCount(t, e.Pool, `SELECT count(*) FROM friend_requests WHERE $1 IN (from_member_id, to_member_id)`, c.ID); n != 0 {
+	if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE $1 IN (from_member_id, to_member_id)`, c.ID); n != 0 {
 		t.Fatalf("%d requests involving c, want 0", n)
 	}
 
@@ -258,10 +233,10 @@ func TestSendFriendRequestMeetsReverse(t *testing.T) {
 		got.GetFromMemberId() != b.ID || got.GetOther().GetId() != b.ID {
 		t.Fatalf("reverse request returned %v, want b's request accepted", got)
 	}
-	if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 2 {
+	if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
 		t.Fatalf("%d contact rows, want 2", n)
 	}
-	if n := ctCount(t, e.Pool, `SELECT count(*) FROM friend_requests WHERE status = 1`); n != 0 {
+	if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE status = 1`); n != 0 {
 		t.Fatalf("%d pending requests left, want 0", n)
 	}
 	ev := bev.nextWhere(func(ev *v1.Event) bool { return ev.GetFriendRequestAnswered() != nil })
@@ -381,10 +356,10 @@ func TestRespondFriendRequest(t *testing.T) {
 		_, err = b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: id, Accept: accept})
 		wantCode(t, err, connect.CodeFailedPrecondition)
 	}
-	if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 0 {
+	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
 		t.Fatalf("%d contact rows after decline, want 0", n)
 	}
-	if n := ctCount(t, e.Pool, `SELECT count(*) FROM conversations`); n != 0 {
+	if n := e.count(t, `SELECT count(*) FROM conversations`); n != 0 {
 		t.Fatalf("%d conversations after decline, want 0", n)
 	}
 }
@@ -464,7 +439,7 @@ func TestBlockMember(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, b, c, d := e.register(t, "a"), e.register(t, "b"), e.register(t, "c"), e.register(t, "d")
-	ctBefriend(t, a, b)
+	makeContacts(t, a, b)
 	fromC, err := c.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -488,15 +463,15 @@ func TestBlockMember(t *testing.T) {
 	_, err = a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: 1 << 50})
 	wantCode(t, err, connect.CodeNotFound)
 
-	if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 0 {
+	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
 		t.Fatalf("%d contact rows after block, want 0", n)
 	}
 	for _, id := range []int64{fromC.GetRequest().GetId(), toD.GetRequest().GetId()} {
-		if n := ctCount(t, e.Pool, `SELECT count(*) FROM friend_requests WHERE id = $1 AND status = 3 AND responded_at IS NOT NULL`, id); n != 1 {
+		if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE id = $1 AND status = 3 AND responded_at IS NOT NULL`, id); n != 1 {
 			t.Fatalf("request %d not declined by the block", id)
 		}
 	}
-	if n := ctCount(t, e.Pool, `SELECT count(*) FROM blocks WHERE blocker_id = $1`, a.ID); n != 3 {
+	if n := e.count(t, `SELECT count(*) FROM blocks WHERE blocker_id = $1`, a.ID); n != 3 {
 		t.Fatalf("%d blocks, want 3", n)
 	}
 	// The blocked members cannot befriend the blocker.
@@ -535,7 +510,7 @@ func TestBlockMember(t *testing.T) {
 	_, err = a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: 1 << 50})
 	wantCode(t, err, connect.CodeNotFound)
 	// Unblocked, b may ask again (and the old contact is not restored).
-	if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 0 {
+	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
 		t.Fatalf("unblock restored %d contact rows", n)
 	}
 	if _, err := b.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID}); err != nil {
@@ -644,7 +619,7 @@ func TestContactAuthorizationMatrix(t *testing.T) {
 	// a and b are contacts; a blocked d; a has a pending request to x;
 	// stranger knows nobody.
 	a, b, d, x, stranger := e.register(t, "a"), e.register(t, "b"), e.register(t, "d"), e.register(t, "x"), e.register(t, "stranger")
-	ctBefriend(t, a, b)
+	makeContacts(t, a, b)
 	if _, err := a.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: "bee"}); err != nil {
 		t.Fatal(err)
 	}
@@ -806,13 +781,13 @@ func TestRespondFriendRequestRace(t *testing.T) {
 		if wins[0] {
 			wantStatus, wantRows = 2, 2
 		}
-		if got := ctCount(t, e.Pool, `SELECT status FROM friend_requests WHERE id = $1`, sent.GetRequest().GetId()); got != wantStatus {
+		if got := e.count(t, `SELECT status FROM friend_requests WHERE id = $1`, sent.GetRequest().GetId()); got != wantStatus {
 			t.Fatalf("round %d: status %d, want %d", round, got, wantStatus)
 		}
-		if got := ctPairContacts(t, e.Pool, a.ID, b.ID); got != wantRows {
+		if got := ctPairContacts(t, e, a.ID, b.ID); got != wantRows {
 			t.Fatalf("round %d: %d contact rows, want %d", round, got, wantRows)
 		}
-		if got := ctCount(t, e.Pool, `SELECT count(*) FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id
+		if got := e.count(t, `SELECT count(*) FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id
 			WHERE c.member_lo = least($1::bigint, $2::bigint) AND c.member_hi = greatest($1::bigint, $2::bigint)`, a.ID, b.ID); got != wantRows {
 			t.Fatalf("round %d: %d conversation members, want %d", round, got, wantRows)
 		}
@@ -843,10 +818,10 @@ func TestMutualFriendRequestsRace(t *testing.T) {
 					t.Fatalf("round %d: %v", round, err)
 				}
 			}
-			if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 2 {
+			if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
 				t.Fatalf("round %d: %d contact rows, want 2", round, n)
 			}
-			if n := ctCount(t, e.Pool, `SELECT count(*) FROM friend_requests WHERE $1 IN (from_member_id, to_member_id) AND status <> 2`, a.ID); n != 0 {
+			if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE $1 IN (from_member_id, to_member_id) AND status <> 2`, a.ID); n != 0 {
 				t.Fatalf("round %d: %d requests not accepted", round, n)
 			}
 		}
@@ -885,10 +860,10 @@ func TestMutualFriendRequestsRace(t *testing.T) {
 			if ok != 1 {
 				t.Fatalf("round %d: %d accepts succeeded, want 1 (%v)", round, ok, errs)
 			}
-			if n := ctPairContacts(t, e.Pool, a.ID, b.ID); n != 2 {
+			if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
 				t.Fatalf("round %d: %d contact rows, want 2", round, n)
 			}
-			if n := ctCount(t, e.Pool, `SELECT count(*) FROM friend_requests WHERE id IN ($1, $2) AND status = 2`, ab, ba); n != 2 {
+			if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE id IN ($1, $2) AND status = 2`, ab, ba); n != 2 {
 				t.Fatalf("round %d: %d of the two requests accepted, want both settled", round, n)
 			}
 		}

@@ -307,3 +307,46 @@ func (ev *events) wantClosed(code websocket.StatusCode) {
 		return
 	}
 }
+
+// makeContacts makes a and b contacts through the API (a asks, b accepts) and
+// returns their conversation id.
+func makeContacts(t testing.TB, a, b *client) int64 {
+	t.Helper()
+	sent, err := a.Contacts.SendFriendRequest(context.Background(), &v1.SendFriendRequestRequest{MemberId: b.ID})
+	if err != nil {
+		t.Fatalf("SendFriendRequest %d→%d: %v", a.ID, b.ID, err)
+	}
+	res, err := b.Contacts.RespondFriendRequest(context.Background(), &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: true})
+	if err != nil {
+		t.Fatalf("RespondFriendRequest %d: %v", sent.GetRequest().GetId(), err)
+	}
+	if res.GetContact().GetConversationId() == 0 {
+		t.Fatal("accepting a friend request opened no conversation")
+	}
+	return res.GetContact().GetConversationId()
+}
+
+// count runs a query that returns one integer, such as a count(*).
+func (e *env) count(t testing.TB, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// waitFor polls cond, a state the server reaches on its own with no event to
+// wait on (a hub counter, a file removed), for at most 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}

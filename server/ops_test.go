@@ -90,7 +90,7 @@ func TestMetrics(t *testing.T) {
 	e := newEnv(t)
 	other := newEnv(t) // a second server in the same process
 	ann, bob := e.register(t, "ann"), e.register(t, "bob")
-	chatContacts(t, ann, bob)
+	makeContacts(t, ann, bob)
 
 	before := scrape(t, e)
 	for _, name := range []string{"karlmalone_push_connections", "karlmalone_push_events_published_total",
@@ -112,7 +112,7 @@ func TestMetrics(t *testing.T) {
 	}
 	t.Cleanup(func() { sub.Close() })
 	// The stream is registered once the hub counts it.
-	attWaitFor(t, "subscription registered", func() bool { return e.Hub.Stats().Subscriptions == 1 })
+	waitFor(t, "subscription registered", func() bool { return e.Hub.Stats().Subscriptions == 1 })
 
 	chatSend(t, ann, peerText(bob.ID, "m1", "hello"))
 	ev.nextWhere(isMessage)
@@ -123,7 +123,7 @@ func TestMetrics(t *testing.T) {
 	wantCode(t, err, connect.CodeUnauthenticated)
 
 	// The socket write is counted just after it completes.
-	attWaitFor(t, "push delivered counted", func() bool {
+	waitFor(t, "push delivered counted", func() bool {
 		return metricValue(scrape(t, e), "karlmalone_push_events_delivered_total") >= metricValue(before, "karlmalone_push_events_delivered_total")+2
 	})
 	after := scrape(t, e)

@@ -32,11 +32,11 @@ import (
 	"github.com/karlmalone/karlmalone/push"
 )
 
-// pushDial opens a push socket for token with the given options and returns
-// once the hub has registered it.
+// pushDial opens a push socket for token with the given options. The hub
+// registers a socket before the handshake completes, so it is registered
+// when Dial returns.
 func pushDial(t testing.TB, e *env, token string, opts *websocket.DialOptions) *websocket.Conn {
 	t.Helper()
-	before := e.Hub.Stats().Connections
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if opts.HTTPHeader == nil {
@@ -48,20 +48,7 @@ func pushDial(t testing.TB, e *env, token string, opts *websocket.DialOptions) *
 		t.Fatalf("dial push: %v", err)
 	}
 	t.Cleanup(func() { ws.CloseNow() })
-	waitFor(t, "the socket to register", func() bool { return e.Hub.Stats().Connections > before })
 	return ws
-}
-
-// waitFor polls cond (a hub counter, say) until it holds, for at most 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // jsonEvents is a push socket that asked for protojson text frames, as a
@@ -99,11 +86,10 @@ func (j *jsonEvents) next() (*v1.Event, string) {
 	return ev, string(data)
 }
 
-// subscribe opens ChatService.Subscribe and returns once the hub has
-// registered the subscription.
+// subscribe opens ChatService.Subscribe and returns once the response headers
+// arrived: the server sends them after the hub registered the subscription.
 func subscribe(t testing.TB, e *env, chat karlmalonev1connect.ChatServiceClient) *connect.ServerStreamForClient[v1.SubscribeResponse] {
 	t.Helper()
-	before := e.Hub.Stats().Subscriptions
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	stream, err := chat.Subscribe(ctx, &v1.SubscribeRequest{})
@@ -111,7 +97,10 @@ func subscribe(t testing.TB, e *env, chat karlmalonev1connect.ChatServiceClient)
 		t.Fatalf("Subscribe: %v", err)
 	}
 	t.Cleanup(func() { stream.Close() })
-	waitFor(t, "the subscription to register", func() bool { return e.Hub.Stats().Subscriptions > before })
+	stream.ResponseHeader() // blocks until the headers arrive
+	if n := e.Hub.Stats().Subscriptions; n == 0 {
+		t.Fatal("the stream's headers arrived before the hub registered it")
+	}
 	return stream
 }
 
@@ -135,7 +124,7 @@ func TestPushMessageEveryEncoding(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cat")
-	chatContacts(t, a, b)
+	makeContacts(t, a, b)
 	g := chatGroup(t, e, a, b, c)
 
 	binary := e.connect(t, b)
@@ -177,7 +166,7 @@ func TestPushSubscribeSessionRevoked(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	chatContacts(t, a, b)
+	makeContacts(t, a, b)
 	b2 := e.login(t, b.Phone, b.Password)
 	gone, stays := subscribe(t, e, e.grpcClients(b.Token).Chat), subscribe(t, e, b2.Chat)
 
@@ -363,7 +352,7 @@ func TestPushReconnectResync(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	first := e.connect(t, b)
 	chatSend(t, a, peerText(b.ID, "0", "before the drop"))
 	lastSeen := first.next().GetMessage().GetSeq()
@@ -478,7 +467,7 @@ func TestPushBadClientFrames(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	chatContacts(t, a, b)
+	makeContacts(t, a, b)
 	bystander := e.connect(t, b)
 
 	// Bytes that are not WebSocket framing at all, on a raw upgraded connection.
@@ -497,7 +486,9 @@ func TestPushBadClientFrames(t *testing.T) {
 	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("raw upgrade: %v %v", res, err)
 	}
-	waitFor(t, "the raw socket to register", func() bool { return e.Hub.Stats().Connections == 2 })
+	if n := e.Hub.Stats().Connections; n != 2 { // registered before the 101
+		t.Fatalf("hub holds %d sockets after the raw upgrade, want 2", n)
+	}
 	conn.Write([]byte("\xff\xff\xff\xff\xff\xff\xff\xff garbage, unmasked, reserved bits set"))
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
@@ -547,7 +538,7 @@ func TestPushShutdownGoingAway(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "ann"), e.register(t, "bob")
-	conv := chatContacts(t, a, b)
+	conv := makeContacts(t, a, b)
 	sock := e.connect(t, b)
 	stream := subscribe(t, e, b.Chat)
 

@@ -17,8 +17,8 @@ func TestSendBatchIsolatesFailures(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.register(t, "a"), e.register(t, "b"), e.register(t, "c")
-	chatContacts(t, a, b)
-	chatContacts(t, a, c)
+	makeContacts(t, a, b)
+	makeContacts(t, a, c)
 	text := func(s string) *string { return &s }
 	missingAttachment, kind := int64(1<<40), int16(1)
 	rows, errs := server.SendBatchForTest(e.Pool, []db.CreateMessageParams{
