@@ -35,7 +35,7 @@ type ChatServer struct {
 var _ karlmalonev1connect.ChatServiceHandler = (*ChatServer)(nil)
 
 func newChatServer(b *base) *ChatServer {
-	return &ChatServer{base: b, sends: newSendPipeline(b.q, b.log), sendLimiter: newKeyedLimiter[int64](b.cfg.SendPerMember)}
+	return &ChatServer{base: b, sends: newSendPipeline(b.pool, b.log), sendLimiter: newKeyedLimiter[int64](b.cfg.SendPerMember)}
 }
 
 const (

@@ -11,7 +11,12 @@ import (
 // SendBatchForTest runs args through the send pipeline as one batch and
 // returns each message's row and error, for tests of the group commit.
 func SendBatchForTest(pool *pgxpool.Pool, args []db.CreateMessageParams) ([]db.CreateMessageRow, []error) {
-	p := newSendPipeline(db.New(pool), slog.New(slog.DiscardHandler))
+	return SendBatchLoggedForTest(pool, slog.New(slog.DiscardHandler), args)
+}
+
+// SendBatchLoggedForTest is SendBatchForTest with the pipeline logging to log.
+func SendBatchLoggedForTest(pool *pgxpool.Pool, log *slog.Logger, args []db.CreateMessageParams) ([]db.CreateMessageRow, []error) {
+	p := newSendPipeline(pool, log)
 	jobs := make([]*sendJob, len(args))
 	for i, a := range args {
 		jobs[i] = &sendJob{arg: a, stored: func(db.CreateMessageRow) {}, done: make(chan sendResult, 1)}

@@ -32,7 +32,7 @@ import (
 // a batch that waits on a row lock (a sender on another node) delays the
 // other conversations of its shard.
 type sendPipeline struct {
-	q       *db.Queries
+	db      db.DBTX // the pool; see store for why not a *db.Queries
 	log     *slog.Logger
 	shards  []sendShard
 	timeout time.Duration // bounds one batch, whatever its callers' deadlines
@@ -62,9 +62,9 @@ type sendResult struct {
 	err error
 }
 
-func newSendPipeline(q *db.Queries, log *slog.Logger) *sendPipeline {
+func newSendPipeline(conn db.DBTX, log *slog.Logger) *sendPipeline {
 	return &sendPipeline{
-		q:       q,
+		db:      conn,
 		log:     log,
 		shards:  make([]sendShard, runtime.GOMAXPROCS(0)),
 		timeout: 30 * time.Second,
@@ -126,22 +126,22 @@ func (p *sendPipeline) work(sh *sendShard) {
 	}
 }
 
-// run stores one batch and answers its callers. If any statement fails (two
-// concurrent uses of one client_msg_id, say) the whole implicit transaction
-// has rolled back, so each message is tried again on its own.
+// run stores one batch and answers its callers. The batch is one implicit
+// transaction: if any statement fails (two concurrent uses of one
+// client_msg_id, say) or the commit does (a deferred constraint, a lost
+// connection), none of it is stored, so each message is tried again on its
+// own. Only messages whose commit was confirmed are published and answered
+// with a seq: a seq handed out by a transaction that did not commit is given
+// again to the next message.
 func (p *sendPipeline) run(batch []*sendJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
-	results := p.store(ctx, batch)
-	failed := false
-	for _, r := range results {
-		if r.err != nil && !errors.Is(r.err, pgx.ErrNoRows) {
-			failed = true
-		}
-	}
-	if failed && len(batch) > 1 {
+	results, err := p.store(ctx, batch)
+	if err != nil && len(batch) > 1 {
+		p.log.Warn("send batch failed; storing its messages one by one", "batch", len(batch), "err", err)
 		for i, j := range batch {
-			results[i] = p.store(ctx, []*sendJob{j})[0]
+			r, _ := p.store(ctx, []*sendJob{j})
+			results[i] = r[0]
 		}
 	}
 	for i, j := range batch {
@@ -152,17 +152,66 @@ func (p *sendPipeline) run(batch []*sendJob) {
 	}
 }
 
-func (p *sendPipeline) store(ctx context.Context, batch []*sendJob) []sendResult {
+// store runs one batch in one round trip and returns each message's result,
+// and the batch's error when nothing of it was stored: then every message
+// carries that error, or its own if its statement failed.
+//
+// The batch's implicit transaction commits when the results are closed, after
+// the last statement's row has been read. The generated code closes them
+// itself and drops that error, so the connection is wrapped to keep it
+// (commitChecked); a commit that fails is a failed batch, whatever the
+// statements returned.
+func (p *sendPipeline) store(ctx context.Context, batch []*sendJob) ([]sendResult, error) {
 	args := make([]db.CreateMessageParams, len(batch))
 	for i, j := range batch {
 		args[i] = j.arg
 	}
 	results := make([]sendResult, len(batch))
-	p.q.CreateMessage(ctx, args).QueryRow(func(i int, row db.CreateMessageRow, err error) {
+	var batchErr error
+	cc := &commitChecked{DBTX: p.db}
+	db.New(cc).CreateMessage(ctx, args).QueryRow(func(i int, row db.CreateMessageRow, err error) {
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			err = fmt.Errorf("create message: %w", err)
+			if batchErr == nil {
+				batchErr = err
+			}
 		}
 		results[i] = sendResult{row, err}
 	})
-	return results
+	if batchErr == nil && cc.closeErr != nil {
+		batchErr = fmt.Errorf("commit messages: %w", cc.closeErr)
+	}
+	if batchErr != nil {
+		for i, r := range results {
+			if r.err == nil || errors.Is(r.err, pgx.ErrNoRows) {
+				results[i] = sendResult{err: batchErr}
+			}
+		}
+	}
+	return results, batchErr
+}
+
+// commitChecked is a connection whose batches keep the error of closing
+// their results, which is where a batch's implicit transaction reports its
+// COMMIT. It serves one batch.
+type commitChecked struct {
+	db.DBTX
+	closeErr error
+}
+
+func (c *commitChecked) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return &checkedResults{BatchResults: c.DBTX.SendBatch(ctx, b), c: c}
+}
+
+type checkedResults struct {
+	pgx.BatchResults
+	c *commitChecked
+}
+
+func (r *checkedResults) Close() error {
+	err := r.BatchResults.Close()
+	if err != nil && r.c.closeErr == nil {
+		r.c.closeErr = err
+	}
+	return err
 }
