@@ -24,7 +24,7 @@ func BenchmarkPublish(b *testing.B) {
 			all := make([]*Subscription, subs)
 			for i := range subs {
 				ids[i] = int64(i + 1)
-				s, err := h.Subscribe(b.Context(), Principal{int64(i + 1), int64(i + 1)})
+				s, err := h.Subscribe(b.Context(), Principal{MemberID: int64(i + 1), SessionID: int64(i + 1)})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -73,17 +73,25 @@ type conn struct {
 	closed  bool        // set once, by Hub.shut; frames enqueued after are dropped
 	reason  closeReason // why it was closed, for a socket attached after that
 	err     error       // Subscription only: why it ended, set after it is unregistered
+
+	expires   int64 // when its session expires, in Unix nanoseconds; 0: never
+	expiryIdx int   // its place in the shard's expiryQueue, under shard.mu; -1: none
 }
 
 func (h *Hub) newConn(p Principal, socket, json bool) *conn {
-	return &conn{
-		hub:     h,
-		shard:   h.shardFor(p.MemberID),
-		member:  p.MemberID,
-		session: p.SessionID,
-		socket:  socket,
-		json:    json,
+	c := &conn{
+		hub:       h,
+		shard:     h.shardFor(p.MemberID),
+		member:    p.MemberID,
+		session:   p.SessionID,
+		socket:    socket,
+		json:      json,
+		expiryIdx: -1,
 	}
+	if !p.ExpiresAt.IsZero() {
+		c.expires = p.ExpiresAt.UnixNano()
+	}
+	return c
 }
 
 // attach gives a registered socket receiver its WebSocket once the handshake

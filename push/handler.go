@@ -67,6 +67,9 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if h.testHookAuthenticated != nil {
+		h.testHookAuthenticated(p)
+	}
 
 	// Register before the handshake completes, so that once the client sees
 	// the 101 every event published afterwards reaches it: a client that
@@ -75,6 +78,21 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.newConn(p, true, strings.EqualFold(encoding, SubprotocolJSON))
 	if err := h.register(c); err != nil {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	// Check the token again now that the socket is registered. A revocation
+	// deletes the session and then closes its receivers (CloseSession): if it
+	// ran since the first check, it missed this socket and this check fails;
+	// if it runs after this check, CloseSession finds the socket.
+	if again, err := hd.authn(r.Context(), token); err != nil || again.SessionID != p.SessionID {
+		h.shut(c, reasonRevoked, true) // not attached: this only unregisters it
+		if err == nil || errors.Is(err, ErrBadToken) {
+			h.log.Debug("push: session ended during the handshake", "member", p.MemberID, "session", p.SessionID)
+			unauthorized(w, "invalid bearer token")
+			return
+		}
+		h.log.Warn("push: authenticate", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "authentication unavailable; retry", http.StatusServiceUnavailable)
 		return
 	}
 	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}

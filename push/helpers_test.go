@@ -50,13 +50,19 @@ type env struct {
 // starts (to install test hooks). Cleanup shuts both down.
 func newEnv(t testing.TB, cfg Config, setup func(*Hub)) *env {
 	t.Helper()
+	return newEnvAuth(t, cfg, testAuth, setup)
+}
+
+// newEnvAuth is newEnv with the handler authenticating through authn.
+func newEnvAuth(t testing.TB, cfg Config, authn Authenticator, setup func(*Hub)) *env {
+	t.Helper()
 	h := NewHub(cfg, testLogger())
 	e := &env{hub: h, registered: make(chan *conn, 4096)}
 	h.testHookRegistered = func(c *conn) { e.registered <- c }
 	if setup != nil {
 		setup(h)
 	}
-	e.srv = httptest.NewServer(NewHandler(h, testAuth))
+	e.srv = httptest.NewServer(NewHandler(h, authn))
 	e.url = "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v1/push"
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)

@@ -28,17 +28,19 @@ import (
 )
 
 // Errors that end a Subscription. Callers map them to RPC codes (for example
-// ErrSlowConsumer → ResourceExhausted or Unavailable, ErrSessionRevoked →
-// Unauthenticated, ErrShutdown → Unavailable).
+// ErrSlowConsumer → ResourceExhausted or Unavailable, ErrSessionRevoked and
+// ErrSessionExpired → Unauthenticated, ErrShutdown → Unavailable).
 var (
 	ErrSlowConsumer   = errors.New("push: too slow: resync")
 	ErrSessionRevoked = errors.New("push: session revoked")
+	ErrSessionExpired = errors.New("push: session expired")
 	ErrShutdown       = errors.New("push: server shutting down")
 	ErrClosed         = errors.New("push: closed")
 )
 
-// StatusSessionRevoked is the WebSocket close code sent by CloseSession.
-// 4000–4999 is the private-use range of RFC 6455.
+// StatusSessionRevoked is the WebSocket close code sent by CloseSession, and
+// when a session expires (with the reason "session expired"). 4000–4999 is
+// the private-use range of RFC 6455.
 const StatusSessionRevoked websocket.StatusCode = 4001
 
 // closeReason is how and why a receiver is closed: the WebSocket close code
@@ -53,6 +55,7 @@ type closeReason struct {
 var (
 	reasonSlow           = closeReason{websocket.StatusPolicyViolation, "too slow: resync", ErrSlowConsumer}
 	reasonRevoked        = closeReason{StatusSessionRevoked, "session revoked", ErrSessionRevoked}
+	reasonExpired        = closeReason{StatusSessionRevoked, "session expired", ErrSessionExpired}
 	reasonShutdown       = closeReason{websocket.StatusGoingAway, "server shutting down", ErrShutdown}
 	reasonUnexpectedData = closeReason{websocket.StatusPolicyViolation, "clients send no messages", ErrClosed}
 	reasonGone           = closeReason{0, "", ErrClosed}
@@ -97,8 +100,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Principal is an authenticated caller: a member on one of its sessions (devices).
-type Principal struct{ MemberID, SessionID int64 }
+// Principal is an authenticated caller: a member on one of its sessions
+// (devices). Its receivers are closed when the session expires, at ExpiresAt
+// (zero: never).
+type Principal struct {
+	MemberID, SessionID int64
+	ExpiresAt           time.Time
+}
 
 // Authenticator resolves a bearer token to the caller. It is the server's auth, injected.
 type Authenticator func(ctx context.Context, token string) (Principal, error)
@@ -138,8 +146,9 @@ type Hub struct {
 	stats counters
 
 	// Test hooks, set by tests before the first receiver registers.
-	testHookWrite      func(*conn) // in the writer goroutine, before each socket write
-	testHookRegistered func(*conn) // after a socket is registered (the client may not know yet)
+	testHookWrite         func(*conn)     // in the writer goroutine, before each socket write
+	testHookRegistered    func(*conn)     // after a socket is registered (the client may not know yet)
+	testHookAuthenticated func(Principal) // after a socket's token is accepted, before it is registered
 }
 
 // shard owns the receivers of the members hashed to it.
@@ -154,6 +163,7 @@ type shard struct {
 	members  map[int64]map[*conn]struct{}
 	sessions map[int64][]*conn
 	sockets  int // WebSockets in this shard; sizes the ping snapshot
+	expiry   expiryQueue
 }
 
 // maxPings bounds concurrent pings: each ping is a short-lived goroutine that
@@ -261,6 +271,7 @@ func (h *Hub) register(c *conn) error {
 	}
 	m[c] = struct{}{}
 	s.sessions[c.session] = append(s.sessions[c.session], c)
+	s.addExpiry(h, c)
 	if c.socket {
 		s.sockets++
 		h.stats.conns.Add(1)
@@ -294,6 +305,7 @@ func (h *Hub) unregister(c *conn) {
 	} else {
 		s.sessions[c.session] = list
 	}
+	s.removeExpiry(c)
 	if c.socket {
 		s.sockets--
 		h.stats.conns.Add(-1)

@@ -174,7 +174,7 @@ func TestSlowConsumer(t *testing.T) {
 func TestSubscriptionSlowConsumer(t *testing.T) {
 	h := NewHub(Config{QueueSize: 2}, testLogger())
 	defer h.Shutdown(context.Background())
-	sub, err := h.Subscribe(t.Context(), Principal{1, 1})
+	sub, err := h.Subscribe(t.Context(), Principal{MemberID: 1, SessionID: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestSubscriptionLifecycle(t *testing.T) {
 	h := NewHub(Config{Shards: 2}, testLogger())
 	defer h.Shutdown(context.Background())
 	ctx, cancel := context.WithCancel(t.Context())
-	sub, err := h.Subscribe(ctx, Principal{5, 50})
+	sub, err := h.Subscribe(ctx, Principal{MemberID: 5, SessionID: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,11 +234,11 @@ func TestCloseSession(t *testing.T) {
 	a1 := e.dial(t, 1, 10)
 	a2 := e.dial(t, 1, 10, SubprotocolJSON)
 	b := e.dial(t, 1, 11)
-	subA, err := e.hub.Subscribe(t.Context(), Principal{1, 10})
+	subA, err := e.hub.Subscribe(t.Context(), Principal{MemberID: 1, SessionID: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	subB, err := e.hub.Subscribe(t.Context(), Principal{1, 11})
+	subB, err := e.hub.Subscribe(t.Context(), Principal{MemberID: 1, SessionID: 11})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestCloseSession(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	e := newEnv(t, Config{}, nil)
 	ends := []<-chan error{reader(e.dial(t, 1, 1), nil), reader(e.dial(t, 2, 2, SubprotocolJSON), nil)}
-	sub, err := e.hub.Subscribe(t.Context(), Principal{3, 3})
+	sub, err := e.hub.Subscribe(t.Context(), Principal{MemberID: 3, SessionID: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestShutdown(t *testing.T) {
 	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("dial after shutdown: %v, %v", resp, err)
 	}
-	if _, err := e.hub.Subscribe(ctx, Principal{3, 3}); !errors.Is(err, ErrShutdown) {
+	if _, err := e.hub.Subscribe(ctx, Principal{MemberID: 3, SessionID: 3}); !errors.Is(err, ErrShutdown) {
 		t.Errorf("Subscribe after shutdown: %v", err)
 	}
 	e.hub.Publish([]int64{1, 2, 3}, wrapperspb.String("late"))
@@ -445,8 +445,8 @@ func TestLocalBusAcrossHubs(t *testing.T) {
 	bus := NewLocalBus()
 	a := NewHub(Config{Bus: bus, Shards: 1}, testLogger())
 	b := NewHub(Config{Bus: bus}, testLogger())
-	subA, _ := a.Subscribe(t.Context(), Principal{1, 1})
-	subB, _ := b.Subscribe(t.Context(), Principal{1, 2})
+	subA, _ := a.Subscribe(t.Context(), Principal{MemberID: 1, SessionID: 1})
+	subB, _ := b.Subscribe(t.Context(), Principal{MemberID: 1, SessionID: 2})
 
 	a.Publish([]int64{1}, wrapperspb.String("x"))
 	for _, s := range []*Subscription{subA, subB} {

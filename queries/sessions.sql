@@ -18,3 +18,9 @@ DELETE FROM sessions WHERE id = @id AND member_id = @member_id;
 
 -- name: DeleteOtherSessions :many
 DELETE FROM sessions WHERE member_id = @member_id AND id <> @keep_id RETURNING id;
+
+-- name: SessionIsLive :one
+-- Whether a session still exists and has not expired: a Subscribe stream
+-- asks once it is registered with the hub, to catch a revocation that ran
+-- between its authentication and its registration.
+SELECT EXISTS (SELECT 1 FROM sessions WHERE id = @id AND expires_at > now());

@@ -19,8 +19,12 @@ import (
 	"github.com/karlmalone/karlmalone/push"
 )
 
-// Caller is the authenticated member and session behind a request.
-type Caller struct{ MemberID, SessionID int64 }
+// Caller is the authenticated member and session behind a request, and when
+// that session expires.
+type Caller struct {
+	MemberID, SessionID int64
+	ExpiresAt           time.Time
+}
 
 type callerKey struct{}
 
@@ -48,6 +52,8 @@ type Authenticator struct {
 	q   *db.Queries
 	log *slog.Logger
 	now func() time.Time
+
+	testHookAuthenticated func(Caller) // after a token is accepted (see Deps)
 }
 
 // newToken returns a fresh token and the hash to store for it.
@@ -81,7 +87,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 			a.log.WarnContext(ctx, "touch session", "session_id", s.ID, "err", err)
 		}
 	}
-	return Caller{MemberID: s.MemberID, SessionID: s.ID}, nil
+	c := Caller{MemberID: s.MemberID, SessionID: s.ID, ExpiresAt: s.ExpiresAt}
+	if a.testHookAuthenticated != nil {
+		a.testHookAuthenticated(c)
+	}
+	return c, nil
 }
 
 // principal adapts Authenticate for the push endpoint.
@@ -90,7 +100,7 @@ func (a *Authenticator) principal(ctx context.Context, token string) (push.Princ
 	if isNoRows(err) || errors.Is(err, errBadToken) {
 		return push.Principal{}, push.ErrBadToken
 	}
-	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID}, err
+	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID, ExpiresAt: c.ExpiresAt}, err
 }
 
 // authenticateHeader reads "Authorization: Bearer <token>".

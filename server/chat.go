@@ -442,11 +442,22 @@ func (s *ChatServer) publishToConversation(ctx context.Context, convID, skip int
 
 func (s *ChatServer) Subscribe(ctx context.Context, _ *v1.SubscribeRequest, stream *connect.ServerStream[v1.SubscribeResponse]) error {
 	c := callerFrom(ctx)
-	sub, err := s.hub.Subscribe(ctx, push.Principal{MemberID: c.MemberID, SessionID: c.SessionID})
+	sub, err := s.hub.Subscribe(ctx, push.Principal{MemberID: c.MemberID, SessionID: c.SessionID, ExpiresAt: c.ExpiresAt})
 	if err != nil {
 		return subscriptionEnded(err)
 	}
 	defer sub.Close()
+	// Check the session again now that the stream is registered. A
+	// revocation deletes the session and then closes its receivers: if it
+	// ran since the token was checked it missed this stream, and this check
+	// fails; if it runs later, it finds the stream.
+	live, err := s.q.SessionIsLive(ctx, c.SessionID)
+	if err != nil {
+		return fmt.Errorf("check session: %w", err)
+	}
+	if !live {
+		return errBadToken
+	}
 	// Send the headers now: a client that sees them knows its events flow.
 	if err := stream.Send(nil); err != nil {
 		return fmt.Errorf("send headers: %w", err)
@@ -478,6 +489,8 @@ func subscriptionEnded(err error) error {
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("too slow: events were dropped; subscribe again and resync with ListMessages"))
 	case errors.Is(err, push.ErrSessionRevoked):
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("session revoked"))
+	case errors.Is(err, push.ErrSessionExpired):
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("session expired"))
 	case errors.Is(err, push.ErrShutdown):
 		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; subscribe again"))
 	case errors.Is(err, push.ErrClosed):

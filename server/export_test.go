@@ -29,3 +29,7 @@ func SendBatchLoggedForTest(pool *pgxpool.Pool, log *slog.Logger, args []db.Crea
 	}
 	return rows, errs
 }
+
+// SetAuthHookForTest makes the server built from d call hook after every
+// accepted token, before the request goes on: tests run a revocation there.
+func SetAuthHookForTest(d *Deps, hook func(Caller)) { d.testHookAuthenticated = hook }

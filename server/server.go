@@ -79,6 +79,10 @@ type Deps struct {
 	Config Config
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+
+	// testHookAuthenticated runs after every accepted token, before the
+	// request goes on (set by tests through export_test.go).
+	testHookAuthenticated func(Caller)
 }
 
 // base is what every service type shares.
@@ -131,7 +135,7 @@ func New(d Deps) http.Handler {
 	}
 	q := db.New(d.Pool)
 	b := &base{pool: d.Pool, q: q, log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
-	authn := &Authenticator{q: q, log: d.Log, now: d.Now}
+	authn := &Authenticator{q: q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
 
 	m := newMetrics(d.Pool, d.Hub)
 	opts := connect.WithHandlerOptions(

@@ -141,6 +141,20 @@ func (q *Queries) ListSessionsByMember(ctx context.Context, memberID int64) ([]S
 	return items, nil
 }
 
+const sessionIsLive = `-- name: SessionIsLive :one
+SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND expires_at > now())
+`
+
+// Whether a session still exists and has not expired: a Subscribe stream
+// asks once it is registered with the hub, to catch a revocation that ran
+// between its authentication and its registration.
+func (q *Queries) SessionIsLive(ctx context.Context, id int64) (bool, error) {
+	row := q.db.QueryRow(ctx, sessionIsLive, id)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const touchSession = `-- name: TouchSession :exec
 UPDATE sessions SET last_seen_at = now() WHERE id = $1
 `
