@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/push"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // Caller is the authenticated member and session behind a request.
@@ -58,8 +58,6 @@ func newToken() (token string, hash []byte) {
 	return token, hashToken(token)
 }
 
-func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
-
 func hashToken(token string) []byte {
 	sum := sha256.Sum256([]byte(token))
 	return sum[:]
@@ -72,8 +70,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 		return Caller{}, errBadToken
 	}
 	s, err := a.q.GetSessionByTokenHash(ctx, hashToken(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return Caller{}, errBadToken // unknown, revoked or expired
+	}
 	if err != nil {
-		return Caller{}, err // no rows → errBadToken below
+		return Caller{}, err
 	}
 	// Keep last_seen_at roughly current without writing on every call.
 	if a.now().Sub(s.LastSeenAt) > 5*time.Minute {
@@ -87,7 +88,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 // principal adapts Authenticate for the push endpoint.
 func (a *Authenticator) principal(ctx context.Context, token string) (push.Principal, error) {
 	c, err := a.Authenticate(ctx, token)
-	if isNoRows(err) || errors.Is(err, errBadToken) {
+	if errors.Is(err, errBadToken) {
 		return push.Principal{}, push.ErrBadToken
 	}
 	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID}, err
@@ -101,9 +102,6 @@ func (a *Authenticator) authenticateHeader(ctx context.Context, header string) (
 	}
 	c, err := a.Authenticate(ctx, strings.TrimSpace(token))
 	if err != nil {
-		if isNoRows(err) {
-			return nil, errBadToken
-		}
 		return nil, err
 	}
 	noteMember(ctx, c.MemberID)
