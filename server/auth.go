@@ -8,13 +8,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/bearer"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/store"
 )
@@ -94,13 +94,10 @@ func (a *Authenticator) principal(ctx context.Context, token string) (push.Princ
 	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID}, err
 }
 
-// authenticateHeader reads "Authorization: Bearer <token>".
+// authenticateHeader reads "Authorization: Bearer <token>" (bearer.Token,
+// the parser the push endpoint uses too).
 func (a *Authenticator) authenticateHeader(ctx context.Context, header string) (context.Context, error) {
-	token, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok {
-		return nil, errBadToken
-	}
-	c, err := a.Authenticate(ctx, strings.TrimSpace(token))
+	c, err := a.Authenticate(ctx, bearer.Token(header))
 	if err != nil {
 		return nil, err
 	}
