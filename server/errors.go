@@ -50,9 +50,10 @@ func toConnectError(ctx context.Context, log *slog.Logger, procedure string, err
 		// The client went away or its deadline passed: Connect codes these
 		// itself (canceled, deadline_exceeded).
 		return err
-	case isCtxErr:
+	case errors.Is(err, context.DeadlineExceeded):
 		// A deadline of the server's own (the send pipeline bounds a batch)
-		// passed while the client still waits.
+		// passed while the client still waits. A cancellation that is not the
+		// client's has no such excuse: it falls through to internal, logged.
 		return unavailable(ctx, log, procedure, "database timed out; retry", err)
 	case errors.Is(err, errNotFound):
 		return connect.NewError(connect.CodeNotFound, errNotFound)

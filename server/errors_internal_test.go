@@ -16,7 +16,7 @@ import (
 
 // TestToConnectError is the error table of DESIGN.md as toConnectError keeps
 // it, for the causes an API call cannot readily produce: database failures
-// by SQLSTATE, and context errors.
+// by SQLSTATE, and context errors that are not the client's.
 func TestToConnectError(t *testing.T) {
 	t.Parallel()
 	pg := func(code string) error {
@@ -51,6 +51,9 @@ func TestToConnectError(t *testing.T) {
 		// A deadline of the server's own while the client waits: the
 		// database was too slow, retry.
 		{"server deadline", live, fmt.Errorf("batch: %w", context.DeadlineExceeded), connect.CodeUnavailable, false},
+		// A cancellation that is not the client's is no database timeout:
+		// something in the server cancelled work it should not have.
+		{"server cancellation", live, fmt.Errorf("batch: %w", context.Canceled), connect.CodeInternal, true},
 	} {
 		var logs bytes.Buffer
 		got := toConnectError(tc.ctx, slog.New(slog.NewTextHandler(&logs, nil)), "/test", tc.err)
