@@ -2,9 +2,11 @@
 //
 //	karlmalone [serve] [flags]   serve the API (migrating the database first)
 //	karlmalone migrate [flags]   apply pending migrations and exit
+//	karlmalone help              list the commands
 //
 // Every flag has an environment fallback, listed by -help; every default
 // comes from defaultConfig, server.DefaultConfig and push.DefaultConfig.
+// docs/ARCHITECTURE.md describes the shutdown order serve keeps.
 package main
 
 import (
@@ -86,11 +88,39 @@ func defaultConfig() config {
 	}
 }
 
+// commands are the subcommands, as `karlmalone help` lists them.
+var commands = []struct{ name, summary string }{
+	{"serve", "serve the API, migrating the database first (the default)"},
+	{"migrate", "apply pending migrations and exit"},
+	{"help", "list the commands; `karlmalone COMMAND -help` lists a command's flags"},
+}
+
+func isHelpFlag(arg string) bool {
+	switch strings.TrimLeft(arg, "-") {
+	case "h", "help":
+		return true
+	}
+	return false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: karlmalone [command] [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nEvery flag has an environment fallback, listed by -help.")
+}
+
 // parseFlags reads args, with each flag defaulting to its environment
 // variable and then to defaultConfig.
 func parseFlags(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("karlmalone "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: karlmalone %s [flags]\n\nflags:\n", cmd)
+		fs.PrintDefaults()
+	}
 	env := envFlags{fs: fs, getenv: getenv}
 	d := defaultConfig()
 	c := &d
@@ -156,11 +186,21 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 // run is main without the process: tests call it with their own args and
 // context. ready, if not nil, receives the listening address.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready chan<- string) error {
-	cmd := "serve"
+	cmd, named := "serve", false
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+		cmd, args, named = args[0], args[1:], true
 	}
-	if cmd != "serve" && cmd != "migrate" {
+	switch {
+	case cmd == "help":
+		usage(stderr)
+		return nil
+	case !named && len(args) > 0 && isHelpFlag(args[0]):
+		// `karlmalone -help`: the commands, then the flags of serve, the
+		// default command (which parseFlags prints below).
+		usage(stderr)
+		fmt.Fprintln(stderr)
+	case cmd != "serve" && cmd != "migrate":
+		usage(stderr)
 		return fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
 	}
 	c, err := parseFlags(cmd, args, getenv, stderr)

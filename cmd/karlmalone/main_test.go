@@ -189,6 +189,29 @@ func TestServeFlagDefaults(t *testing.T) {
 	}
 }
 
+// TestHelpListsCommands: `karlmalone help`, `karlmalone -help` and an
+// unknown command name the subcommands.
+func TestHelpListsCommands(t *testing.T) {
+	t.Parallel()
+	none := func(string) string { return "" }
+	for _, args := range [][]string{{"help"}, {"-help"}, {"-h"}, {"--help"}, {"serve-all"}} {
+		var out bytes.Buffer
+		err := run(t.Context(), args, none, &out, nil)
+		unknown := args[0] == "serve-all"
+		if (err != nil) != unknown {
+			t.Errorf("%v: error %v", args, err)
+		}
+		for _, c := range []string{"serve", "migrate", "help"} {
+			if !regexp.MustCompile(`(?m)^  ` + c + ` +\S`).MatchString(out.String()) {
+				t.Errorf("%v does not list the command %s:\n%s", args, c, out.String())
+			}
+		}
+		if args[0] == "-help" && !strings.Contains(out.String(), "-push-queue-size") {
+			t.Errorf("-help does not list serve's flags:\n%s", out.String())
+		}
+	}
+}
+
 func TestServeFlagErrors(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
