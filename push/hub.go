@@ -9,7 +9,8 @@
 // over RPC. Push is the fast path; history is the truth.
 //
 // The package knows nothing about the project's generated types: an event is
-// any proto.Message.
+// any proto.Message. docs/ARCHITECTURE.md follows an event from the RPC that
+// makes it to the socket, and describes the bus seam between nodes.
 package push
 
 import (

@@ -32,8 +32,8 @@ var storeCodes = map[store.Kind]struct {
 	store.Unavailable: {connect.CodeUnavailable, "database unavailable; retry"},
 }
 
-// toConnectError is the one place where errors become Connect codes (see the
-// table in DESIGN.md). Handlers return plain wrapped errors or *connect.Error;
+// toConnectError is the one place where errors become Connect codes (with
+// storeCodes above; docs/ARCHITECTURE.md, "Errors"). Handlers return plain wrapped errors or *connect.Error;
 // the errors interceptor calls this on whatever comes back, and so do the
 // attachment routes. Internal errors are logged with their detail and reach
 // the client as a bare "internal error".

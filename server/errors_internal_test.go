@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// TestToConnectError is the error table of DESIGN.md as toConnectError keeps
-// it, for the causes an API call cannot readily produce: database failures
+// TestToConnectError is the error table (docs/ARCHITECTURE.md, "Errors") as
+// toConnectError keeps it, for the causes an API call cannot readily produce: database failures
 // by SQLSTATE, and context errors that are not the client's.
 func TestToConnectError(t *testing.T) {
 	t.Parallel()

@@ -37,7 +37,7 @@ var serviceNames = []string{
 
 // mountRoutes mounts what serves beside the four services: the attachment
 // routes, /metrics, the API description and browser, and gRPC reflection and
-// health. All but the attachments are open (DESIGN.md).
+// health. All but the attachments are open.
 func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *metrics) {
 	att := newAttachmentServer(b, authn, attachment.NewFS(d.Config.AttachmentDir))
 	mux.HandleFunc("POST /v1/attachments", att.upload)
@@ -189,8 +189,8 @@ func withCORS(origins []string, h http.Handler) http.Handler {
 
 // CheckCORSOrigins reports a bad -cors-origins list: each origin must be
 // named, as scheme://host[:port], optionally with one "*" in the host
-// ("https://*.example.com"); a bare "*" is refused (DESIGN.md: CORS for named
-// origins only).
+// ("https://*.example.com"); a bare "*" is refused: CORS is for named
+// origins only.
 func CheckCORSOrigins(origins []string) error {
 	for _, o := range origins {
 		u, err := url.Parse(strings.Replace(o, "*", "x", 1))

@@ -11,7 +11,7 @@ import (
 )
 
 // Kind is what a database failure means for the caller. server.toConnectError
-// gives each kind its Connect code (DESIGN.md, "Errors").
+// gives each kind its Connect code (server/errors.go, storeCodes).
 type Kind uint8
 
 // The kinds, each with the Connect code it becomes.
