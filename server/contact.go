@@ -322,12 +322,8 @@ func (s *ContactServer) RemoveContact(ctx context.Context, req *v1.RemoveContact
 		return nil, err
 	}
 	// One statement removes both sides, so it needs no transaction.
-	n, err := s.q.DeleteContactPair(ctx, db.DeleteContactPairParams{A: me, B: p.MemberID})
-	if err != nil {
+	if err := deletedOne(s.q.DeleteContactPair(ctx, db.DeleteContactPairParams{A: me, B: p.MemberID})); err != nil {
 		return nil, fmt.Errorf("remove contact: %w", err)
-	}
-	if n == 0 {
-		return nil, errNotFound
 	}
 	// The other side learns who left; the caller's other devices learn whom
 	// the caller removed.
@@ -384,12 +380,8 @@ func (s *ContactServer) UnblockMember(ctx context.Context, req *v1.UnblockMember
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	n, err := s.q.DeleteBlock(ctx, db.DeleteBlockParams{BlockerID: me, BlockedID: p.MemberID})
-	if err != nil {
+	if err := deletedOne(s.q.DeleteBlock(ctx, db.DeleteBlockParams{BlockerID: me, BlockedID: p.MemberID})); err != nil {
 		return nil, fmt.Errorf("unblock: %w", err)
-	}
-	if n == 0 {
-		return nil, errNotFound
 	}
 	return &v1.UnblockMemberResponse{}, nil
 }

@@ -17,6 +17,18 @@ var (
 	errPermission = errors.New("permission denied")
 )
 
+// deletedOne answers a delete of one thing by its row count: not found when
+// it matched no row (the thing is not there, or not the caller's).
+func deletedOne(n int64, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		return errNotFound
+	}
+	return nil
+}
+
 // storeCodes gives each kind of database failure (store.Kind) its code and
 // the message clients see; store.Error's own text stays in the logs.
 var storeCodes = map[store.Kind]struct {

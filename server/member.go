@@ -295,12 +295,9 @@ func (s *MemberServer) RevokeSession(ctx context.Context, req *v1.RevokeSessionR
 // revoke deletes one of the caller's sessions; its token fails from the next
 // call on, and its open sockets and streams are closed.
 func (s *MemberServer) revoke(ctx context.Context, c Caller, sessionID int64) error {
-	n, err := s.q.DeleteSession(ctx, db.DeleteSessionParams{ID: sessionID, MemberID: c.MemberID})
-	if err != nil {
+	// Someone else's session looks the same as none: not found.
+	if err := deletedOne(s.q.DeleteSession(ctx, db.DeleteSessionParams{ID: sessionID, MemberID: c.MemberID})); err != nil {
 		return err
-	}
-	if n == 0 {
-		return errNotFound // someone else's session looks the same as none
 	}
 	s.sessionRevoked(c.MemberID, sessionID)
 	return nil
