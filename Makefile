@@ -45,12 +45,16 @@ checkgenerate: generate
 		echo "gen/ is stale: run 'make generate' and commit the result" >&2; \
 		git status --porcelain -- gen >&2; git diff --stat -- gen >&2; exit 1; fi
 
+# sqlc vet prepares every query against the migrated schema and applies the
+# rules in sqlc.yaml; it needs a PostgreSQL server, so it runs under devpg (a
+# private cluster in .data/lint-postgres, or DATABASE_URL's server when set,
+# where sqlc creates a database named for the schema's hash).
 lint: $(TOOLS)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo "gofmt needed" >&2; exit 1; }
 	buf lint
 	buf format -d --exit-code
-	sqlc vet
+	$(GO) run ./cmd/devpg -dir .data/lint-postgres -db sqlc_vet -- sqlc vet
 
 clean:
 	rm -rf bin .data

@@ -1,11 +1,15 @@
-// Package attachment stores uploaded files by the SHA-256 of their content
-// and serves them over HTTP (POST /v1/attachments, GET /v1/attachments/{id}).
+// Package attachment stores uploaded files by the SHA-256 of their content:
+// storage only. The HTTP routes that upload and serve them
+// (POST /v1/attachments, GET /v1/attachments/{id}) live beside the other
+// handlers, in server/attachment.go.
 //
-// Storage is two-phase: Stage streams an upload into a hidden temporary file
-// while hashing it, and Commit publishes it under its hash with a rename. The
-// HTTP handler commits inside the transaction that inserts the attachment row,
-// so a row never names content that is not there, and an upload that fails or
-// is cut off leaves neither a file nor a row.
+// Storage is two-phase: Stage streams an upload into the store while hashing
+// it, without making it visible, and Commit publishes it under its hash. The
+// upload handler commits inside the transaction that inserts the attachment
+// row, so a row never names content that is not there, and an upload that
+// fails or is cut off leaves neither a file nor a row. FS keeps the blobs in
+// a local directory; any Store with these semantics can replace it. See
+// docs/ARCHITECTURE.md for where it sits.
 package attachment
 
 import (
@@ -92,9 +96,6 @@ const tempPrefix = ".upload-"
 // NewFS returns a store rooted at dir. It touches nothing on disk until the
 // first upload (or Prepare).
 func NewFS(dir string) *FS { return &FS{dir: dir} }
-
-// Dir is the store's root directory.
-func (s *FS) Dir() string { return s.dir }
 
 func (s *FS) mkdir() error {
 	s.made.Do(func() {

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/coder/websocket"
+
+	"github.com/karlmalone/karlmalone/internal/bearer"
 )
 
 // WebSocket subprotocols. The client picks the encoding by offering one of the
@@ -134,9 +136,7 @@ func (h *Hub) readLoop(c *conn, ws *websocket.Conn) {
 // the bearer subprotocol) and the first encoding subprotocol the client
 // offered ("" when none: binary protobuf).
 func handshake(r *http.Request) (token, encoding string) {
-	if scheme, t, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-		token = strings.TrimSpace(t)
-	}
+	token = bearer.Token(r.Header.Get("Authorization"))
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for p := range strings.SplitSeq(v, ",") {
 			p = strings.TrimSpace(p)

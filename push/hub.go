@@ -9,7 +9,8 @@
 // over RPC. Push is the fast path; history is the truth.
 //
 // The package knows nothing about the project's generated types: an event is
-// any proto.Message.
+// any proto.Message. docs/ARCHITECTURE.md follows an event from the RPC that
+// makes it to the socket, and describes the bus seam between nodes.
 package push
 
 import (
@@ -61,38 +62,54 @@ var (
 	reasonGone           = closeReason{0, "", ErrClosed}
 )
 
-// Config tunes the hub. Zero fields take the defaults documented beside them.
+// Config tunes the hub. Zero fields take DefaultConfig's values, the one
+// place the defaults are written.
 type Config struct {
-	Shards         int           // default 4*GOMAXPROCS; always rounded up to a power of two
-	QueueSize      int           // per-receiver outbound queue, in frames; default 256
-	WriteTimeout   time.Duration // per write; default 5s
-	PingInterval   time.Duration // default 25s
-	PingTimeout    time.Duration // default 5s; a dead peer is dropped within PingInterval+PingTimeout
-	ReadLimit      int64         // client frame limit; default 4 KiB (clients send nothing meaningful)
+	Shards         int           // always rounded up to a power of two
+	QueueSize      int           // per-receiver outbound queue, in frames
+	WriteTimeout   time.Duration // per write
+	PingInterval   time.Duration // how often sockets are pinged
+	PingTimeout    time.Duration // a dead peer is dropped within PingInterval+PingTimeout
+	ReadLimit      int64         // client frame limit (clients send nothing meaningful)
 	OriginPatterns []string      // passed to websocket.AcceptOptions
 	// Bus carries events between nodes. Default: NewLocalBus() (this process only).
 	Bus Bus
 }
 
+// DefaultConfig returns the hub's defaults; the command's flags and the tests
+// take theirs from here. Bus is left nil: NewHub gives each hub its own local
+// bus.
+func DefaultConfig() Config {
+	return Config{
+		Shards:       4 * runtime.GOMAXPROCS(0),
+		QueueSize:    256,
+		WriteTimeout: 5 * time.Second,
+		PingInterval: 25 * time.Second,
+		PingTimeout:  5 * time.Second,
+		ReadLimit:    4 << 10,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Shards <= 0 {
-		c.Shards = 4 * runtime.GOMAXPROCS(0)
+		c.Shards = d.Shards
 	}
 	c.Shards = 1 << bits.Len(uint(c.Shards-1)) // next power of two (1 stays 1)
 	if c.QueueSize <= 0 {
-		c.QueueSize = 256
+		c.QueueSize = d.QueueSize
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 5 * time.Second
+		c.WriteTimeout = d.WriteTimeout
 	}
 	if c.PingInterval <= 0 {
-		c.PingInterval = 25 * time.Second
+		c.PingInterval = d.PingInterval
 	}
 	if c.PingTimeout <= 0 {
-		c.PingTimeout = 5 * time.Second
+		c.PingTimeout = d.PingTimeout
 	}
 	if c.ReadLimit <= 0 {
-		c.ReadLimit = 4 << 10
+		c.ReadLimit = d.ReadLimit
 	}
 	if c.Bus == nil {
 		c.Bus = NewLocalBus()

@@ -25,10 +25,10 @@ func TestConfigDefaults(t *testing.T) {
 			t.Errorf("Shards %d → %d, want %d", tc.in, got, tc.want)
 		}
 	}
-	d := Config{}.withDefaults()
-	if d.Shards&(d.Shards-1) != 0 || d.QueueSize != 256 || d.WriteTimeout != 5*time.Second ||
-		d.PingInterval != 25*time.Second || d.PingTimeout != 5*time.Second || d.ReadLimit != 4<<10 || d.Bus == nil {
-		t.Errorf("defaults: %+v", d)
+	d, want := Config{}.withDefaults(), DefaultConfig()
+	if d.Shards&(d.Shards-1) != 0 || d.Shards < want.Shards || d.QueueSize != want.QueueSize || d.WriteTimeout != want.WriteTimeout ||
+		d.PingInterval != want.PingInterval || d.PingTimeout != want.PingTimeout || d.ReadLimit != want.ReadLimit || d.Bus == nil {
+		t.Errorf("defaults: %+v, want %+v", d, want)
 	}
 }
 

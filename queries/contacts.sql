@@ -1,5 +1,7 @@
--- Friend requests, contacts and blocks (ContactService; chat reads GetContact
--- and IsBlockedEitherWay to decide whether a direct message may be sent).
+-- Friend requests, contacts and blocks (ContactService). Whether a direct
+-- message may be sent is decided from the same rows by CreateMessage and
+-- GetDirectSendTarget (messages.sql); group invitations check them with
+-- ListGroupInvitees (groups.sql).
 
 -- name: LockContactPair :exec
 -- Serializes every change to one pair of members (request, answer, remove,

@@ -22,5 +22,7 @@ ON CONFLICT (conversation_id, member_id) DO NOTHING;
 SELECT * FROM conversation_members WHERE conversation_id = @conversation_id AND member_id = @member_id;
 
 -- name: ListConversationMemberIDs :many
--- Everyone an event about the conversation goes to.
+-- Everyone an event about the conversation goes to. Unpaged: a direct
+-- conversation has two members, a group at most its max_members.
+-- @sqlc-vet-disable bounded-list
 SELECT member_id FROM conversation_members WHERE conversation_id = @conversation_id;

@@ -10,6 +10,8 @@ SELECT * FROM members WHERE id = @id;
 SELECT * FROM members WHERE phone = @phone;
 
 -- name: ListMembersByIDs :many
+-- One row per id given; callers bound the ids (the group limit).
+-- @sqlc-vet-disable bounded-list
 SELECT * FROM members WHERE id = ANY(@ids::bigint[]) ORDER BY id;
 
 -- name: UpdateMemberProfile :one

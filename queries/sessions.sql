@@ -11,6 +11,10 @@ SELECT * FROM sessions WHERE token_hash = @token_hash AND expires_at > now();
 UPDATE sessions SET last_seen_at = now() WHERE id = @id;
 
 -- name: ListSessionsByMember :many
+-- Unpaged, as ListSessions has no page fields: a member's unexpired sessions,
+-- whose growth the per-phone login limit caps (LoginPerPhone). A candidate
+-- for paging should members keep many devices.
+-- @sqlc-vet-disable bounded-list
 SELECT * FROM sessions WHERE member_id = @member_id AND expires_at > now() ORDER BY id;
 
 -- name: DeleteSession :execrows

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/server"
 )
 
 // attUploaded is the upload's JSON answer, decoded loosely so the test sees
@@ -281,13 +282,14 @@ func TestAttachmentTooLarge(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ann := e.register(t, "ann")
-	big := attBytes(pngHeader, 21<<20) // the default limit is 20 MiB
+	limit := int(server.DefaultConfig().MaxAttachmentBytes) // a whole number of MiB
+	big := attBytes(pngHeader, limit+1<<20)
 
 	check := func(name string, res *http.Response) {
 		t.Helper()
 		b, _ := io.ReadAll(res.Body)
 		ae := attWantError(t, res, b, http.StatusRequestEntityTooLarge, "resource_exhausted")
-		if !strings.Contains(ae.Message, "20 MiB") {
+		if !strings.Contains(ae.Message, fmt.Sprintf("%d MiB", limit>>20)) {
 			t.Fatalf("%s: message %q does not name the limit", name, ae.Message)
 		}
 		if n := attRows(t, e); n != 0 {
@@ -317,8 +319,8 @@ func TestAttachmentTooLarge(t *testing.T) {
 		http.Header{"Content-Type": {"image/png"}, "Expect": {"100-continue"}}))
 
 	// Exactly the limit is fine.
-	up := attUpload(t, e, ann, "image/png", big[:20<<20])
-	if up.Size != 20<<20 {
+	up := attUpload(t, e, ann, "image/png", big[:limit])
+	if up.Size != int64(limit) {
 		t.Fatalf("size %d", up.Size)
 	}
 }

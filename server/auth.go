@@ -8,15 +8,15 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/bearer"
 	"github.com/karlmalone/karlmalone/push"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // Caller is the authenticated member and session behind a request, and when
@@ -64,8 +64,6 @@ func newToken() (token string, hash []byte) {
 	return token, hashToken(token)
 }
 
-func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
-
 func hashToken(token string) []byte {
 	sum := sha256.Sum256([]byte(token))
 	return sum[:]
@@ -78,8 +76,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 		return Caller{}, errBadToken
 	}
 	s, err := a.q.GetSessionByTokenHash(ctx, hashToken(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return Caller{}, errBadToken // unknown, revoked or expired
+	}
 	if err != nil {
-		return Caller{}, err // no rows → errBadToken below
+		return Caller{}, err
 	}
 	// Keep last_seen_at roughly current without writing on every call.
 	if a.now().Sub(s.LastSeenAt) > 5*time.Minute {
@@ -97,23 +98,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 // principal adapts Authenticate for the push endpoint.
 func (a *Authenticator) principal(ctx context.Context, token string) (push.Principal, error) {
 	c, err := a.Authenticate(ctx, token)
-	if isNoRows(err) || errors.Is(err, errBadToken) {
+	if errors.Is(err, errBadToken) {
 		return push.Principal{}, push.ErrBadToken
 	}
 	return push.Principal{MemberID: c.MemberID, SessionID: c.SessionID, ExpiresAt: c.ExpiresAt}, err
 }
 
-// authenticateHeader reads "Authorization: Bearer <token>".
+// authenticateHeader reads "Authorization: Bearer <token>" (bearer.Token,
+// the parser the push endpoint uses too).
 func (a *Authenticator) authenticateHeader(ctx context.Context, header string) (context.Context, error) {
-	token, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok {
-		return nil, errBadToken
-	}
-	c, err := a.Authenticate(ctx, strings.TrimSpace(token))
+	c, err := a.Authenticate(ctx, bearer.Token(header))
 	if err != nil {
-		if isNoRows(err) {
-			return nil, errBadToken
-		}
 		return nil, err
 	}
 	noteMember(ctx, c.MemberID)

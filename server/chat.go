@@ -9,13 +9,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5/pgconn"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/push"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // ChatServer implements ChatService.
@@ -35,12 +34,10 @@ type ChatServer struct {
 var _ karlmalonev1connect.ChatServiceHandler = (*ChatServer)(nil)
 
 func newChatServer(b *base) *ChatServer {
-	return &ChatServer{base: b, sends: newSendPipeline(b.pool, b.log), sendLimiter: newKeyedLimiter[int64](b.cfg.SendPerMember)}
+	return &ChatServer{base: b, sends: newSendPipeline(b.store, b.log), sendLimiter: newKeyedLimiter[int64](b.cfg.SendPerMember)}
 }
 
 const (
-	conversationDirect = int16(v1.ConversationKind_CONVERSATION_KIND_DIRECT)
-
 	defaultMessageLimit = 50
 	maxMessageLimit     = 200
 )
@@ -81,7 +78,7 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	var att *db.Attachment
 	if p.AttachmentID != nil {
 		a, err := s.q.GetAttachmentByID(ctx, *p.AttachmentID)
-		if isNoRows(err) || (err == nil && a.UploaderID != me) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && a.UploaderID != me) {
 			return nil, errNoAttachment
 		}
 		if err != nil {
@@ -96,10 +93,8 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	}
 
 	out, err := s.storeAndPublish(ctx, arg, att)
-	var pgErr *pgconn.PgError
 	switch {
-	case isNoRows(err),
-		errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "messages_idempotency":
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClientMsgIDReused):
 		// Nothing stored. Either the caller may not post there (sendTarget
 		// says why), or this is a retry: its client_msg_id is taken (no seq
 		// was bumped), or a concurrent retry won (a unique violation, rolled
@@ -118,21 +113,10 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 // storeAndPublish stores a message through the send pipeline, which pushes
 // it to the conversation's members right after the commit, in seq order.
 func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment) (*v1.Message, error) {
-	toProto := func(row db.CreateMessageRow) *v1.Message {
-		msg := db.Message{
-			ConversationID: row.ConversationID, Seq: row.Seq, SenderID: row.SenderID, ClientMsgID: row.ClientMsgID,
-			Body: row.Body, AttachmentID: row.AttachmentID, AttachmentKind: row.AttachmentKind, Caption: row.Caption,
-			SentAt: row.SentAt, RecalledAt: row.RecalledAt,
-		}
-		if att != nil {
-			return toMessage(msg, &att.ContentType, &att.Size)
-		}
-		return toMessage(msg, nil, nil)
-	}
 	var out *v1.Message
 	_, err := s.sends.send(ctx, arg, func(row db.CreateMessageRow) {
-		out = toProto(row)
-		s.publish(row.RecipientIds, &v1.Event{Kind: &v1.Event_Message{Message: out}})
+		out = toCreatedMessage(row, att)
+		s.publish(row.RecipientIds, messageSent(out))
 	})
 	if err != nil {
 		return nil, err
@@ -188,7 +172,7 @@ func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 func (s *ChatServer) sendTarget(ctx context.Context, me int64, p sendMessageParams) (int64, error) {
 	if p.PeerID != nil {
 		t, err := s.q.GetDirectSendTarget(ctx, db.GetDirectSendTargetParams{SenderID: me, PeerID: *p.PeerID})
-		if isNoRows(err) {
+		if errors.Is(err, store.ErrNotFound) {
 			// Members are public (GetMember): an unknown id is not found, a
 			// stranger is refused.
 			if _, err := s.q.GetMemberByID(ctx, *p.PeerID); err != nil {
@@ -211,7 +195,7 @@ func (s *ChatServer) sendTarget(ctx context.Context, me int64, p sendMessagePara
 	switch {
 	case t.IsMember && !t.Dissolved:
 		return t.ConversationID, nil
-	case t.Dissolved || t.JoinPolicy != joinOpen:
+	case t.Dissolved || t.JoinPolicy != store.PolicyOpen:
 		// As GroupService shows them: a dissolved group, or an invite-only
 		// group the caller is not in, is not found.
 		return 0, errNotFound
@@ -225,7 +209,7 @@ func (s *ChatServer) sendTarget(ctx context.Context, me int64, p sendMessagePara
 // there is none, as a sender no longer allowed to post.
 func (s *ChatServer) storedMessage(ctx context.Context, me int64, clientMsgID string, convID int64) (*v1.SendMessageResponse, error) {
 	r, err := s.q.GetMessageByClientMsgID(ctx, db.GetMessageByClientMsgIDParams{SenderID: me, ClientMsgID: clientMsgID})
-	if isNoRows(err) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, errNoLongerMember // nothing stored under that key: the insert found no membership
 	}
 	if err != nil {
@@ -350,9 +334,7 @@ func (s *ChatServer) MarkRead(ctx context.Context, req *v1.MarkReadRequest) (*v1
 	if r.ReadSeq > r.OldReadSeq {
 		// Everyone in the conversation, the caller included: its other
 		// devices clear their unread badges.
-		if err := s.publishToConversation(ctx, p.ConversationID, 0, &v1.Event{Kind: &v1.Event_ReadReceipt{ReadReceipt: &v1.ReadReceipt{
-			ConversationId: p.ConversationID, MemberId: me, ReadSeq: r.ReadSeq,
-		}}}); err != nil {
+		if err := s.publishToConversation(ctx, p.ConversationID, 0, readReceipt(p.ConversationID, me, r.ReadSeq)); err != nil {
 			return nil, err
 		}
 	}
@@ -373,16 +355,14 @@ func (s *ChatServer) RecallMessage(ctx context.Context, req *v1.RecallMessageReq
 	m, err := s.q.RecallMessage(ctx, db.RecallMessageParams{
 		ConversationID: p.ConversationID, Seq: p.Seq, SenderID: me, WindowMicros: s.cfg.RecallWindow.Microseconds(),
 	})
-	if isNoRows(err) {
+	if errors.Is(err, store.ErrNotFound) {
 		return s.notRecalled(ctx, me, p)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("recall message: %w", err)
 	}
 	out := toMessage(m, nil, nil)
-	if err := s.publishToConversation(ctx, p.ConversationID, 0, &v1.Event{Kind: &v1.Event_MessageRecalled{MessageRecalled: &v1.MessageRecalled{
-		ConversationId: m.ConversationID, Seq: m.Seq, SenderId: m.SenderID, RecalledAt: out.RecalledAt,
-	}}}); err != nil {
+	if err := s.publishToConversation(ctx, p.ConversationID, 0, messageRecalled(out)); err != nil {
 		return nil, err
 	}
 	return &v1.RecallMessageResponse{Message: out}, nil
@@ -421,9 +401,7 @@ func (s *ChatServer) SendTyping(ctx context.Context, req *v1.SendTypingRequest) 
 	if !a.CanPost {
 		return nil, errCannotPost
 	}
-	if err := s.publishToConversation(ctx, p.ConversationID, me, &v1.Event{Kind: &v1.Event_Typing{Typing: &v1.Typing{
-		ConversationId: p.ConversationID, MemberId: me,
-	}}}); err != nil {
+	if err := s.publishToConversation(ctx, p.ConversationID, me, typing(p.ConversationID, me)); err != nil {
 		return nil, err
 	}
 	return &v1.SendTypingResponse{}, nil
@@ -498,73 +476,4 @@ func subscriptionEnded(err error) error {
 		return context.Canceled
 	}
 	return err
-}
-
-// toMessage maps a stored message; contentType and size come from its
-// attachment row, if any. A recalled message has no content.
-func toMessage(m db.Message, contentType *string, size *int64) *v1.Message {
-	out := &v1.Message{
-		ConversationId: m.ConversationID, Seq: m.Seq, SenderId: m.SenderID, ClientMsgId: m.ClientMsgID,
-		SentAt: timestamppb.New(m.SentAt),
-	}
-	switch {
-	case m.RecalledAt != nil:
-		out.RecalledAt = timestamppb.New(*m.RecalledAt)
-	case m.Body != nil:
-		out.Content = &v1.Message_Text{Text: *m.Body}
-	case m.AttachmentID != nil:
-		a := &v1.Attachment{Id: *m.AttachmentID}
-		if m.AttachmentKind != nil {
-			a.Kind = v1.AttachmentKind(*m.AttachmentKind)
-		}
-		if m.Caption != nil {
-			a.Caption = *m.Caption
-		}
-		if contentType != nil {
-			a.ContentType = *contentType
-		}
-		if size != nil {
-			a.Size = *size
-		}
-		out.Content = &v1.Message_Attachment{Attachment: a}
-	}
-	return out
-}
-
-func toConversation(r db.ListConversationsByMemberRow) *v1.Conversation {
-	out := &v1.Conversation{
-		Id: r.ID, Kind: v1.ConversationKind(r.Kind), LastSeq: r.LastSeq, ReadSeq: r.ReadSeq,
-		UnreadCount: max(r.LastSeq-r.ReadSeq, 0), UpdatedAt: timestamppb.New(r.ActiveAt),
-	}
-	switch {
-	case r.Kind == conversationDirect && r.PeerID != nil:
-		out.With = &v1.Conversation_Peer{Peer: toMember(db.Member{
-			ID: *r.PeerID, Nickname: deref(r.PeerNickname), Avatar: deref(r.PeerAvatar),
-			Gender: deref(r.PeerGender), Memo: deref(r.PeerMemo), CreatedAt: deref(r.PeerCreatedAt),
-		}, false)}
-	case r.GroupID != nil:
-		out.With = &v1.Conversation_Group{Group: toGroup(db.Group{
-			ID: *r.GroupID, Name: deref(r.GroupName), Avatar: deref(r.GroupAvatar), Notice: deref(r.GroupNotice),
-			OwnerID: deref(r.GroupOwnerID), MemberCount: deref(r.GroupMemberCount), MaxMembers: deref(r.GroupMaxMembers),
-			JoinPolicy: deref(r.GroupJoinPolicy), ConversationID: r.ID, CreatedAt: deref(r.GroupCreatedAt),
-		})}
-	}
-	if r.MsgSeq != nil {
-		out.LastMessage = toMessage(db.Message{
-			ConversationID: r.ID, Seq: *r.MsgSeq, SenderID: deref(r.MsgSenderID), ClientMsgID: deref(r.MsgClientMsgID),
-			Body: r.MsgBody, AttachmentID: r.MsgAttachmentID, AttachmentKind: r.MsgAttachmentKind, Caption: r.MsgCaption,
-			SentAt: deref(r.MsgSentAt), RecalledAt: r.MsgRecalledAt,
-		}, r.MsgAttachmentContentType, r.MsgAttachmentSize)
-	}
-	return out
-}
-
-// deref reads a column that a LEFT JOIN made nullable but that is set
-// whenever the joined row exists.
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
 }

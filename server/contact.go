@@ -7,34 +7,29 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // ContactServer implements ContactService.
 //
-// Every change to a pair of members (request, answer, remove, block) runs in
-// one transaction that first takes the pair's lock (LockContactPair), so the
-// invariants hold under any interleaving: a pending request exists only between
-// members who are neither contacts nor blocked, and at most one pending request
-// exists per pair (a request meeting one the other way accepts it instead).
+// Every change to a pair of members that can create a request, a contact or a
+// block (request, answer, block) runs in one transaction that first takes the
+// pair's lock (LockContactPair), so the invariants hold under any
+// interleaving: a pending request exists only between members who are neither
+// contacts nor blocked, and at most one pending request exists per pair (a
+// request meeting one the other way accepts it instead). RemoveContact takes
+// no lock: it only deletes, both sides in one statement, which breaks none of
+// these; a removal racing an accept finds the contact or does not, and either
+// outcome is one the pair could have seen in some order.
 type ContactServer struct {
 	*base
 }
 
 var _ karlmalonev1connect.ContactServiceHandler = (*ContactServer)(nil)
-
-// Answered friend request statuses as stored (friend_requests.status; 1 is pending).
-const (
-	requestAccepted int16 = 2
-	requestDeclined int16 = 3
-)
-
-// directRole is a member's role in a direct (one-to-one) conversation.
-const directRole int16 = 0
 
 // errRequestRefused answers a request to a member who blocked the caller.
 // PermissionDenied is the honest "you may not" without naming the cause:
@@ -66,7 +61,7 @@ func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFrien
 		peer     db.Member
 		accepted bool // a pending request from the peer was accepted instead
 	)
-	err := s.inTx(ctx, func(q *db.Queries) error {
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
 		if err := q.LockContactPair(ctx, db.LockContactPairParams{A: me, B: p.MemberID}); err != nil {
 			return fmt.Errorf("lock pair: %w", err)
 		}
@@ -88,7 +83,7 @@ func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFrien
 		if err == nil {
 			return connect.NewError(connect.CodeAlreadyExists, errors.New("member_id: already a contact"))
 		}
-		if !isNoRows(err) {
+		if !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("get contact: %w", err)
 		}
 		// They already asked us: accept that request rather than open a
@@ -99,11 +94,11 @@ func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFrien
 			accepted = true
 			return err
 		}
-		if !isNoRows(err) {
+		if !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("get reverse request: %w", err)
 		}
 		fr, err = q.CreateFriendRequest(ctx, db.CreateFriendRequestParams{FromMemberID: me, ToMemberID: p.MemberID, Note: p.Note})
-		if isUniqueViolation(err) {
+		if errors.Is(err, store.ErrRequestPending) {
 			return connect.NewError(connect.CodeAlreadyExists, errors.New("member_id: a request to this member is already pending"))
 		}
 		if err != nil {
@@ -129,9 +124,7 @@ func (s *ContactServer) received(ctx context.Context, fr db.FriendRequest) {
 		s.log.WarnContext(ctx, "friend request event: get sender", "request_id", fr.ID, "err", err)
 		return
 	}
-	s.publish([]int64{fr.ToMemberID}, &v1.Event{Kind: &v1.Event_FriendRequestReceived{
-		FriendRequestReceived: toFriendRequest(fr, from),
-	}})
+	s.publish([]int64{fr.ToMemberID}, friendRequestReceived(toFriendRequest(fr, from)))
 }
 
 // answered tells the requester their request was accepted or declined, with
@@ -142,9 +135,7 @@ func (s *ContactServer) answered(ctx context.Context, fr db.FriendRequest) {
 		s.log.WarnContext(ctx, "friend request event: get addressee", "request_id", fr.ID, "err", err)
 		return
 	}
-	s.publish([]int64{fr.FromMemberID}, &v1.Event{Kind: &v1.Event_FriendRequestAnswered{
-		FriendRequestAnswered: toFriendRequest(fr, to),
-	}})
+	s.publish([]int64{fr.FromMemberID}, friendRequestAnswered(toFriendRequest(fr, to)))
 }
 
 // acceptRequest answers a pending request addressed to me with "accepted" and
@@ -153,9 +144,9 @@ func (s *ContactServer) answered(ctx context.Context, fr db.FriendRequest) {
 // It returns the request and my side of the contact.
 func acceptRequest(ctx context.Context, q *db.Queries, requestID, me int64) (db.FriendRequest, db.Contact, error) {
 	fr, err := q.UpdateFriendRequestStatus(ctx, db.UpdateFriendRequestStatusParams{
-		Status: requestAccepted, ID: requestID, ToMemberID: me,
+		Status: store.RequestAccepted, ID: requestID, ToMemberID: me,
 	})
-	if isNoRows(err) {
+	if errors.Is(err, store.ErrNotFound) {
 		return fr, db.Contact{}, errAlreadyAnswered
 	}
 	if err != nil {
@@ -163,7 +154,7 @@ func acceptRequest(ctx context.Context, q *db.Queries, requestID, me int64) (db.
 	}
 	// Any other pending request between the two is settled by this one.
 	if _, err := q.ResolvePendingFriendRequestsBetween(ctx, db.ResolvePendingFriendRequestsBetweenParams{
-		Status: requestAccepted, A: fr.FromMemberID, B: fr.ToMemberID,
+		Status: store.RequestAccepted, A: fr.FromMemberID, B: fr.ToMemberID,
 	}); err != nil {
 		return fr, db.Contact{}, fmt.Errorf("resolve other requests: %w", err)
 	}
@@ -173,7 +164,7 @@ func acceptRequest(ctx context.Context, q *db.Queries, requestID, me int64) (db.
 	}
 	for _, id := range []int64{fr.FromMemberID, fr.ToMemberID} {
 		if err := q.AddConversationMember(ctx, db.AddConversationMemberParams{
-			ConversationID: conv.ID, MemberID: id, Role: directRole,
+			ConversationID: conv.ID, MemberID: id, Role: store.RoleNone,
 		}); err != nil {
 			return fr, db.Contact{}, fmt.Errorf("add conversation member: %w", err)
 		}
@@ -226,12 +217,8 @@ func (s *ContactServer) ListFriendRequests(ctx context.Context, req *v1.ListFrie
 			rows = append(rows, row{r.FriendRequest, r.Member})
 		}
 	}
-	rows, next := trimPage(rows, pg.size, func(r row) []int64 { return []int64{r.fr.ID} })
-	res := &v1.ListFriendRequestsResponse{NextPageToken: next}
-	for _, r := range rows {
-		res.Requests = append(res.Requests, toFriendRequest(r.fr, r.other))
-	}
-	return res, nil
+	requests, next := pageOf(pg, rows, func(r row) int64 { return r.fr.ID }, func(r row) *v1.FriendRequest { return toFriendRequest(r.fr, r.other) })
+	return &v1.ListFriendRequestsResponse{Requests: requests, NextPageToken: next}, nil
 }
 
 type respondParams struct {
@@ -249,7 +236,7 @@ func (s *ContactServer) RespondFriendRequest(ctx context.Context, req *v1.Respon
 		contact db.Contact
 		from    db.Member // the requester
 	)
-	err := s.inTx(ctx, func(q *db.Queries) error {
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
 		// Only the addressee finds the request: to anyone else (the requester
 		// included) it does not exist.
 		found, err := q.GetIncomingFriendRequest(ctx, db.GetIncomingFriendRequestParams{ID: p.RequestID, ToMemberID: me})
@@ -269,9 +256,9 @@ func (s *ContactServer) RespondFriendRequest(ctx context.Context, req *v1.Respon
 		// The conditional update is the arbiter: of racing answers, the one
 		// that finds the request still pending wins, the others get nothing.
 		fr, err = q.UpdateFriendRequestStatus(ctx, db.UpdateFriendRequestStatusParams{
-			Status: requestDeclined, ID: p.RequestID, ToMemberID: me,
+			Status: store.RequestDeclined, ID: p.RequestID, ToMemberID: me,
 		})
-		if isNoRows(err) {
+		if errors.Is(err, store.ErrNotFound) {
 			return errAlreadyAnswered
 		}
 		if err != nil {
@@ -300,12 +287,9 @@ func (s *ContactServer) ListContacts(ctx context.Context, req *v1.ListContactsRe
 	if err != nil {
 		return nil, fmt.Errorf("list contacts: %w", err)
 	}
-	rows, next := trimPage(rows, pg.size, func(r db.ListContactsByOwnerRow) []int64 { return []int64{r.Contact.MemberID} })
-	res := &v1.ListContactsResponse{NextPageToken: next}
-	for _, r := range rows {
-		res.Contacts = append(res.Contacts, toContact(r.Contact, r.Member))
-	}
-	return res, nil
+	contacts, next := pageOf(pg, rows, func(r db.ListContactsByOwnerRow) int64 { return r.Contact.MemberID },
+		func(r db.ListContactsByOwnerRow) *v1.Contact { return toContact(r.Contact, r.Member) })
+	return &v1.ListContactsResponse{Contacts: contacts, NextPageToken: next}, nil
 }
 
 type setRemarkParams struct {
@@ -338,17 +322,13 @@ func (s *ContactServer) RemoveContact(ctx context.Context, req *v1.RemoveContact
 		return nil, err
 	}
 	// One statement removes both sides, so it needs no transaction.
-	n, err := s.q.DeleteContactPair(ctx, db.DeleteContactPairParams{A: me, B: p.MemberID})
-	if err != nil {
+	if err := deletedOne(s.q.DeleteContactPair(ctx, db.DeleteContactPairParams{A: me, B: p.MemberID})); err != nil {
 		return nil, fmt.Errorf("remove contact: %w", err)
-	}
-	if n == 0 {
-		return nil, errNotFound
 	}
 	// The other side learns who left; the caller's other devices learn whom
 	// the caller removed.
-	s.publish([]int64{p.MemberID}, &v1.Event{Kind: &v1.Event_ContactRemoved{ContactRemoved: &v1.ContactRemoved{MemberId: me}}})
-	s.publish([]int64{me}, &v1.Event{Kind: &v1.Event_ContactRemoved{ContactRemoved: &v1.ContactRemoved{MemberId: p.MemberID}}})
+	s.publish([]int64{p.MemberID}, contactRemoved(me))
+	s.publish([]int64{me}, contactRemoved(p.MemberID))
 	return &v1.RemoveContactResponse{}, nil
 }
 
@@ -362,7 +342,7 @@ func (s *ContactServer) BlockMember(ctx context.Context, req *v1.BlockMemberRequ
 		return nil, invalid("member_id: cannot block yourself")
 	}
 	var removed int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
 		if err := q.LockContactPair(ctx, db.LockContactPairParams{A: me, B: p.MemberID}); err != nil {
 			return fmt.Errorf("lock pair: %w", err)
 		}
@@ -373,7 +353,7 @@ func (s *ContactServer) BlockMember(ctx context.Context, req *v1.BlockMemberRequ
 			return fmt.Errorf("create block: %w", err)
 		}
 		if _, err := q.ResolvePendingFriendRequestsBetween(ctx, db.ResolvePendingFriendRequestsBetweenParams{
-			Status: requestDeclined, A: me, B: p.MemberID,
+			Status: store.RequestDeclined, A: me, B: p.MemberID,
 		}); err != nil {
 			return fmt.Errorf("decline requests: %w", err)
 		}
@@ -389,7 +369,7 @@ func (s *ContactServer) BlockMember(ctx context.Context, req *v1.BlockMemberRequ
 	// Nothing goes to the blocked member: the block stays invisible to them.
 	// The caller's other devices drop the contact.
 	if removed > 0 {
-		s.publish([]int64{me}, &v1.Event{Kind: &v1.Event_ContactRemoved{ContactRemoved: &v1.ContactRemoved{MemberId: p.MemberID}}})
+		s.publish([]int64{me}, contactRemoved(p.MemberID))
 	}
 	return &v1.BlockMemberResponse{}, nil
 }
@@ -400,12 +380,8 @@ func (s *ContactServer) UnblockMember(ctx context.Context, req *v1.UnblockMember
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	n, err := s.q.DeleteBlock(ctx, db.DeleteBlockParams{BlockerID: me, BlockedID: p.MemberID})
-	if err != nil {
+	if err := deletedOne(s.q.DeleteBlock(ctx, db.DeleteBlockParams{BlockerID: me, BlockedID: p.MemberID})); err != nil {
 		return nil, fmt.Errorf("unblock: %w", err)
-	}
-	if n == 0 {
-		return nil, errNotFound
 	}
 	return &v1.UnblockMemberResponse{}, nil
 }
@@ -420,31 +396,7 @@ func (s *ContactServer) ListBlocked(ctx context.Context, req *v1.ListBlockedRequ
 	if err != nil {
 		return nil, fmt.Errorf("list blocked: %w", err)
 	}
-	rows, next := trimPage(rows, pg.size, func(r db.ListBlockedByBlockerRow) []int64 { return []int64{r.Member.ID} })
-	res := &v1.ListBlockedResponse{NextPageToken: next}
-	for _, r := range rows {
-		res.Members = append(res.Members, toMember(r.Member, false))
-	}
-	return res, nil
-}
-
-// toFriendRequest maps a request and the other side's public profile.
-func toFriendRequest(fr db.FriendRequest, other db.Member) *v1.FriendRequest {
-	out := &v1.FriendRequest{
-		Id: fr.ID, FromMemberId: fr.FromMemberID, ToMemberId: fr.ToMemberID,
-		Status: v1.FriendRequestStatus(fr.Status), Note: fr.Note,
-		CreatedAt: timestamppb.New(fr.CreatedAt), Other: toMember(other, false),
-	}
-	if fr.RespondedAt != nil {
-		out.RespondedAt = timestamppb.New(*fr.RespondedAt)
-	}
-	return out
-}
-
-// toContact maps the caller's contact row and the contact's public profile.
-func toContact(c db.Contact, m db.Member) *v1.Contact {
-	return &v1.Contact{
-		Member: toMember(m, false), Remark: c.Remark,
-		ConversationId: c.ConversationID, CreatedAt: timestamppb.New(c.CreatedAt),
-	}
+	members, next := pageOf(pg, rows, func(r db.ListBlockedByBlockerRow) int64 { return r.Member.ID },
+		func(r db.ListBlockedByBlockerRow) *v1.Member { return toMember(r.Member, false) })
+	return &v1.ListBlockedResponse{Members: members, NextPageToken: next}, nil
 }

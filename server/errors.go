@@ -3,14 +3,11 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
-	"strings"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // Errors handlers return for common outcomes. Handlers may also return
@@ -20,67 +17,74 @@ var (
 	errPermission = errors.New("permission denied")
 )
 
-// toConnectError is the one place where errors become Connect codes (see the
-// table in DESIGN.md). Handlers return plain wrapped errors or *connect.Error;
-// the errors interceptor calls this on whatever comes back. Internal errors are
-// logged with their detail and reach the client as a bare "internal error".
+// deletedOne answers a delete of one thing by its row count: not found when
+// it matched no row (the thing is not there, or not the caller's).
+func deletedOne(n int64, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		return errNotFound
+	}
+	return nil
+}
+
+// storeCodes gives each kind of database failure (store.Kind) its code and
+// the message clients see; store.Error's own text stays in the logs.
+var storeCodes = map[store.Kind]struct {
+	code connect.Code
+	msg  string
+}{
+	store.NotFound:    {connect.CodeNotFound, "not found"},
+	store.Conflict:    {connect.CodeAlreadyExists, "already exists"},
+	store.Reference:   {connect.CodeFailedPrecondition, "a referenced record does not exist"},
+	store.Invalid:     {connect.CodeInvalidArgument, "value out of range"},
+	store.Retry:       {connect.CodeAborted, "conflict with a concurrent change; retry"},
+	store.Timeout:     {connect.CodeDeadlineExceeded, "database statement timed out"},
+	store.Unavailable: {connect.CodeUnavailable, "database unavailable; retry"},
+}
+
+// toConnectError is the one place where errors become Connect codes (with
+// storeCodes above; docs/ARCHITECTURE.md, "Errors"). Handlers return plain wrapped errors or *connect.Error;
+// the errors interceptor calls this on whatever comes back, and so do the
+// attachment routes. Internal errors are logged with their detail and reach
+// the client as a bare "internal error".
 func toConnectError(ctx context.Context, log *slog.Logger, procedure string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var cerr *connect.Error
-	if errors.As(err, &cerr) {
+	if cerr, ok := errors.AsType[*connect.Error](err); ok {
 		return cerr
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		// Connect codes these itself (canceled, deadline_exceeded) — unless the
-		// deadline was a database timeout while the client still waits.
-		if ctx.Err() != nil {
-			return err
-		}
-		return connect.NewError(connect.CodeUnavailable, errors.New("database timed out; retry"))
-	}
-	if errors.Is(err, pgx.ErrNoRows) || errors.Is(err, errNotFound) {
-		return connect.NewError(connect.CodeNotFound, errors.New("not found"))
-	}
-	if errors.Is(err, errPermission) {
+	isCtxErr := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	switch {
+	case isCtxErr && ctx.Err() != nil:
+		// The client went away or its deadline passed: Connect codes these
+		// itself (canceled, deadline_exceeded).
+		return err
+	case errors.Is(err, context.DeadlineExceeded):
+		// A deadline of the server's own (the send pipeline bounds a batch)
+		// passed while the client still waits. A cancellation that is not the
+		// client's has no such excuse: it falls through to internal, logged.
+		return unavailable(ctx, log, procedure, "database timed out; retry", err)
+	case errors.Is(err, errNotFound):
+		return connect.NewError(connect.CodeNotFound, errNotFound)
+	case errors.Is(err, errPermission):
 		return connect.NewError(connect.CodePermissionDenied, errPermission)
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "23505":
-			return connect.NewError(connect.CodeAlreadyExists, errors.New("already exists"))
-		case pgErr.Code == "23503":
-			return connect.NewError(connect.CodeFailedPrecondition, errors.New("a referenced record does not exist"))
-		case pgErr.Code == "23514":
-			return connect.NewError(connect.CodeInvalidArgument, errors.New("value out of range"))
-		case pgErr.Code == "40001" || pgErr.Code == "40P01":
-			return connect.NewError(connect.CodeAborted, errors.New("conflict with a concurrent change; retry"))
-		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "53300":
-			return unavailable(log, procedure, err)
+	if c, ok := storeCodes[store.KindOf(err)]; ok {
+		if c.code == connect.CodeUnavailable {
+			return unavailable(ctx, log, procedure, c.msg, err)
 		}
-	}
-	if isConnectionError(err) {
-		return unavailable(log, procedure, err)
+		return connect.NewError(c.code, errors.New(c.msg))
 	}
 	log.ErrorContext(ctx, "internal error", "procedure", procedure, "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 }
 
-func unavailable(log *slog.Logger, procedure string, err error) error {
-	log.Warn("database unavailable", "procedure", procedure, "err", err)
-	return connect.NewError(connect.CodeUnavailable, errors.New("database unavailable; retry"))
-}
-
-// isConnectionError reports errors that mean the database could not be reached
-// or the connection broke: the request may succeed if retried.
-func isConnectionError(err error) bool {
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || pgconn.SafeToRetry(err)
+func unavailable(ctx context.Context, log *slog.Logger, procedure, msg string, err error) error {
+	log.WarnContext(ctx, "database unavailable", "procedure", procedure, "err", err)
+	return connect.NewError(connect.CodeUnavailable, errors.New(msg))
 }
 
 // errorInterceptor maps every handler error through toConnectError.

@@ -6,6 +6,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/karlmalone/karlmalone/gen/db"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // SendBatchForTest runs args through the send pipeline as one batch and
@@ -16,7 +17,7 @@ func SendBatchForTest(pool *pgxpool.Pool, args []db.CreateMessageParams) ([]db.C
 
 // SendBatchLoggedForTest is SendBatchForTest with the pipeline logging to log.
 func SendBatchLoggedForTest(pool *pgxpool.Pool, log *slog.Logger, args []db.CreateMessageParams) ([]db.CreateMessageRow, []error) {
-	p := newSendPipeline(pool, log)
+	p := newSendPipeline(store.New(pool), log)
 	jobs := make([]*sendJob, len(args))
 	for i, a := range args {
 		jobs[i] = &sendJob{arg: a, stored: func(db.CreateMessageRow) {}, done: make(chan sendResult, 1)}

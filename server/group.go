@@ -13,34 +13,28 @@ import (
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // GroupServer implements GroupService.
 //
 // A group's members are the conversation_members rows of its conversation, so
 // ChatService authorizes group messages with the same rows. Every write to a
-// group's membership or roles runs in one transaction that first locks the
-// group row (LockGroup): writes to one group are serialized, and the role
-// checks that follow the lock cannot go stale. The size limit is enforced by a
-// conditional UPDATE of member_count (and the table's CHECK behind it).
+// group's membership or roles goes through changeGroup: one transaction that
+// first locks the group row (LockGroup), so writes to one group are
+// serialized and the role checks that follow the lock cannot go stale. The
+// size limit is enforced by a conditional UPDATE of member_count (and the
+// table's CHECK behind it).
 //
 // Visibility: a member sees its group; anyone sees an open group; an
-// invite-only group is not found for non-members, like a dissolved one.
+// invite-only group is not found for non-members, like a dissolved one. The
+// one exception is JoinGroup, whose caller is an outsider by definition: it
+// answers permission_denied for an invite-only group.
 type GroupServer struct {
 	*base
 }
 
 var _ karlmalonev1connect.GroupServiceHandler = (*GroupServer)(nil)
-
-// Roles in a group conversation's conversation_members rows.
-const (
-	groupRoleMember = int16(v1.GroupRole_GROUP_ROLE_MEMBER)
-	groupRoleAdmin  = int16(v1.GroupRole_GROUP_ROLE_ADMIN)
-	groupRoleOwner  = int16(v1.GroupRole_GROUP_ROLE_OWNER)
-
-	joinInviteOnly = int16(v1.JoinPolicy_JOIN_POLICY_INVITE_ONLY)
-	joinOpen       = int16(v1.JoinPolicy_JOIN_POLICY_OPEN)
-)
 
 var (
 	errGroupFull          = connect.NewError(connect.CodeResourceExhausted, errors.New("the group is full"))
@@ -57,6 +51,118 @@ type groupIDParams struct {
 type groupTargetParams struct {
 	GroupID  int64 `name:"group_id" validate:"gt=0"`
 	MemberID int64 `name:"member_id" validate:"gt=0"`
+}
+
+// groupTx is one change to a group, inside the transaction changeGroup runs.
+type groupTx struct {
+	q    *db.Queries
+	g    db.Group // the locked row; a change that rewrites it stores the new row here
+	me   int64    // the caller
+	role int16    // the caller's role; store.RoleNone: not a member
+	to   []int64  // who hears of the change, once read (hearers)
+	read bool     // whether to is read
+	// events are published to the hearers after the commit, in order.
+	events []*v1.Event
+}
+
+// hearers reads who hears of the change now, before a change that removes
+// some of them: by default they are read when the change is done.
+func (t *groupTx) hearers(ctx context.Context) ([]int64, error) {
+	ids, err := t.q.ListConversationMemberIDs(ctx, t.g.ConversationID)
+	if err != nil {
+		return nil, fmt.Errorf("list group members: %w", err)
+	}
+	t.to, t.read = ids, true
+	return ids, nil
+}
+
+// tell queues events for after the commit.
+func (t *groupTx) tell(evs ...*v1.Event) { t.events = append(t.events, evs...) }
+
+// anyone, as changeGroup's minRole, lets outsiders of an invite-only group
+// through to the change (JoinGroup answers them itself).
+const anyone int16 = -1
+
+// changeGroup is the skeleton of every write to a group: in one transaction
+// it locks the live group, reads the caller's role, refuses a caller who may
+// not see the group (not found) or ranks below minRole (permission denied),
+// runs change, and reads who hears of it; after the commit it publishes the
+// events change queued. It returns the group as change left it.
+func (s *GroupServer) changeGroup(ctx context.Context, groupID int64, minRole int16, change func(t *groupTx) error) (db.Group, error) {
+	t := &groupTx{me: callerFrom(ctx).MemberID}
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
+		t.q = q
+		var err error
+		if t.g, err = q.LockGroup(ctx, groupID); err != nil {
+			return fmt.Errorf("lock group: %w", err)
+		}
+		if t.role, err = memberRole(ctx, q, t.g, t.me); err != nil {
+			return err
+		}
+		if minRole != anyone {
+			if err := mayChange(t.g, t.role, minRole); err != nil {
+				return err
+			}
+		}
+		if err := change(t); err != nil {
+			return err
+		}
+		if len(t.events) > 0 && !t.read {
+			_, err = t.hearers(ctx)
+		}
+		return err
+	})
+	if err != nil {
+		return db.Group{}, err
+	}
+	for _, ev := range t.events {
+		s.publish(t.to, ev)
+	}
+	return t.g, nil
+}
+
+// mayChange refuses a change to g by a caller with role that needs minRole.
+func mayChange(g db.Group, role, minRole int16) error {
+	if err := maySee(g, role); err != nil {
+		return err
+	}
+	if role < minRole {
+		return errPermission
+	}
+	return nil
+}
+
+// maySee hides an invite-only group from its outsiders.
+func maySee(g db.Group, role int16) error {
+	if role == store.RoleNone && g.JoinPolicy != store.PolicyOpen {
+		return errNotFound
+	}
+	return nil
+}
+
+// memberRole is the member's role in g, store.RoleNone when not a member.
+func memberRole(ctx context.Context, q *db.Queries, g db.Group, memberID int64) (int16, error) {
+	m, err := q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: g.ConversationID, MemberID: memberID})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.RoleNone, nil
+	case err != nil:
+		return 0, fmt.Errorf("get group member: %w", err)
+	}
+	return m.Role, nil
+}
+
+// viewGroup reads a live group the caller may see, with the caller's role.
+func (s *GroupServer) viewGroup(ctx context.Context, groupID int64) (db.Group, int16, error) {
+	g, err := s.q.GetGroupByID(ctx, groupID)
+	if err != nil {
+		return g, 0, fmt.Errorf("get group: %w", err)
+	}
+	role, err := memberRole(ctx, s.q, g, callerFrom(ctx).MemberID)
+	if err == nil {
+		err = maySee(g, role)
+	}
+	return g, role, err
 }
 
 type createGroupParams struct {
@@ -84,11 +190,11 @@ func (s *GroupServer) CreateGroup(ctx context.Context, req *v1.CreateGroupReques
 	}
 	policy := int16(p.JoinPolicy)
 	if policy == 0 {
-		policy = joinInviteOnly
+		policy = store.PolicyInviteOnly
 	}
 	var g db.Group
 	var ids []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
 		var err error
 		// Conversation 0 does not exist: nobody is "already a member".
 		if ids, err = checkInvitees(ctx, q, me, 0, p.MemberIDs); err != nil {
@@ -105,7 +211,7 @@ func (s *GroupServer) CreateGroup(ctx context.Context, req *v1.CreateGroupReques
 		if err != nil {
 			return fmt.Errorf("create group: %w", err)
 		}
-		err = q.AddConversationMember(ctx, db.AddConversationMemberParams{ConversationID: conv.ID, MemberID: me, Role: groupRoleOwner})
+		err = q.AddConversationMember(ctx, db.AddConversationMemberParams{ConversationID: conv.ID, MemberID: me, Role: store.RoleOwner})
 		if err != nil {
 			return fmt.Errorf("add group owner: %w", err)
 		}
@@ -123,7 +229,7 @@ func (s *GroupServer) CreateGroup(ctx context.Context, req *v1.CreateGroupReques
 	}
 	s.log.InfoContext(ctx, "group created", "group_id", g.ID, "owner_id", me, "members", g.MemberCount)
 	out := toGroup(g)
-	s.publish(append([]int64{me}, ids...), &v1.Event{Kind: &v1.Event_GroupCreated{GroupCreated: out}})
+	s.publish(append([]int64{me}, ids...), groupCreated(out))
 	return &v1.CreateGroupResponse{Group: out}, nil
 }
 
@@ -168,40 +274,18 @@ func checkInvitees(ctx context.Context, q *db.Queries, inviter, conversationID i
 	return out, nil
 }
 
-// roleIn is the caller's role in g, 0 when not a member. A group the caller
-// may not see (invite-only, not a member) is not found.
-func roleIn(ctx context.Context, q *db.Queries, g db.Group, memberID int64) (int16, error) {
-	m, err := q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: g.ConversationID, MemberID: memberID})
-	switch {
-	case isNoRows(err) && g.JoinPolicy == joinOpen:
-		return 0, nil
-	case isNoRows(err):
-		return 0, errNotFound
-	case err != nil:
-		return 0, fmt.Errorf("get group member: %w", err)
+// countMembers moves the group's member_count by delta and refreshes t.g;
+// errGroupFull when that would pass the limit.
+func (t *groupTx) countMembers(ctx context.Context, delta int32) error {
+	updated, err := t.q.UpdateGroupMemberCount(ctx, db.UpdateGroupMemberCountParams{ID: t.g.ID, Delta: delta})
+	if errors.Is(err, store.ErrNotFound) {
+		return errGroupFull
 	}
-	return m.Role, nil
-}
-
-// lockGroup locks a live group for a change and returns it with the caller's
-// role (0 for a non-member of an open group).
-func lockGroup(ctx context.Context, q *db.Queries, groupID, me int64) (db.Group, int16, error) {
-	g, err := q.LockGroup(ctx, groupID)
 	if err != nil {
-		return g, 0, fmt.Errorf("lock group: %w", err)
+		return fmt.Errorf("count group members: %w", err)
 	}
-	role, err := roleIn(ctx, q, g, me)
-	return g, role, err
-}
-
-// groupRecipients is everyone an event about the group goes to, read inside
-// the transaction so it matches what commits.
-func groupRecipients(ctx context.Context, q *db.Queries, g db.Group) ([]int64, error) {
-	ids, err := q.ListConversationMemberIDs(ctx, g.ConversationID)
-	if err != nil {
-		return nil, fmt.Errorf("list group members: %w", err)
-	}
-	return ids, nil
+	t.g = updated
+	return nil
 }
 
 func (s *GroupServer) GetGroup(ctx context.Context, req *v1.GetGroupRequest) (*v1.GetGroupResponse, error) {
@@ -209,11 +293,7 @@ func (s *GroupServer) GetGroup(ctx context.Context, req *v1.GetGroupRequest) (*v
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	g, err := s.q.GetGroupByID(ctx, p.GroupID)
-	if err != nil {
-		return nil, fmt.Errorf("get group: %w", err)
-	}
-	role, err := roleIn(ctx, s.q, g, callerFrom(ctx).MemberID)
+	g, role, err := s.viewGroup(ctx, p.GroupID)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +309,6 @@ type updateGroupParams struct {
 }
 
 func (s *GroupServer) UpdateGroup(ctx context.Context, req *v1.UpdateGroupRequest) (*v1.UpdateGroupResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := updateGroupParams{GroupID: req.GetGroupId(), Avatar: req.Avatar, Notice: req.Notice}
 	if req.Name != nil {
 		name := strings.TrimSpace(req.GetName())
@@ -245,33 +324,22 @@ func (s *GroupServer) UpdateGroup(ctx context.Context, req *v1.UpdateGroupReques
 		return nil, err
 	}
 	changes := p.Name != nil || p.Avatar != nil || p.Notice != nil || p.JoinPolicy != nil
-	var g db.Group
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var role int16
-		var err error
-		if g, role, err = lockGroup(ctx, q, p.GroupID, me); err != nil {
-			return err
-		}
-		if role < groupRoleAdmin {
-			return errPermission
-		}
+	g, err := s.changeGroup(ctx, p.GroupID, store.RoleAdmin, func(t *groupTx) error {
 		if !changes {
 			return nil
 		}
-		g, err = q.UpdateGroup(ctx, db.UpdateGroupParams{ID: g.ID, Name: p.Name, Avatar: p.Avatar, Notice: p.Notice, JoinPolicy: policy})
+		g, err := t.q.UpdateGroup(ctx, db.UpdateGroupParams{ID: t.g.ID, Name: p.Name, Avatar: p.Avatar, Notice: p.Notice, JoinPolicy: policy})
 		if err != nil {
 			return fmt.Errorf("update group: %w", err)
 		}
-		to, err = groupRecipients(ctx, q, g)
-		return err
+		t.g = g
+		t.tell(groupUpdated(toGroup(g)))
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := toGroup(g)
-	s.publish(to, &v1.Event{Kind: &v1.Event_GroupUpdated{GroupUpdated: out}})
-	return &v1.UpdateGroupResponse{Group: out}, nil
+	return &v1.UpdateGroupResponse{Group: toGroup(g)}, nil
 }
 
 func (s *GroupServer) ListMyGroups(ctx context.Context, req *v1.ListMyGroupsRequest) (*v1.ListMyGroupsResponse, error) {
@@ -285,16 +353,12 @@ func (s *GroupServer) ListMyGroups(ctx context.Context, req *v1.ListMyGroupsRequ
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
-	rows, next := trimPage(rows, pg.size, func(r db.ListGroupsByMemberRow) []int64 { return []int64{r.Group.ConversationID} })
-	res := &v1.ListMyGroupsResponse{NextPageToken: next}
-	for _, r := range rows {
-		res.Groups = append(res.Groups, toGroup(r.Group))
-	}
-	return res, nil
+	groups, next := pageOf(pg, rows, func(r db.ListGroupsByMemberRow) int64 { return r.Group.ConversationID },
+		func(r db.ListGroupsByMemberRow) *v1.Group { return toGroup(r.Group) })
+	return &v1.ListMyGroupsResponse{Groups: groups, NextPageToken: next}, nil
 }
 
 func (s *GroupServer) ListGroupMembers(ctx context.Context, req *v1.ListGroupMembersRequest) (*v1.ListGroupMembersResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := groupIDParams{GroupID: req.GetGroupId()}
 	if err := check(p); err != nil {
 		return nil, err
@@ -303,15 +367,11 @@ func (s *GroupServer) ListGroupMembers(ctx context.Context, req *v1.ListGroupMem
 	if err != nil {
 		return nil, err
 	}
-	g, err := s.q.GetGroupByID(ctx, p.GroupID)
-	if err != nil {
-		return nil, fmt.Errorf("get group: %w", err)
-	}
-	role, err := roleIn(ctx, s.q, g, me)
+	g, role, err := s.viewGroup(ctx, p.GroupID)
 	if err != nil {
 		return nil, err
 	}
-	if role == 0 {
+	if role == store.RoleNone {
 		return nil, errPermission // an open group's members are for its members
 	}
 	rows, err := s.q.ListGroupMembersWithProfiles(ctx, db.ListGroupMembersWithProfilesParams{
@@ -320,14 +380,12 @@ func (s *GroupServer) ListGroupMembers(ctx context.Context, req *v1.ListGroupMem
 	if err != nil {
 		return nil, fmt.Errorf("list group members: %w", err)
 	}
-	rows, next := trimPage(rows, pg.size, func(r db.ListGroupMembersWithProfilesRow) []int64 { return []int64{r.Member.ID} })
-	res := &v1.ListGroupMembersResponse{NextPageToken: next}
-	for _, r := range rows {
-		res.Members = append(res.Members, &v1.GroupMember{
-			Member: toMember(r.Member, r.Member.ID == me), Role: v1.GroupRole(r.Role), JoinedAt: timestamppb.New(r.JoinedAt),
+	me := callerFrom(ctx).MemberID
+	members, next := pageOf(pg, rows, func(r db.ListGroupMembersWithProfilesRow) int64 { return r.Member.ID },
+		func(r db.ListGroupMembersWithProfilesRow) *v1.GroupMember {
+			return toGroupMember(r.Member, r.Member.ID == me, r.Role, timestamppb.New(r.JoinedAt))
 		})
-	}
-	return res, nil
+	return &v1.ListGroupMembersResponse{Members: members, NextPageToken: next}, nil
 }
 
 type addGroupMembersParams struct {
@@ -336,7 +394,6 @@ type addGroupMembersParams struct {
 }
 
 func (s *GroupServer) AddGroupMembers(ctx context.Context, req *v1.AddGroupMembersRequest) (*v1.AddGroupMembersResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := addGroupMembersParams{GroupID: req.GetGroupId(), MemberIDs: req.GetMemberIds()}
 	if err := s.checkMemberIDs(p.MemberIDs, s.cfg.GroupMaxMembers); err != nil {
 		return nil, err
@@ -344,83 +401,60 @@ func (s *GroupServer) AddGroupMembers(ctx context.Context, req *v1.AddGroupMembe
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	var g db.Group
-	var added []db.ConversationMember
-	var profiles []db.Member
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var role int16
-		var err error
-		if g, role, err = lockGroup(ctx, q, p.GroupID, me); err != nil {
-			return err
-		}
-		if role < groupRoleAdmin {
-			return errPermission
-		}
-		ids, err := checkInvitees(ctx, q, me, g.ConversationID, p.MemberIDs)
+	var added []*v1.GroupMember
+	g, err := s.changeGroup(ctx, p.GroupID, store.RoleAdmin, func(t *groupTx) error {
+		ids, err := checkInvitees(ctx, t.q, t.me, t.g.ConversationID, p.MemberIDs)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
-		if added, err = q.CreateGroupMembers(ctx, db.CreateGroupMembersParams{ConversationID: g.ConversationID, MemberIds: ids}); err != nil {
+		rows, err := t.q.CreateGroupMembers(ctx, db.CreateGroupMembersParams{ConversationID: t.g.ConversationID, MemberIds: ids})
+		if err != nil {
 			return fmt.Errorf("add group members: %w", err)
 		}
-		if err := s.countMembers(ctx, q, &g, int32(len(added))); errors.Is(err, errGroupFull) {
-			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("the group is full: %d of %d members, cannot add %d", g.MemberCount, g.MaxMembers, len(added)))
+		if err := t.countMembers(ctx, int32(len(rows))); errors.Is(err, errGroupFull) {
+			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("the group is full: %d of %d members, cannot add %d", t.g.MemberCount, t.g.MaxMembers, len(rows)))
 		} else if err != nil {
 			return err
 		}
-		if profiles, err = q.ListMembersByIDs(ctx, ids); err != nil {
+		profiles, err := t.q.ListMembersByIDs(ctx, ids)
+		if err != nil {
 			return fmt.Errorf("read added members: %w", err)
 		}
-		to, err = groupRecipients(ctx, q, g)
-		return err
+		joinedAt := make(map[int64]*timestamppb.Timestamp, len(rows))
+		for _, r := range rows {
+			joinedAt[r.MemberID] = timestamppb.New(r.JoinedAt)
+		}
+		// One event per member added (in id order, as the profiles come).
+		for _, m := range profiles {
+			if joinedAt[m.ID] != nil {
+				added = append(added, toGroupMember(m, false, store.RoleMember, joinedAt[m.ID]))
+				t.tell(memberJoined(t.g.ID, m.ID, t.me))
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	res := &v1.AddGroupMembersResponse{Group: toGroup(g)}
-	joinedAt := make(map[int64]*timestamppb.Timestamp, len(added))
-	for _, a := range added {
-		joinedAt[a.MemberID] = timestamppb.New(a.JoinedAt)
-	}
-	for _, m := range profiles {
-		if joinedAt[m.ID] == nil {
-			continue
-		}
-		res.Added = append(res.Added, &v1.GroupMember{Member: toMember(m, false), Role: v1.GroupRole_GROUP_ROLE_MEMBER, JoinedAt: joinedAt[m.ID]})
-		s.publish(to, memberEvent(g.ID, m.ID, me, groupRoleMember, func(c *v1.GroupMemberChange) *v1.Event {
-			return &v1.Event{Kind: &v1.Event_MemberJoined{MemberJoined: c}}
-		}))
-	}
-	return res, nil
+	return &v1.AddGroupMembersResponse{Group: toGroup(g), Added: added}, nil
 }
 
 func (s *GroupServer) RemoveGroupMember(ctx context.Context, req *v1.RemoveGroupMemberRequest) (*v1.RemoveGroupMemberResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := groupTargetParams{GroupID: req.GetGroupId(), MemberID: req.GetMemberId()}
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	if p.MemberID == me {
+	if p.MemberID == callerFrom(ctx).MemberID {
 		return nil, invalid("member_id: is you; use LeaveGroup")
 	}
-	var g db.Group
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var role int16
-		var err error
-		if g, role, err = lockGroup(ctx, q, p.GroupID, me); err != nil {
-			return err
-		}
-		if role < groupRoleAdmin {
-			return errPermission
-		}
+	_, err := s.changeGroup(ctx, p.GroupID, store.RoleAdmin, func(t *groupTx) error {
 		// Read before the delete: the removed member's devices get the event too.
-		if to, err = groupRecipients(ctx, q, g); err != nil {
+		to, err := t.hearers(ctx)
+		if err != nil {
 			return err
 		}
-		_, err = q.DeleteGroupMember(ctx, db.DeleteGroupMemberParams{ConversationID: g.ConversationID, MemberID: p.MemberID, BelowRole: role})
-		if isNoRows(err) {
+		_, err = t.q.DeleteGroupMember(ctx, db.DeleteGroupMemberParams{ConversationID: t.g.ConversationID, MemberID: p.MemberID, BelowRole: t.role})
+		if errors.Is(err, store.ErrNotFound) {
 			// Either not in the group, or ranked too high for the caller to remove.
 			if !slices.Contains(to, p.MemberID) {
 				return errTargetNotInGroup
@@ -430,256 +464,168 @@ func (s *GroupServer) RemoveGroupMember(ctx context.Context, req *v1.RemoveGroup
 		if err != nil {
 			return fmt.Errorf("remove group member: %w", err)
 		}
-		return s.countMembers(ctx, q, &g, -1)
+		t.tell(memberRemoved(t.g.ID, p.MemberID, t.me))
+		return t.countMembers(ctx, -1)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.publish(to, memberEvent(g.ID, p.MemberID, me, 0, func(c *v1.GroupMemberChange) *v1.Event {
-		return &v1.Event{Kind: &v1.Event_MemberRemoved{MemberRemoved: c}}
-	}))
 	return &v1.RemoveGroupMemberResponse{}, nil
 }
 
-// countMembers moves g's member_count by delta and refreshes g.
-func (s *GroupServer) countMembers(ctx context.Context, q *db.Queries, g *db.Group, delta int32) error {
-	updated, err := q.UpdateGroupMemberCount(ctx, db.UpdateGroupMemberCountParams{ID: g.ID, Delta: delta})
-	if isNoRows(err) {
-		return errGroupFull
-	}
-	if err != nil {
-		return fmt.Errorf("count group members: %w", err)
-	}
-	*g = updated
-	return nil
-}
-
 func (s *GroupServer) JoinGroup(ctx context.Context, req *v1.JoinGroupRequest) (*v1.JoinGroupResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := groupIDParams{GroupID: req.GetGroupId()}
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	var g db.Group
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var err error
-		if g, err = q.LockGroup(ctx, p.GroupID); err != nil {
-			return fmt.Errorf("lock group: %w", err)
-		}
-		_, err = q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: g.ConversationID, MemberID: me})
+	g, err := s.changeGroup(ctx, p.GroupID, anyone, func(t *groupTx) error {
 		switch {
-		case err == nil:
+		case t.role != store.RoleNone:
 			return errAlreadyGroupMember
-		case !isNoRows(err):
-			return fmt.Errorf("get group member: %w", err)
-		case g.JoinPolicy != joinOpen:
+		case t.g.JoinPolicy != store.PolicyOpen:
 			return errPermission
 		}
-		err = q.AddConversationMember(ctx, db.AddConversationMemberParams{ConversationID: g.ConversationID, MemberID: me, Role: groupRoleMember})
+		err := t.q.AddConversationMember(ctx, db.AddConversationMemberParams{ConversationID: t.g.ConversationID, MemberID: t.me, Role: store.RoleMember})
 		if err != nil {
 			return fmt.Errorf("join group: %w", err)
 		}
-		if err := s.countMembers(ctx, q, &g, 1); err != nil {
-			return err
-		}
-		to, err = groupRecipients(ctx, q, g)
-		return err
+		t.tell(memberJoined(t.g.ID, t.me, t.me))
+		return t.countMembers(ctx, 1)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.publish(to, memberEvent(g.ID, me, me, groupRoleMember, func(c *v1.GroupMemberChange) *v1.Event {
-		return &v1.Event{Kind: &v1.Event_MemberJoined{MemberJoined: c}}
-	}))
 	return &v1.JoinGroupResponse{Group: toGroup(g)}, nil
 }
 
 func (s *GroupServer) LeaveGroup(ctx context.Context, req *v1.LeaveGroupRequest) (*v1.LeaveGroupResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := groupIDParams{GroupID: req.GetGroupId()}
 	if err := check(p); err != nil {
 		return nil, err
 	}
-	var g db.Group
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var role int16
-		var err error
-		if g, role, err = lockGroup(ctx, q, p.GroupID, me); err != nil {
-			return err
-		}
-		switch role {
-		case 0:
+	_, err := s.changeGroup(ctx, p.GroupID, store.RoleNone, func(t *groupTx) error {
+		switch t.role {
+		case store.RoleNone:
 			return errNotFound
-		case groupRoleOwner:
+		case store.RoleOwner:
 			return errOwnerMustTransfer
 		}
-		if to, err = groupRecipients(ctx, q, g); err != nil {
+		// Read before the delete: the member's other devices hear of it too.
+		if _, err := t.hearers(ctx); err != nil {
 			return err
 		}
-		_, err = q.DeleteGroupMember(ctx, db.DeleteGroupMemberParams{ConversationID: g.ConversationID, MemberID: me, BelowRole: groupRoleOwner})
+		_, err := t.q.DeleteGroupMember(ctx, db.DeleteGroupMemberParams{ConversationID: t.g.ConversationID, MemberID: t.me, BelowRole: store.RoleOwner})
 		if err != nil {
 			return fmt.Errorf("leave group: %w", err)
 		}
-		return s.countMembers(ctx, q, &g, -1)
+		t.tell(memberLeft(t.g.ID, t.me))
+		return t.countMembers(ctx, -1)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.publish(to, memberEvent(g.ID, me, me, 0, func(c *v1.GroupMemberChange) *v1.Event {
-		return &v1.Event{Kind: &v1.Event_MemberLeft{MemberLeft: c}}
-	}))
 	return &v1.LeaveGroupResponse{}, nil
 }
 
 func (s *GroupServer) TransferOwnership(ctx context.Context, req *v1.TransferOwnershipRequest) (*v1.TransferOwnershipResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := groupTargetParams{GroupID: req.GetGroupId(), MemberID: req.GetMemberId()}
 	if err := check(p); err != nil {
 		return nil, err
 	}
+	me := callerFrom(ctx).MemberID
 	if p.MemberID == me {
 		return nil, invalid("member_id: is you; name another member")
 	}
-	var g db.Group
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var role int16
-		var err error
-		if g, role, err = lockGroup(ctx, q, p.GroupID, me); err != nil {
-			return err
-		}
-		if role != groupRoleOwner {
-			return errPermission
-		}
-		_, err = q.UpdateGroupMemberRole(ctx, db.UpdateGroupMemberRoleParams{ConversationID: g.ConversationID, MemberID: p.MemberID, Role: groupRoleOwner})
-		if isNoRows(err) {
+	g, err := s.changeGroup(ctx, p.GroupID, store.RoleOwner, func(t *groupTx) error {
+		_, err := t.q.UpdateGroupMemberRole(ctx, db.UpdateGroupMemberRoleParams{ConversationID: t.g.ConversationID, MemberID: p.MemberID, Role: store.RoleOwner})
+		if errors.Is(err, store.ErrNotFound) {
 			return errTargetNotInGroup
 		}
 		if err != nil {
 			return fmt.Errorf("promote new owner: %w", err)
 		}
-		_, err = q.UpdateGroupMemberRole(ctx, db.UpdateGroupMemberRoleParams{ConversationID: g.ConversationID, MemberID: me, Role: groupRoleAdmin})
+		_, err = t.q.UpdateGroupMemberRole(ctx, db.UpdateGroupMemberRoleParams{ConversationID: t.g.ConversationID, MemberID: me, Role: store.RoleAdmin})
 		if err != nil {
 			return fmt.Errorf("demote old owner: %w", err)
 		}
 		// Conditional on the old owner: a second line of defence behind the lock.
-		g, err = q.UpdateGroupOwner(ctx, db.UpdateGroupOwnerParams{ID: g.ID, OldOwnerID: me, NewOwnerID: p.MemberID})
-		if isNoRows(err) {
+		t.g, err = t.q.UpdateGroupOwner(ctx, db.UpdateGroupOwnerParams{ID: t.g.ID, OldOwnerID: me, NewOwnerID: p.MemberID})
+		if errors.Is(err, store.ErrNotFound) {
 			return errPermission
 		}
 		if err != nil {
 			return fmt.Errorf("transfer ownership: %w", err)
 		}
-		to, err = groupRecipients(ctx, q, g)
-		return err
+		t.tell(memberRoleChanged(t.g.ID, p.MemberID, me, store.RoleOwner), memberRoleChanged(t.g.ID, me, me, store.RoleAdmin))
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "group ownership transferred", "group_id", g.ID, "from", me, "to", p.MemberID)
-	roleChanged := func(c *v1.GroupMemberChange) *v1.Event {
-		return &v1.Event{Kind: &v1.Event_MemberRoleChanged{MemberRoleChanged: c}}
-	}
-	s.publish(to, memberEvent(g.ID, p.MemberID, me, groupRoleOwner, roleChanged))
-	s.publish(to, memberEvent(g.ID, me, me, groupRoleAdmin, roleChanged))
 	return &v1.TransferOwnershipResponse{Group: toGroup(g)}, nil
 }
 
 func (s *GroupServer) SetMemberRole(ctx context.Context, req *v1.SetMemberRoleRequest) (*v1.SetMemberRoleResponse, error) {
-	me := callerFrom(ctx).MemberID
 	p := groupTargetParams{GroupID: req.GetGroupId(), MemberID: req.GetMemberId()}
 	if err := check(p); err != nil {
 		return nil, err
 	}
 	newRole := int16(req.GetRole())
-	if newRole != groupRoleAdmin && newRole != groupRoleMember {
+	if newRole != store.RoleAdmin && newRole != store.RoleMember {
 		return nil, invalid("role: must be GROUP_ROLE_ADMIN or GROUP_ROLE_MEMBER")
 	}
-	var g db.Group
-	var to []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		var role int16
-		var err error
-		if g, role, err = lockGroup(ctx, q, p.GroupID, me); err != nil {
-			return err
-		}
-		if role != groupRoleOwner {
-			return errPermission
-		}
-		target, err := q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: g.ConversationID, MemberID: p.MemberID})
-		if isNoRows(err) {
+	_, err := s.changeGroup(ctx, p.GroupID, store.RoleOwner, func(t *groupTx) error {
+		target, err := t.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: t.g.ConversationID, MemberID: p.MemberID})
+		if errors.Is(err, store.ErrNotFound) {
 			return errTargetNotInGroup
 		}
 		if err != nil {
 			return fmt.Errorf("get group member: %w", err)
 		}
 		switch target.Role {
-		case groupRoleOwner:
+		case store.RoleOwner:
 			return errTargetIsOwner
 		case newRole:
 			return nil // already so: nothing changes, nobody is told
 		}
-		_, err = q.UpdateGroupMemberRole(ctx, db.UpdateGroupMemberRoleParams{ConversationID: g.ConversationID, MemberID: p.MemberID, Role: newRole})
+		_, err = t.q.UpdateGroupMemberRole(ctx, db.UpdateGroupMemberRoleParams{ConversationID: t.g.ConversationID, MemberID: p.MemberID, Role: newRole})
 		if err != nil {
 			return fmt.Errorf("set member role: %w", err)
 		}
-		to, err = groupRecipients(ctx, q, g)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.publish(to, memberEvent(g.ID, p.MemberID, me, newRole, func(c *v1.GroupMemberChange) *v1.Event {
-		return &v1.Event{Kind: &v1.Event_MemberRoleChanged{MemberRoleChanged: c}}
-	}))
-	return &v1.SetMemberRoleResponse{}, nil
-}
-
-func (s *GroupServer) DissolveGroup(ctx context.Context, req *v1.DissolveGroupRequest) (*v1.DissolveGroupResponse, error) {
-	me := callerFrom(ctx).MemberID
-	p := groupIDParams{GroupID: req.GetGroupId()}
-	if err := check(p); err != nil {
-		return nil, err
-	}
-	var former []int64
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		g, role, err := lockGroup(ctx, q, p.GroupID, me)
-		if err != nil {
-			return err
-		}
-		if role != groupRoleOwner {
-			return errPermission
-		}
-		// With no conversation_members rows left, chat refuses the group's
-		// conversation to everyone; the messages stay, unreachable.
-		if former, err = q.DeleteGroupMembers(ctx, g.ConversationID); err != nil {
-			return fmt.Errorf("remove group members: %w", err)
-		}
-		if _, err = q.DissolveGroup(ctx, g.ID); err != nil {
-			return fmt.Errorf("dissolve group: %w", err)
-		}
+		t.tell(memberRoleChanged(t.g.ID, p.MemberID, t.me, newRole))
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.log.InfoContext(ctx, "group dissolved", "group_id", p.GroupID, "owner_id", me, "members", len(former))
-	s.publish(former, &v1.Event{Kind: &v1.Event_GroupDissolved{GroupDissolved: &v1.GroupDissolved{GroupId: p.GroupID}}})
-	return &v1.DissolveGroupResponse{}, nil
+	return &v1.SetMemberRoleResponse{}, nil
 }
 
-// memberEvent builds a GroupMemberChange event; kind picks the oneof case.
-func memberEvent(groupID, memberID, actorID int64, role int16, kind func(*v1.GroupMemberChange) *v1.Event) *v1.Event {
-	return kind(&v1.GroupMemberChange{GroupId: groupID, MemberId: memberID, ActorId: actorID, Role: v1.GroupRole(role)})
-}
-
-// toGroup maps a group row to the API.
-func toGroup(g db.Group) *v1.Group {
-	return &v1.Group{
-		Id: g.ID, Name: g.Name, Avatar: g.Avatar, Notice: g.Notice, OwnerId: g.OwnerID,
-		MemberCount: g.MemberCount, ConversationId: g.ConversationID, JoinPolicy: v1.JoinPolicy(g.JoinPolicy),
-		CreatedAt: timestamppb.New(g.CreatedAt), MaxMembers: g.MaxMembers,
+func (s *GroupServer) DissolveGroup(ctx context.Context, req *v1.DissolveGroupRequest) (*v1.DissolveGroupResponse, error) {
+	p := groupIDParams{GroupID: req.GetGroupId()}
+	if err := check(p); err != nil {
+		return nil, err
 	}
+	var former int
+	_, err := s.changeGroup(ctx, p.GroupID, store.RoleOwner, func(t *groupTx) error {
+		// With no conversation_members rows left, chat refuses the group's
+		// conversation to everyone; the messages stay, unreachable. Those
+		// removed are the ones told.
+		ids, err := t.q.DeleteGroupMembers(ctx, t.g.ConversationID)
+		if err != nil {
+			return fmt.Errorf("remove group members: %w", err)
+		}
+		t.to, t.read, former = ids, true, len(ids)
+		if _, err = t.q.DissolveGroup(ctx, t.g.ID); err != nil {
+			return fmt.Errorf("dissolve group: %w", err)
+		}
+		t.tell(groupDissolved(p.GroupID))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "group dissolved", "group_id", p.GroupID, "owner_id", callerFrom(ctx).MemberID, "members", former)
+	return &v1.DissolveGroupResponse{}, nil
 }

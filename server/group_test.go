@@ -130,7 +130,7 @@ func TestGroupCreate(t *testing.T) {
 	g := res.GetGroup()
 	if g.GetId() == 0 || g.GetName() != "Jazz fans" || g.GetOwnerId() != owner.ID || g.GetMemberCount() != 3 ||
 		g.GetConversationId() == 0 || g.GetJoinPolicy() != v1.JoinPolicy_JOIN_POLICY_INVITE_ONLY ||
-		g.GetMaxMembers() != 2000 || g.GetAvatar() != "https://img.example/jazz.png" || g.GetNotice() != "Be nice." {
+		g.GetMaxMembers() != int32(server.DefaultConfig().GroupMaxMembers) || g.GetAvatar() != "https://img.example/jazz.png" || g.GetNotice() != "Be nice." {
 		t.Fatalf("CreateGroup returned %v", g)
 	}
 	if count, rows := memberCounts(t, e, g.GetId()); count != 3 || rows != 3 {

@@ -6,13 +6,13 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // MemberServer implements MemberService.
@@ -78,7 +78,7 @@ func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*
 		Phone: p.Phone, PasswordHash: hash, Nickname: p.Nickname,
 		Avatar: p.Avatar, Gender: int16(p.Gender), Memo: p.Memo,
 	})
-	if isUniqueViolation(err) {
+	if errors.Is(err, store.ErrPhoneTaken) {
 		return nil, connect.NewError(connect.CodeAlreadyExists, errors.New("phone: already registered"))
 	}
 	if err != nil {
@@ -105,7 +105,7 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 		return nil, errRateLimited
 	}
 	m, err := s.q.GetMemberByPhone(ctx, p.Phone)
-	if err != nil && !isNoRows(err) {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	// An unknown phone is verified against a dummy hash: same time, same answer.
@@ -205,7 +205,7 @@ func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswor
 		return nil, err
 	}
 	var revoked []int64
-	err = s.inTx(ctx, func(q *db.Queries) error {
+	err = s.store.InTx(ctx, func(q *db.Queries) error {
 		if err := q.UpdateMemberPassword(ctx, db.UpdateMemberPasswordParams{ID: c.MemberID, PasswordHash: hash}); err != nil {
 			return err
 		}
@@ -250,7 +250,7 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 	if strings.HasPrefix(p.Query, "+") {
 		// A phone finds exactly one member, on one page.
 		m, err := s.q.GetMemberByPhone(ctx, p.Query)
-		if isNoRows(err) || pg.after != 0 {
+		if errors.Is(err, store.ErrNotFound) || pg.after != 0 {
 			return &v1.SearchMembersResponse{}, nil
 		}
 		if err != nil {
@@ -259,17 +259,14 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 		return &v1.SearchMembersResponse{Members: []*v1.Member{toMember(m, m.ID == me)}}, nil
 	}
 	rows, err := s.q.SearchMembersByNicknamePrefix(ctx, db.SearchMembersByNicknamePrefixParams{
-		Pattern: likePrefix(strings.ToLower(p.Query)), AfterID: pg.after, MaxRows: pg.limit(),
+		Pattern: store.LikePrefix(strings.ToLower(p.Query)), AfterID: pg.after, MaxRows: pg.limit(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	rows, next := trimPage(rows, pg.size, func(m db.Member) []int64 { return []int64{m.ID} })
-	res := &v1.SearchMembersResponse{NextPageToken: next}
-	for _, m := range rows {
-		res.Members = append(res.Members, toMember(m, m.ID == me))
-	}
-	return res, nil
+	members, next := pageOf(pg, rows, func(m db.Member) int64 { return m.ID },
+		func(m db.Member) *v1.Member { return toMember(m, m.ID == me) })
+	return &v1.SearchMembersResponse{Members: members, NextPageToken: next}, nil
 }
 
 func (s *MemberServer) ListSessions(ctx context.Context, _ *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error) {
@@ -280,11 +277,7 @@ func (s *MemberServer) ListSessions(ctx context.Context, _ *v1.ListSessionsReque
 	}
 	res := &v1.ListSessionsResponse{}
 	for _, r := range rows {
-		res.Sessions = append(res.Sessions, &v1.Session{
-			Id: r.ID, DeviceName: r.DeviceName, Current: r.ID == c.SessionID,
-			CreatedAt: timestamppb.New(r.CreatedAt), LastSeenAt: timestamppb.New(r.LastSeenAt),
-			ExpiresAt: timestamppb.New(r.ExpiresAt),
-		})
+		res.Sessions = append(res.Sessions, toSession(r, r.ID == c.SessionID))
 	}
 	return res, nil
 }
@@ -302,41 +295,15 @@ func (s *MemberServer) RevokeSession(ctx context.Context, req *v1.RevokeSessionR
 // revoke deletes one of the caller's sessions; its token fails from the next
 // call on, and its open sockets and streams are closed.
 func (s *MemberServer) revoke(ctx context.Context, c Caller, sessionID int64) error {
-	n, err := s.q.DeleteSession(ctx, db.DeleteSessionParams{ID: sessionID, MemberID: c.MemberID})
-	if err != nil {
+	// Someone else's session looks the same as none: not found.
+	if err := deletedOne(s.q.DeleteSession(ctx, db.DeleteSessionParams{ID: sessionID, MemberID: c.MemberID})); err != nil {
 		return err
-	}
-	if n == 0 {
-		return errNotFound // someone else's session looks the same as none
 	}
 	s.sessionRevoked(c.MemberID, sessionID)
 	return nil
 }
 
 func (s *MemberServer) sessionRevoked(memberID, sessionID int64) {
-	s.publish([]int64{memberID}, &v1.Event{Kind: &v1.Event_SessionRevoked{SessionRevoked: &v1.SessionRevoked{SessionId: sessionID}}})
+	s.publish([]int64{memberID}, sessionRevoked(sessionID))
 	s.hub.CloseSession(sessionID)
-}
-
-// toMember maps a row to the API; the phone is shown only to the member itself.
-func toMember(m db.Member, self bool) *v1.Member {
-	out := &v1.Member{
-		Id: m.ID, Nickname: m.Nickname, Avatar: m.Avatar, Gender: v1.Gender(m.Gender),
-		Memo: m.Memo, CreatedAt: timestamppb.New(m.CreatedAt),
-	}
-	if self {
-		out.Phone = m.Phone
-	}
-	return out
-}
-
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
-}
-
-// likePrefix escapes LIKE's wildcards in s and appends one.
-func likePrefix(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return r.Replace(s) + "%"
 }

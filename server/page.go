@@ -68,6 +68,18 @@ func parseIDPage(size int32, token string) (idPage, error) {
 	return p, nil
 }
 
+// pageOf finishes a one-key list: it trims rows fetched with pg.limit() to
+// the page, maps each row with to, and returns the next page's token (keyed
+// on the page's last row) or "" on the last page.
+func pageOf[R, P any](pg idPage, rows []R, key func(R) int64, to func(R) P) ([]P, string) {
+	rows, next := trimPage(rows, pg.size, func(r R) []int64 { return []int64{key(r)} })
+	var out []P
+	for _, r := range rows {
+		out = append(out, to(r))
+	}
+	return out, next
+}
+
 // decodePageToken unpacks a token with n key parts; "" means the first page
 // and yields nil.
 func decodePageToken(token string, n int) ([]int64, error) {

@@ -19,18 +19,12 @@ import (
 	connectcors "connectrpc.com/cors"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/cors"
 
 	karlmalone "github.com/karlmalone/karlmalone"
 	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
-)
-
-// Defaults of the attachment settings in Config.
-const (
-	DefaultAttachmentDir      = ".data/attachments"
-	DefaultMaxAttachmentBytes = attachment.DefaultMaxBytes
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // serviceNames are the services this server offers over reflection and health.
@@ -43,27 +37,11 @@ var serviceNames = []string{
 
 // mountRoutes mounts what serves beside the four services: the attachment
 // routes, /metrics, the API description and browser, and gRPC reflection and
-// health. All but the attachments are open (DESIGN.md).
-func mountRoutes(mux *http.ServeMux, d Deps, authn *Authenticator, m *metrics) {
-	dir := d.Config.AttachmentDir
-	if dir == "" {
-		dir = DefaultAttachmentDir
-	}
-	att := attachment.NewHandler(attachment.Options{
-		Store:    attachment.NewFS(dir),
-		Pool:     d.Pool,
-		MaxBytes: d.Config.MaxAttachmentBytes,
-		Log:      d.Log,
-		Authenticate: func(r *http.Request) (int64, error) {
-			c, err := authn.AuthenticateRequest(r)
-			return c.MemberID, err
-		},
-		MapError: func(ctx context.Context, op string, err error) error {
-			return toConnectError(ctx, d.Log, op, err)
-		},
-	})
-	mux.HandleFunc("POST /v1/attachments", att.Upload)
-	mux.HandleFunc("GET /v1/attachments/{id}", att.Download)
+// health. All but the attachments are open.
+func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *metrics) {
+	att := newAttachmentServer(b, authn, attachment.NewFS(d.Config.AttachmentDir))
+	mux.HandleFunc("POST /v1/attachments", att.upload)
+	mux.HandleFunc("GET /v1/attachments/{id}", att.download)
 
 	mux.Handle("GET /metrics", m.handler())
 
@@ -81,12 +59,12 @@ func mountRoutes(mux *http.ServeMux, d Deps, authn *Authenticator, m *metrics) {
 	reflector := grpcreflect.NewStaticReflector(append(serviceNames, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, open))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, open))
-	mux.Handle(grpchealth.NewHandler(dbHealth{d.Pool}, open))
+	mux.Handle(grpchealth.NewHandler(dbHealth{b.store}, open))
 }
 
 // dbHealth answers gRPC health checks: every service is as healthy as the
 // database it cannot work without.
-type dbHealth struct{ pool *pgxpool.Pool }
+type dbHealth struct{ store *store.Store }
 
 func (h dbHealth) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	known := req.Service == ""
@@ -98,7 +76,7 @@ func (h dbHealth) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grp
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // as /readyz
 	defer cancel()
-	if err := h.pool.Ping(ctx); err != nil {
+	if err := h.store.Ping(ctx); err != nil {
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
@@ -211,8 +189,8 @@ func withCORS(origins []string, h http.Handler) http.Handler {
 
 // CheckCORSOrigins reports a bad -cors-origins list: each origin must be
 // named, as scheme://host[:port], optionally with one "*" in the host
-// ("https://*.example.com"); a bare "*" is refused (DESIGN.md: CORS for named
-// origins only).
+// ("https://*.example.com"); a bare "*" is refused: CORS is for named
+// origins only.
 func CheckCORSOrigins(origins []string) error {
 	for _, o := range origins {
 		u, err := url.Parse(strings.Replace(o, "*", "x", 1))

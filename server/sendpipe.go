@@ -9,9 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/karlmalone/karlmalone/gen/db"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // sendPipeline stores messages with group commit and pushes them in seq order.
@@ -32,7 +31,7 @@ import (
 // a batch that waits on a row lock (a sender on another node) delays the
 // other conversations of its shard.
 type sendPipeline struct {
-	db      db.DBTX // the pool; see store for why not a *db.Queries
+	db      *store.Store
 	log     *slog.Logger
 	shards  []sendShard
 	timeout time.Duration // bounds one batch, whatever its callers' deadlines
@@ -62,16 +61,16 @@ type sendResult struct {
 	err error
 }
 
-func newSendPipeline(conn db.DBTX, log *slog.Logger) *sendPipeline {
+func newSendPipeline(st *store.Store, log *slog.Logger) *sendPipeline {
 	return &sendPipeline{
-		db:      conn,
+		db:      st,
 		log:     log,
 		shards:  make([]sendShard, runtime.GOMAXPROCS(0)),
 		timeout: 30 * time.Second,
 	}
 }
 
-// send stores arg (pgx.ErrNoRows when the sender may not post there or has
+// send stores arg (store.ErrNotFound when the sender may not post there or has
 // used the client_msg_id already) and calls stored after the commit. If ctx
 // ends first, send returns ctx's error; the message may still be stored and
 // pushed, and a retry with the same client_msg_id finds it.
@@ -156,11 +155,9 @@ func (p *sendPipeline) run(batch []*sendJob) {
 // and the batch's error when nothing of it was stored: then every message
 // carries that error, or its own if its statement failed.
 //
-// The batch's implicit transaction commits when the results are closed, after
-// the last statement's row has been read. The generated code closes them
-// itself and drops that error, so the connection is wrapped to keep it
-// (commitChecked); a commit that fails is a failed batch, whatever the
-// statements returned.
+// The batch's implicit transaction commits when its results are closed;
+// store.Batch reports that commit: a commit that fails is a failed batch,
+// whatever the statements returned.
 func (p *sendPipeline) store(ctx context.Context, batch []*sendJob) ([]sendResult, error) {
 	args := make([]db.CreateMessageParams, len(batch))
 	for i, j := range batch {
@@ -168,50 +165,26 @@ func (p *sendPipeline) store(ctx context.Context, batch []*sendJob) ([]sendResul
 	}
 	results := make([]sendResult, len(batch))
 	var batchErr error
-	cc := &commitChecked{DBTX: p.db}
-	db.New(cc).CreateMessage(ctx, args).QueryRow(func(i int, row db.CreateMessageRow, err error) {
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			err = fmt.Errorf("create message: %w", err)
-			if batchErr == nil {
-				batchErr = err
+	commitErr := p.db.Batch(func(q *db.Queries) {
+		q.CreateMessage(ctx, args).QueryRow(func(i int, row db.CreateMessageRow, err error) {
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				err = fmt.Errorf("create message: %w", err)
+				if batchErr == nil {
+					batchErr = err
+				}
 			}
-		}
-		results[i] = sendResult{row, err}
+			results[i] = sendResult{row, err}
+		})
 	})
-	if batchErr == nil && cc.closeErr != nil {
-		batchErr = fmt.Errorf("commit messages: %w", cc.closeErr)
+	if batchErr == nil && commitErr != nil {
+		batchErr = fmt.Errorf("commit messages: %w", commitErr)
 	}
 	if batchErr != nil {
 		for i, r := range results {
-			if r.err == nil || errors.Is(r.err, pgx.ErrNoRows) {
+			if r.err == nil || errors.Is(r.err, store.ErrNotFound) {
 				results[i] = sendResult{err: batchErr}
 			}
 		}
 	}
 	return results, batchErr
-}
-
-// commitChecked is a connection whose batches keep the error of closing
-// their results, which is where a batch's implicit transaction reports its
-// COMMIT. It serves one batch.
-type commitChecked struct {
-	db.DBTX
-	closeErr error
-}
-
-func (c *commitChecked) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	return &checkedResults{BatchResults: c.DBTX.SendBatch(ctx, b), c: c}
-}
-
-type checkedResults struct {
-	pgx.BatchResults
-	c *commitChecked
-}
-
-func (r *checkedResults) Close() error {
-	err := r.BatchResults.Close()
-	if err != nil && r.c.closeErr == nil {
-		r.c.closeErr = err
-	}
-	return err
 }

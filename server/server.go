@@ -1,9 +1,17 @@
-// Package server holds the Connect handlers of KarlMalone's four services,
-// with authentication, validation and error mapping, and mounts them, the
-// push endpoint and the plain HTTP routes on one http.Handler.
+// Package server holds the Connect handlers of KarlMalone's four services and
+// the attachment routes, with authentication, validation and the one error
+// mapping (toConnectError), and mounts them, the push endpoint and the plain
+// HTTP routes on one http.Handler (New).
+//
+// A handler reads: caller from context → validate → a query or a transaction
+// through the store (package store, which hides PostgreSQL) → map rows to
+// protos (rows.go) → publish events (events.go) after the commit. The way of
+// a message from SendMessage to a socket, and where each invariant is kept,
+// is in docs/ARCHITECTURE.md.
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,7 +20,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -21,36 +28,39 @@ import (
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/internal/password"
 	"github.com/karlmalone/karlmalone/push"
+	"github.com/karlmalone/karlmalone/store"
 )
 
-// Config holds the server's tunables; zero values take the defaults.
+// Config holds the server's tunables. Zero durations and sizes take the
+// defaults (DefaultConfig, the one place they are written); a zero RateLimit
+// is off.
 type Config struct {
-	// TokenTTL is how long an access token lives (default 30 days).
+	// TokenTTL is how long an access token lives.
 	TokenTTL time.Duration
-	// MaxRequestBytes bounds an RPC request body (default 1 MiB).
+	// MaxRequestBytes bounds an RPC request body.
 	MaxRequestBytes int
 	// RegisterPerAddr, LoginPerAddr and LoginPerPhone throttle sign-up and
-	// sign-in per client address and per phone. See DefaultConfig.
+	// sign-in per client address and per phone.
 	RegisterPerAddr RateLimit
 	LoginPerAddr    RateLimit
 	LoginPerPhone   RateLimit
 	// SendPerMember throttles SendMessage per member (all devices together).
 	SendPerMember RateLimit
-	// GroupMaxMembers is the most members a new group may have (default 2000).
+	// GroupMaxMembers is the most members a new group may have.
 	GroupMaxMembers int
-	// RecallWindow is how long after sending a sender may recall a message
-	// (default 2 minutes).
+	// RecallWindow is how long after sending a sender may recall a message.
 	RecallWindow time.Duration
-	// AttachmentDir is where uploads are stored (default .data/attachments).
+	// AttachmentDir is where uploads are stored.
 	AttachmentDir string
-	// MaxAttachmentBytes bounds one upload (default 20 MiB).
+	// MaxAttachmentBytes bounds one upload.
 	MaxAttachmentBytes int64
 	// CORSOrigins are the browser origins allowed to call the API, like
 	// https://app.example.com (see CheckCORSOrigins); empty: no CORS.
 	CORSOrigins []string
 }
 
-// DefaultConfig returns the production defaults.
+// DefaultConfig returns the production defaults; the command's flags and the
+// tests take theirs from here.
 func DefaultConfig() Config {
 	return Config{
 		TokenTTL:        30 * 24 * time.Hour,
@@ -64,8 +74,29 @@ func DefaultConfig() Config {
 		GroupMaxMembers: 2000,
 		RecallWindow:    2 * time.Minute,
 
-		AttachmentDir:      DefaultAttachmentDir,
-		MaxAttachmentBytes: DefaultMaxAttachmentBytes,
+		AttachmentDir:      ".data/attachments",
+		MaxAttachmentBytes: 20 << 20,
+	}
+}
+
+// withDefaults fills the zero durations, sizes and paths from DefaultConfig.
+// Rate limits and CORS origins stay as given: zero turns them off.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	orDefault(&c.TokenTTL, d.TokenTTL)
+	orDefault(&c.MaxRequestBytes, d.MaxRequestBytes)
+	orDefault(&c.GroupMaxMembers, d.GroupMaxMembers)
+	orDefault(&c.RecallWindow, d.RecallWindow)
+	orDefault(&c.AttachmentDir, d.AttachmentDir)
+	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
+	return c
+}
+
+// orDefault sets *v to def when it is zero (or negative, or "").
+func orDefault[T cmp.Ordered](v *T, def T) {
+	var zero T
+	if *v <= zero {
+		*v = def
 	}
 }
 
@@ -87,17 +118,12 @@ type Deps struct {
 
 // base is what every service type shares.
 type base struct {
-	pool *pgxpool.Pool
-	q    *db.Queries
-	log  *slog.Logger
-	hub  *push.Hub
-	cfg  Config
-	now  func() time.Time
-}
-
-// inTx runs fn in one transaction: all of it lands or none of it does.
-func (b *base) inTx(ctx context.Context, fn func(q *db.Queries) error) error {
-	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return fn(b.q.WithTx(tx)) })
+	store *store.Store // transactions: store.InTx
+	q     *db.Queries  // single statements: store.Queries()
+	log   *slog.Logger
+	hub   *push.Hub
+	cfg   Config
+	now   func() time.Time
 }
 
 // publish stamps and sends an event; call it only after the change committed.
@@ -111,19 +137,7 @@ func (b *base) publish(memberIDs []int64, ev *v1.Event) {
 
 // New builds every service and mounts them on one mux.
 func New(d Deps) http.Handler {
-	defaults := DefaultConfig()
-	if d.Config.TokenTTL == 0 {
-		d.Config.TokenTTL = defaults.TokenTTL
-	}
-	if d.Config.MaxRequestBytes == 0 {
-		d.Config.MaxRequestBytes = defaults.MaxRequestBytes
-	}
-	if d.Config.GroupMaxMembers == 0 {
-		d.Config.GroupMaxMembers = defaults.GroupMaxMembers
-	}
-	if d.Config.RecallWindow == 0 {
-		d.Config.RecallWindow = defaults.RecallWindow
-	}
+	d.Config = d.Config.withDefaults()
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -133,9 +147,9 @@ func New(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	q := db.New(d.Pool)
-	b := &base{pool: d.Pool, q: q, log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
-	authn := &Authenticator{q: q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
+	st := store.New(d.Pool)
+	b := &base{store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
+	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
 
 	m := newMetrics(d.Pool, d.Hub)
 	opts := connect.WithHandlerOptions(
@@ -160,7 +174,7 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := d.Pool.Ping(ctx); err != nil {
+		if err := st.Ping(ctx); err != nil {
 			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
 			return
 		}
@@ -170,7 +184,7 @@ func New(d Deps) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprint(w, rootText)
 	})
-	mountRoutes(mux, d, authn, m)
+	mountRoutes(mux, d, b, authn, m)
 	return withCORS(d.Config.CORSOrigins, mux)
 }
 

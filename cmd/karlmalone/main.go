@@ -2,12 +2,16 @@
 //
 //	karlmalone [serve] [flags]   serve the API (migrating the database first)
 //	karlmalone migrate [flags]   apply pending migrations and exit
+//	karlmalone help              list the commands
 //
-// Every flag has an environment fallback, listed by -help.
+// Every flag has an environment fallback, listed by -help; every default
+// comes from defaultConfig, server.DefaultConfig and push.DefaultConfig.
+// docs/ARCHITECTURE.md describes the shutdown order serve keeps.
 package main
 
 import (
 	"context"
+	"encoding"
 	"errors"
 	"flag"
 	"fmt"
@@ -65,56 +69,100 @@ type config struct {
 	dbConnectTimeout  time.Duration
 }
 
-// parseFlags reads args, with each flag defaulting to its environment variable.
+// defaultConfig is every flag's default, written once: the command's own
+// here, the server's and the hub's from their packages.
+func defaultConfig() config {
+	return config{
+		listen:            ":5288",
+		logLevel:          slog.LevelInfo,
+		logFormat:         "text",
+		dbMaxConns:        4*runtime.GOMAXPROCS(0) + 8,
+		shutdownTimeout:   15 * time.Second,
+		hashConcurrency:   runtime.GOMAXPROCS(0),
+		server:            server.DefaultConfig(),
+		push:              push.DefaultConfig(),
+		readHeaderTimeout: 10 * time.Second,
+		idleTimeout:       2 * time.Minute,
+		maxHeaderBytes:    64 << 10,
+		dbConnectTimeout:  5 * time.Second,
+	}
+}
+
+// commands are the subcommands, as `karlmalone help` lists them.
+var commands = []struct{ name, summary string }{
+	{"serve", "serve the API, migrating the database first (the default)"},
+	{"migrate", "apply pending migrations and exit"},
+	{"help", "list the commands; `karlmalone COMMAND -help` lists a command's flags"},
+}
+
+func isHelpFlag(arg string) bool {
+	switch strings.TrimLeft(arg, "-") {
+	case "h", "help":
+		return true
+	}
+	return false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: karlmalone [command] [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nEvery flag has an environment fallback, listed by -help.")
+}
+
+// parseFlags reads args, with each flag defaulting to its environment
+// variable and then to defaultConfig.
 func parseFlags(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("karlmalone "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: karlmalone %s [flags]\n\nflags:\n", cmd)
+		fs.PrintDefaults()
+	}
 	env := envFlags{fs: fs, getenv: getenv}
-	c := &config{server: server.DefaultConfig()}
+	d := defaultConfig()
+	c := &d
 
-	env.String(&c.listen, "listen", "KARLMALONE_LISTEN", ":5288", "address to serve on")
-	env.String(&c.databaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL (required)")
-	var level string
-	env.String(&level, "log-level", "KARLMALONE_LOG_LEVEL", "info", "log level: debug, info, warn, error")
-	env.String(&c.logFormat, "log-format", "KARLMALONE_LOG_FORMAT", "text", "log format: text or json")
-	env.String(&c.tlsCert, "tls-cert", "KARLMALONE_TLS_CERT", "", "TLS certificate file (serve HTTPS and HTTP/2 over TLS)")
-	env.String(&c.tlsKey, "tls-key", "KARLMALONE_TLS_KEY", "", "TLS key file")
-	env.String(&c.debugListen, "debug-listen", "KARLMALONE_DEBUG_LISTEN", "", "serve /debug/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
-	env.Int(&c.dbMaxConns, "db-max-conns", "KARLMALONE_DB_MAX_CONNS", 4*runtime.GOMAXPROCS(0)+8, "most database connections")
-	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", 15*time.Second, "how long shutdown waits for requests in flight")
-	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", c.server.TokenTTL, "access token lifetime")
-	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", c.server.MaxRequestBytes, "largest RPC request body")
-	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", c.server.GroupMaxMembers, "most members a new group may have")
-	env.Duration(&c.server.RecallWindow, "recall-window", "KARLMALONE_RECALL_WINDOW", c.server.RecallWindow, "how long after sending a message its sender may recall it")
-	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", runtime.GOMAXPROCS(0), "most password hashes computed at once (each takes 19 MiB)")
-	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", false, "benchmarks only: hash passwords with trivial argon2id parameters")
+	env.String(&c.listen, "listen", "KARLMALONE_LISTEN", "address to serve on")
+	env.String(&c.databaseURL, "database-url", "DATABASE_URL", "PostgreSQL URL (required)")
+	env.Text(&c.logLevel, "log-level", "KARLMALONE_LOG_LEVEL", "log level: debug, info, warn, error")
+	env.String(&c.logFormat, "log-format", "KARLMALONE_LOG_FORMAT", "log format: text or json")
+	env.String(&c.tlsCert, "tls-cert", "KARLMALONE_TLS_CERT", "TLS certificate file (serve HTTPS and HTTP/2 over TLS)")
+	env.String(&c.tlsKey, "tls-key", "KARLMALONE_TLS_KEY", "TLS key file")
+	env.String(&c.debugListen, "debug-listen", "KARLMALONE_DEBUG_LISTEN", "serve /debug/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
+	env.Int(&c.dbMaxConns, "db-max-conns", "KARLMALONE_DB_MAX_CONNS", "most database connections")
+	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", "how long shutdown waits for requests in flight")
+	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", "access token lifetime")
+	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", "largest RPC request body")
+	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", "most members a new group may have")
+	env.Duration(&c.server.RecallWindow, "recall-window", "KARLMALONE_RECALL_WINDOW", "how long after sending a message its sender may recall it")
+	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", "most password hashes computed at once (each takes 19 MiB)")
+	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", "benchmarks only: hash passwords with trivial argon2id parameters")
 	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")
 	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "logins per client address, as interval/burst (0 disables)")
 	env.Rate(&c.server.LoginPerPhone, "login-rate-phone", "KARLMALONE_LOGIN_RATE_PHONE", "logins per phone, as interval/burst (0 disables)")
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
-	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", c.server.AttachmentDir, "directory where uploaded attachments are stored")
-	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", c.server.MaxAttachmentBytes, "largest attachment upload, in bytes")
-	var corsOrigins string
-	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
-	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", 10*time.Second, "how long a client may take to send request headers")
-	env.Duration(&c.idleTimeout, "idle-timeout", "KARLMALONE_IDLE_TIMEOUT", 2*time.Minute, "how long an idle keep-alive connection stays open")
-	env.Int(&c.maxHeaderBytes, "max-header-bytes", "KARLMALONE_MAX_HEADER_BYTES", 64<<10, "largest request header block")
-	env.Duration(&c.dbConnectTimeout, "db-connect-timeout", "KARLMALONE_DB_CONNECT_TIMEOUT", 5*time.Second, "how long opening a database connection may take before requests fail")
-	// The push hub's limits; the defaults are the hub's own (push.Config).
-	env.Int(&c.push.Shards, "push-shards", "KARLMALONE_PUSH_SHARDS", 4*runtime.GOMAXPROCS(0), "push hub shards (rounded up to a power of two)")
-	env.Int(&c.push.QueueSize, "push-queue-size", "KARLMALONE_PUSH_QUEUE_SIZE", 256, "events queued per push receiver before it is disconnected as too slow")
-	env.Duration(&c.push.WriteTimeout, "push-write-timeout", "KARLMALONE_PUSH_WRITE_TIMEOUT", 5*time.Second, "how long one push frame write may take")
-	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", 25*time.Second, "how often push sockets are pinged")
-	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", 5*time.Second, "how long a ping may go unanswered before the socket is dropped")
-	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", 4<<10, "largest frame a push client may send, in bytes")
+	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
+	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
+	var corsOrigins string // parsed into server.CORSOrigins below
+	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
+	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")
+	env.Duration(&c.idleTimeout, "idle-timeout", "KARLMALONE_IDLE_TIMEOUT", "how long an idle keep-alive connection stays open")
+	env.Int(&c.maxHeaderBytes, "max-header-bytes", "KARLMALONE_MAX_HEADER_BYTES", "largest request header block")
+	env.Duration(&c.dbConnectTimeout, "db-connect-timeout", "KARLMALONE_DB_CONNECT_TIMEOUT", "how long opening a database connection may take before requests fail")
+	env.Int(&c.push.Shards, "push-shards", "KARLMALONE_PUSH_SHARDS", "push hub shards (rounded up to a power of two)")
+	env.Int(&c.push.QueueSize, "push-queue-size", "KARLMALONE_PUSH_QUEUE_SIZE", "events queued per push receiver before it is disconnected as too slow")
+	env.Duration(&c.push.WriteTimeout, "push-write-timeout", "KARLMALONE_PUSH_WRITE_TIMEOUT", "how long one push frame write may take")
+	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", "how often push sockets are pinged")
+	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", "how long a ping may go unanswered before the socket is dropped")
+	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", "largest frame a push client may send, in bytes")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if env.err != nil {
 		return nil, env.err
-	}
-	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
 	}
 	if c.databaseURL == "" {
 		return nil, errors.New("no database: set DATABASE_URL or -database-url (or use `make run`, which starts a private PostgreSQL)")
@@ -138,11 +186,21 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 // run is main without the process: tests call it with their own args and
 // context. ready, if not nil, receives the listening address.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready chan<- string) error {
-	cmd := "serve"
+	cmd, named := "serve", false
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+		cmd, args, named = args[0], args[1:], true
 	}
-	if cmd != "serve" && cmd != "migrate" {
+	switch {
+	case cmd == "help":
+		usage(stderr)
+		return nil
+	case !named && len(args) > 0 && isHelpFlag(args[0]):
+		// `karlmalone -help`: the commands, then the flags of serve, the
+		// default command (which parseFlags prints below).
+		usage(stderr)
+		fmt.Fprintln(stderr)
+	case cmd != "serve" && cmd != "migrate":
+		usage(stderr)
 		return fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
 	}
 	c, err := parseFlags(cmd, args, getenv, stderr)
@@ -313,65 +371,60 @@ type envFlags struct {
 
 func (e *envFlags) usage(usage, name string) string { return usage + " (env " + name + ")" }
 
-func (e *envFlags) String(p *string, flagName, envName, def, usage string) {
+// Each method defines a flag whose default is the environment variable when
+// set, else *p as it stands (from defaultConfig): a default is never written
+// beside a flag.
+
+func (e *envFlags) String(p *string, flagName, envName, usage string) {
 	if v := e.getenv(envName); v != "" {
-		def = v
+		*p = v
 	}
-	e.fs.StringVar(p, flagName, def, e.usage(usage, envName))
+	e.fs.StringVar(p, flagName, *p, e.usage(usage, envName))
 }
 
-func (e *envFlags) Int(p *int, flagName, envName string, def int, usage string) {
-	if v := e.getenv(envName); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			e.err = fmt.Errorf("%s: %w", envName, err)
-		}
-		def = n
-	}
-	e.fs.IntVar(p, flagName, def, e.usage(usage, envName))
+func (e *envFlags) Int(p *int, flagName, envName, usage string) {
+	e.parseEnv(envName, func(v string) (err error) { *p, err = strconv.Atoi(v); return err })
+	e.fs.IntVar(p, flagName, *p, e.usage(usage, envName))
 }
 
-func (e *envFlags) Int64(p *int64, flagName, envName string, def int64, usage string) {
-	if v := e.getenv(envName); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			e.err = fmt.Errorf("%s: %w", envName, err)
-		}
-		def = n
-	}
-	e.fs.Int64Var(p, flagName, def, e.usage(usage, envName))
+func (e *envFlags) Int64(p *int64, flagName, envName, usage string) {
+	e.parseEnv(envName, func(v string) (err error) { *p, err = strconv.ParseInt(v, 10, 64); return err })
+	e.fs.Int64Var(p, flagName, *p, e.usage(usage, envName))
 }
 
-func (e *envFlags) Bool(p *bool, flagName, envName string, def bool, usage string) {
-	if v := e.getenv(envName); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			e.err = fmt.Errorf("%s: %w", envName, err)
-		}
-		def = b
-	}
-	e.fs.BoolVar(p, flagName, def, e.usage(usage, envName))
+func (e *envFlags) Bool(p *bool, flagName, envName, usage string) {
+	e.parseEnv(envName, func(v string) (err error) { *p, err = strconv.ParseBool(v); return err })
+	e.fs.BoolVar(p, flagName, *p, e.usage(usage, envName))
 }
 
-func (e *envFlags) Duration(p *time.Duration, flagName, envName string, def time.Duration, usage string) {
+func (e *envFlags) Duration(p *time.Duration, flagName, envName, usage string) {
+	e.parseEnv(envName, func(v string) (err error) { *p, err = time.ParseDuration(v); return err })
+	e.fs.DurationVar(p, flagName, *p, e.usage(usage, envName))
+}
+
+// Text is a flag of a type that reads and writes itself as text (slog.Level).
+func (e *envFlags) Text(p interface {
+	encoding.TextMarshaler
+	encoding.TextUnmarshaler
+}, flagName, envName, usage string) {
+	e.parseEnv(envName, func(v string) error { return p.UnmarshalText([]byte(v)) })
+	e.fs.TextVar(p, flagName, p, e.usage(usage, envName))
+}
+
+// parseEnv sets a flag's variable from envName, if set; a value that does
+// not parse is the first error parseFlags reports.
+func (e *envFlags) parseEnv(envName string, parse func(string) error) {
 	if v := e.getenv(envName); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
+		if err := parse(v); err != nil && e.err == nil {
 			e.err = fmt.Errorf("%s: %w", envName, err)
 		}
-		def = d
 	}
-	e.fs.DurationVar(p, flagName, def, e.usage(usage, envName))
 }
 
 // Rate parses "interval/burst" (e.g. "6s/20"); "0" disables the limit.
 func (e *envFlags) Rate(p *server.RateLimit, flagName, envName, usage string) {
 	v := rateValue{p}
-	if s := e.getenv(envName); s != "" {
-		if err := v.Set(s); err != nil {
-			e.err = fmt.Errorf("%s: %w", envName, err)
-		}
-	}
+	e.parseEnv(envName, v.Set)
 	e.fs.Var(v, flagName, e.usage(usage, envName))
 }
 

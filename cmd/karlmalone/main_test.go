@@ -174,20 +174,41 @@ func TestServeFlagDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.server.AttachmentDir != ".data/attachments" || c.server.MaxAttachmentBytes != 20<<20 {
-		t.Errorf("attachment defaults: %q, %d", c.server.AttachmentDir, c.server.MaxAttachmentBytes)
+	// Every default is the one written in defaultConfig, server.DefaultConfig
+	// or push.DefaultConfig, and CORS is off.
+	want := defaultConfig()
+	want.databaseURL = "postgres://u@db.example/k"
+	if !reflect.DeepEqual(*c, want) {
+		t.Errorf("defaults\n%+v, want\n%+v", *c, want)
+	}
+	if !reflect.DeepEqual(c.server, server.DefaultConfig()) || !reflect.DeepEqual(c.push, push.DefaultConfig()) {
+		t.Errorf("server defaults %+v, push defaults %+v: not the packages' own", c.server, c.push)
 	}
 	if c.server.CORSOrigins != nil || c.push.OriginPatterns != nil {
 		t.Errorf("CORS by default: %q %q", c.server.CORSOrigins, c.push.OriginPatterns)
 	}
-	// The push flags' defaults are the hub's own.
-	want := push.Config{QueueSize: 256, WriteTimeout: 5 * time.Second, PingInterval: 25 * time.Second,
-		PingTimeout: 5 * time.Second, ReadLimit: 4 << 10, Shards: c.push.Shards}
-	if !reflect.DeepEqual(c.push, want) || c.push.Shards <= 0 {
-		t.Errorf("push defaults %+v, want %+v", c.push, want)
-	}
-	if !reflect.DeepEqual(c.server, server.DefaultConfig()) {
-		t.Errorf("server defaults %+v, want server.DefaultConfig() %+v", c.server, server.DefaultConfig())
+}
+
+// TestHelpListsCommands: `karlmalone help`, `karlmalone -help` and an
+// unknown command name the subcommands.
+func TestHelpListsCommands(t *testing.T) {
+	t.Parallel()
+	none := func(string) string { return "" }
+	for _, args := range [][]string{{"help"}, {"-help"}, {"-h"}, {"--help"}, {"serve-all"}} {
+		var out bytes.Buffer
+		err := run(t.Context(), args, none, &out, nil)
+		unknown := args[0] == "serve-all"
+		if (err != nil) != unknown {
+			t.Errorf("%v: error %v", args, err)
+		}
+		for _, c := range []string{"serve", "migrate", "help"} {
+			if !regexp.MustCompile(`(?m)^  ` + c + ` +\S`).MatchString(out.String()) {
+				t.Errorf("%v does not list the command %s:\n%s", args, c, out.String())
+			}
+		}
+		if args[0] == "-help" && !strings.Contains(out.String(), "-push-queue-size") {
+			t.Errorf("-help does not list serve's flags:\n%s", out.String())
+		}
 	}
 }
 

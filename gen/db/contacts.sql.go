@@ -455,8 +455,10 @@ type LockContactPairParams struct {
 	B int64
 }
 
-// Friend requests, contacts and blocks (ContactService; chat reads GetContact
-// and IsBlockedEitherWay to decide whether a direct message may be sent).
+// Friend requests, contacts and blocks (ContactService). Whether a direct
+// message may be sent is decided from the same rows by CreateMessage and
+// GetDirectSendTarget (messages.sql); group invitations check them with
+// ListGroupInvitees (groups.sql).
 // Serializes every change to one pair of members (request, answer, remove,
 // block) for the rest of the transaction, so "blocked", "contacts" and
 // "pending request" never go out of step under concurrent calls. The pair is

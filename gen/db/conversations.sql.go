@@ -73,7 +73,9 @@ const listConversationMemberIDs = `-- name: ListConversationMemberIDs :many
 SELECT member_id FROM conversation_members WHERE conversation_id = $1
 `
 
-// Everyone an event about the conversation goes to.
+// Everyone an event about the conversation goes to. Unpaged: a direct
+// conversation has two members, a group at most its max_members.
+// @sqlc-vet-disable bounded-list
 func (q *Queries) ListConversationMemberIDs(ctx context.Context, conversationID int64) ([]int64, error) {
 	rows, err := q.db.Query(ctx, listConversationMemberIDs, conversationID)
 	if err != nil {

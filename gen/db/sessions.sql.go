@@ -113,6 +113,10 @@ const listSessionsByMember = `-- name: ListSessionsByMember :many
 SELECT id, member_id, token_hash, device_name, created_at, last_seen_at, expires_at FROM sessions WHERE member_id = $1 AND expires_at > now() ORDER BY id
 `
 
+// Unpaged, as ListSessions has no page fields: a member's unexpired sessions,
+// whose growth the per-phone login limit caps (LoginPerPhone). A candidate
+// for paging should members keep many devices.
+// @sqlc-vet-disable bounded-list
 func (q *Queries) ListSessionsByMember(ctx context.Context, memberID int64) ([]Session, error) {
 	rows, err := q.db.Query(ctx, listSessionsByMember, memberID)
 	if err != nil {

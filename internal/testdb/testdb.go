@@ -120,8 +120,9 @@ func setup() error {
 	return createTemplate(ctx)
 }
 
-// createTemplate migrates the template database once per schema version. The
-// transaction-scoped advisory lock serialises test binaries sharing a server.
+// createTemplate migrates the template database once per schema version. A
+// session-level advisory lock, held on this connection until it is unlocked,
+// serialises test binaries sharing a server.
 func createTemplate(ctx context.Context) error {
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
