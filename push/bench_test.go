@@ -9,7 +9,7 @@ import (
 )
 
 // BenchmarkPublish measures the hub's own work for one event to `subs`
-// members, each with one in-memory receiver (a Subscription): the bus hop,
+// members, each with one in-memory receiver (a Subscription): the frame,
 // shard lookup and lock, a non-blocking enqueue per receiver, and the
 // receiver's dequeue (Next), done every `batch` publishes in the same
 // goroutine, as a consumer that keeps up would. No socket I/O and no
