@@ -48,6 +48,10 @@ type Node interface {
 	CloseLocalSession(sessionID int64)
 	// Directory is this node's directory, which the bus keeps.
 	Directory() *Directory
+	// Resync tells this node's receivers, and those of the members in
+	// remote on other nodes, that events for them may have been lost since
+	// then (the bus was down): their clients resync over RPC.
+	Resync(since time.Time, remote []int64)
 }
 
 // BusStats is a snapshot of a bus's state, for /metrics and /readyz.
@@ -88,3 +92,5 @@ func (n hubNode) Deliver(memberIDs []int64, event []byte) {
 func (n hubNode) CloseLocalSession(sessionID int64) { n.h.closeLocalSession(sessionID) }
 
 func (n hubNode) Directory() *Directory { return n.h.dir }
+
+func (n hubNode) Resync(since time.Time, remote []int64) { n.h.resync(since, remote) }

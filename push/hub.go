@@ -79,6 +79,10 @@ type Config struct {
 	// nodes sent (binary protobuf) for JSON sockets and Subscriptions. Binary
 	// sockets get the bytes as they came. Required with a Bus.
 	NewEvent func() proto.Message
+	// ResyncEvent returns the event that tells a client that events for it
+	// may have been lost since a time, sent after the bus was down (see
+	// docs/CLUSTER.md). Nil: no such notice.
+	ResyncEvent func(since time.Time) proto.Message
 }
 
 func (c Config) withDefaults() Config {
@@ -260,6 +264,28 @@ func (h *Hub) deliver(memberIDs []int64, f *frame) {
 		h.stats.dropped.Add(1) // the frame that did not fit
 		h.shut(c, reasonSlow, false)
 	}
+}
+
+// resync sends the resync notice to every receiver on this node, and through
+// the bus to the members in remote that other nodes host.
+func (h *Hub) resync(since time.Time, remote []int64) {
+	if h.cfg.ResyncEvent == nil || h.closing.Load() {
+		return
+	}
+	var local []int64
+	for _, s := range h.shards {
+		s.mu.RLock()
+		for m := range s.members {
+			local = append(local, m)
+		}
+		s.mu.RUnlock()
+	}
+	f := &frame{msg: h.cfg.ResyncEvent(since), log: h.log}
+	if len(remote) > 0 && h.bus != nil {
+		h.bus.Publish(remote, f.binary)
+	}
+	h.deliver(local, f)
+	h.log.Info("push: told clients to resync", "since", since, "here", len(local), "elsewhere", len(remote))
 }
 
 // register adds c to its shard. It fails once Shutdown has begun: the flag is

@@ -75,6 +75,9 @@ func (c NATSConfig) withDefaults() NATSConfig {
 //	P.ev.<node>    events for members that node hosts: one message per
 //	               event and node, naming its members (kindEvent)
 //	P.revoke       session revocations, heard by every node
+//	P.resync       "tell all your clients to resync", heard by every node
+//	               (after an outage in which a node dropped events for too
+//	               many members to name them)
 //	P.dir.<node>   that node's directory stream: changes (seq-numbered),
 //	               heartbeats and its goodbye, heard by every node
 //	P.sync.<node>  requests for that node's full state, and P.sync.all for
@@ -92,8 +95,8 @@ type NATSBus struct {
 	node Node
 	dir  *Directory
 
-	subjEvents, subjRevoke, subjDir, subjSnap, subjSync, subjSyncAll string
-	dirPrefix                                                        string // "P.dir."
+	subjEvents, subjRevoke, subjResync, subjDir, subjSnap, subjSync, subjSyncAll string
+	dirPrefix                                                                    string // "P.dir."
 
 	dirMsgs   chan *nats.Msg // the directory's messages, in the order they came
 	connected chan struct{}  // capacity 1: (re)connected, say hello
@@ -110,6 +113,14 @@ type NATSBus struct {
 
 	sinceMu sync.Mutex
 	since   time.Time // last change of the connection state
+
+	// What was lost while disconnected, for the resync notices sent once
+	// the cluster has settled after reconnection (resyncAt, dirLoop's own).
+	lostMu     sync.Mutex
+	downSince  time.Time          // zero while nothing is owed
+	dropped    map[int64]struct{} // remote members whose events were dropped
+	droppedAll bool               // too many to name
+	resyncAt   time.Time
 
 	// connectedAt (Unix ns) is when the connection last came up: no node
 	// can have been heard from before, so none expires sooner than Expiry
@@ -163,6 +174,7 @@ func NewNATSBus(cfg NATSConfig, log *slog.Logger) *NATSBus {
 	p := cfg.Prefix
 	b.subjEvents = p + ".ev." + b.id
 	b.subjRevoke = p + ".revoke"
+	b.subjResync = p + ".resync"
 	b.dirPrefix = p + ".dir."
 	b.subjDir = b.dirPrefix + b.id
 	b.subjSnap = p + ".snap." + b.id
@@ -204,7 +216,7 @@ func (b *NATSBus) Start(n Node) error {
 	for _, s := range []struct {
 		subj string
 		cb   nats.MsgHandler
-	}{{b.subjEvents, b.onEvent}, {b.subjRevoke, b.onRevoke}} {
+	}{{b.subjEvents, b.onEvent}, {b.subjRevoke, b.onRevoke}, {b.subjResync, b.onResync}} {
 		sub, err := nc.Subscribe(s.subj, s.cb)
 		if err != nil {
 			nc.Close()
@@ -228,6 +240,7 @@ func (b *NATSBus) Start(n Node) error {
 	b.wg.Go(b.dirLoop)
 	b.wg.Go(b.announceLoop)
 	if !nc.IsConnected() {
+		b.markDown()
 		b.log.Warn("push: NATS unreachable; serving this node's members only and retrying", "url", b.cfg.URL)
 	}
 	return nil
@@ -258,6 +271,7 @@ func (b *NATSBus) onDisconnect(nc *nats.Conn, err error) {
 		return
 	}
 	b.setSince()
+	b.markDown()
 	b.stats.disconnects.Add(1)
 	b.log.Warn("push: lost NATS; serving this node's members only until it is back", "err", err)
 }
@@ -284,6 +298,7 @@ func (b *NATSBus) Publish(memberIDs []int64, encoded func() ([]byte, error)) err
 	}
 	if !b.nc.IsConnected() {
 		b.stats.eventsDropped.Add(uint64(len(batches)))
+		b.lost(batches)
 		return errNotConnected
 	}
 	ev, err := encoded()
@@ -341,6 +356,73 @@ func (b *NATSBus) onRevoke(m *nats.Msg) {
 	}
 	b.stats.revokesReceived.Add(1)
 	b.node.CloseLocalSession(id)
+}
+
+// maxDropped is how many members' lost events a node remembers by name; past
+// that, every node tells every client to resync.
+const maxDropped = 65536
+
+// markDown notes when events started to go missing.
+func (b *NATSBus) markDown() {
+	b.lostMu.Lock()
+	defer b.lostMu.Unlock()
+	if b.downSince.IsZero() {
+		b.downSince = time.Now()
+	}
+}
+
+// lost remembers the members whose events were dropped.
+func (b *NATSBus) lost(batches []nodeBatch) {
+	b.lostMu.Lock()
+	defer b.lostMu.Unlock()
+	if b.droppedAll {
+		return
+	}
+	if b.dropped == nil {
+		b.dropped = make(map[int64]struct{})
+	}
+	for _, nb := range batches {
+		for _, id := range nb.ids {
+			b.dropped[id] = struct{}{}
+		}
+	}
+	if len(b.dropped) > maxDropped {
+		b.dropped, b.droppedAll = nil, true
+	}
+}
+
+// sendResync tells the clients that may have missed events during the
+// outage to resync: this node's (they missed what other nodes sent), and the
+// members on other nodes whose events this node dropped.
+func (b *NATSBus) sendResync() {
+	b.lostMu.Lock()
+	since, dropped, all := b.downSince, b.dropped, b.droppedAll
+	b.downSince, b.dropped, b.droppedAll = time.Time{}, nil, false
+	b.lostMu.Unlock()
+	if since.IsZero() {
+		return
+	}
+	var remote []int64
+	if all {
+		if err := b.nc.Publish(b.subjResync, appendResync(nil, since.UnixMilli())); err != nil {
+			b.log.Warn("push: publish resync", "err", err)
+		}
+	} else {
+		remote = make([]int64, 0, len(dropped))
+		for id := range dropped {
+			remote = append(remote, id)
+		}
+	}
+	b.node.Resync(since, remote)
+}
+
+func (b *NATSBus) onResync(m *nats.Msg) {
+	since, err := parseResync(m.Data)
+	if err != nil {
+		b.stats.bad.Add(1)
+		return
+	}
+	b.node.Resync(time.UnixMilli(since), nil)
 }
 
 // Stats implements Bus.
@@ -479,6 +561,10 @@ func (b *NATSBus) hello() {
 	for _, p := range b.peers {
 		p.heard, p.asked, p.synced = now, now, false
 	}
+	// Resync notices wait until the others have had time to learn this
+	// node's state again (they ask within a heartbeat of hearing it): a
+	// client that resyncs after the notice then gets every later event.
+	b.resyncAt = now.Add(2 * b.cfg.Heartbeat)
 	b.stats.resyncs.Add(1)
 	if err := b.nc.PublishRequest(b.subjSyncAll, b.subjSnap, []byte{kindSync}); err != nil {
 		b.log.Debug("push: request directory", "err", err)
@@ -503,6 +589,10 @@ func (b *NATSBus) tick() {
 	}
 	b.heartbeat()
 	now := time.Now()
+	if !b.resyncAt.IsZero() && now.After(b.resyncAt) {
+		b.resyncAt = time.Time{}
+		b.sendResync()
+	}
 	up := time.Unix(0, b.connectedAt.Load())
 	for id, p := range b.peers {
 		if now.Sub(p.heard) > b.cfg.Expiry && now.Sub(up) > b.cfg.Expiry {

@@ -44,7 +44,8 @@ func newNode(t *testing.T, ns *natstest.Server, name string, tune ...func(*NATSC
 		f(&cfg)
 	}
 	bus := NewNATSBus(cfg, testLogger())
-	n := &node{env: newEnv(t, Config{Bus: bus, NewEvent: newStringEvent}, nil), bus: bus, proxy: p,
+	cfgHub := Config{Bus: bus, NewEvent: newStringEvent, ResyncEvent: func(time.Time) proto.Message { return wrapperspb.String("resync") }}
+	n := &node{env: newEnv(t, cfgHub, nil), bus: bus, proxy: p,
 		changes: make(chan Change, 4096)}
 	t.Cleanup(n.hub.Directory().Watch(func(c Change) { n.changes <- c }))
 	if err := bus.nc.Flush(); err != nil { // its subscriptions are on the server
@@ -305,7 +306,8 @@ func TestNATSNewNodeLearnsState(t *testing.T) {
 
 // NATS going away leaves each node serving its own members; events for
 // members elsewhere are dropped and counted; after NATS comes back the nodes
-// reconnect by themselves and push crosses nodes again.
+// reconnect by themselves, push crosses nodes again, and every client that may
+// have missed something is told to resync.
 func TestNATSServerRestart(t *testing.T) {
 	t.Parallel()
 	ns := natstest.New(t)
@@ -351,8 +353,20 @@ func TestNATSServerRestart(t *testing.T) {
 		}
 	}
 	a.hub.Publish([]int64{1}, wrapperspb.String("after"))
-	if got := readString(t, remote); got != "after" {
-		t.Errorf("remote socket got %q, want the first event after the restart", got)
+	// The remote socket hears from its own node (which lost NATS too) and
+	// from a (which dropped its event); the local one from a.
+	for name, ws := range map[string]*websocket.Conn{"remote": remote, "local": local} {
+		want := map[string]bool{"resync": true}
+		if name == "remote" {
+			want["after"] = true
+		}
+		for len(want) > 0 {
+			got := readString(t, ws)
+			if !want[got] && got != "resync" {
+				t.Fatalf("%s socket got %q, want %v", name, got, want)
+			}
+			delete(want, got)
+		}
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	kindBye       byte = 5 // (nothing)
 	kindSnapshot  byte = 6 // node id, seq, part, parts, (id, age)…
 	kindSync      byte = 7 // (nothing; the reply subject says where to answer)
+	kindResync    byte = 8 // since (Unix ms)
 )
 
 var errWire = errors.New("push: malformed bus message")
@@ -70,6 +71,19 @@ func appendRevoke(b []byte, session int64) []byte {
 func parseRevoke(b []byte) (int64, error) {
 	r := wireReader{b: b}
 	if r.byte() != kindRevoke {
+		return 0, errWire
+	}
+	s := int64(r.uvarint())
+	return s, r.done()
+}
+
+func appendResync(b []byte, since int64) []byte {
+	return binary.AppendUvarint(append(b, kindResync), uint64(since))
+}
+
+func parseResync(b []byte) (int64, error) {
+	r := wireReader{b: b}
+	if r.byte() != kindResync {
 		return 0, errWire
 	}
 	s := int64(r.uvarint())

@@ -45,12 +45,16 @@ var serviceNames = []string{
 // routes, /metrics, the API description and browser, and gRPC reflection and
 // health. All but the attachments are open (DESIGN.md).
 func mountRoutes(mux *http.ServeMux, d Deps, authn *Authenticator, m *metrics) {
-	dir := d.Config.AttachmentDir
-	if dir == "" {
-		dir = DefaultAttachmentDir
+	store := d.Attachments
+	if store == nil {
+		dir := d.Config.AttachmentDir
+		if dir == "" {
+			dir = DefaultAttachmentDir
+		}
+		store = attachment.NewFS(dir)
 	}
 	att := attachment.NewHandler(attachment.Options{
-		Store:    attachment.NewFS(dir),
+		Store:    store,
 		Pool:     d.Pool,
 		MaxBytes: d.Config.MaxAttachmentBytes,
 		Log:      d.Log,
