@@ -89,7 +89,7 @@ func (n hubNode) Deliver(memberIDs []int64, event []byte) {
 	n.h.deliverEncoded(memberIDs, event)
 }
 
-func (n hubNode) CloseLocalSession(sessionID int64) { n.h.closeLocalSession(sessionID) }
+func (n hubNode) CloseLocalSession(sessionID int64) { n.h.remoteRevoke(sessionID) }
 
 func (n hubNode) Directory() *Directory { return n.h.dir }
 

@@ -83,6 +83,10 @@ type Config struct {
 	// may have been lost since a time, sent after the bus was down (see
 	// docs/CLUSTER.md). Nil: no such notice.
 	ResyncEvent func(since time.Time) proto.Message
+	// OnSessionRevoked, if set, is called when another node revoked a
+	// session (the hub has closed its receivers here), so that this node
+	// drops whatever it caches about the session. It must not block.
+	OnSessionRevoked func(sessionID int64)
 }
 
 func (c Config) withDefaults() Config {
@@ -438,6 +442,29 @@ func (h *Hub) CloseSession(sessionID int64) {
 	if h.bus != nil {
 		h.bus.CloseSession(sessionID) // counted and logged by the bus
 	}
+}
+
+// remoteRevoke closes a session that another node revoked.
+func (h *Hub) remoteRevoke(sessionID int64) {
+	if h.cfg.OnSessionRevoked != nil {
+		h.cfg.OnSessionRevoked(sessionID)
+	}
+	h.closeLocalSession(sessionID)
+}
+
+// Sessions lists the sessions with a receiver on this node: after the bus
+// was down, revocations may have been missed, and the caller checks these
+// again.
+func (h *Hub) Sessions() []int64 {
+	var out []int64
+	for _, s := range h.shards {
+		s.mu.RLock()
+		for id := range s.sessions {
+			out = append(out, id)
+		}
+		s.mu.RUnlock()
+	}
+	return out
 }
 
 func (h *Hub) closeLocalSession(sessionID int64) {

@@ -212,7 +212,6 @@ func (b *NATSBus) Start(n Node) error {
 		return fmt.Errorf("push: connect to NATS: %w", err)
 	}
 	b.nc = nc
-	b.kick = b.dir.startAnnouncing()
 	for _, s := range []struct {
 		subj string
 		cb   nats.MsgHandler
@@ -235,8 +234,10 @@ func (b *NATSBus) Start(n Node) error {
 		}
 		b.subs = append(b.subs, sub)
 	}
-	// onConnect says hello once dirLoop runs, after the subscriptions above:
-	// the answers must find them.
+	// Only now: a member's first receiver waits for its announcement, which
+	// needs announceLoop. onConnect says hello once dirLoop runs, after the
+	// subscriptions above: the answers must find them.
+	b.kick = b.dir.startAnnouncing()
 	b.wg.Go(b.dirLoop)
 	b.wg.Go(b.announceLoop)
 	if !nc.IsConnected() {

@@ -37,6 +37,11 @@ func fastNATS(url, name string) NATSConfig {
 }
 
 func newNode(t *testing.T, ns *natstest.Server, name string, tune ...func(*NATSConfig)) *node {
+	return newNodeHub(t, ns, name, Config{}, tune...)
+}
+
+// newNodeHub is newNode with more of the hub's config.
+func newNodeHub(t *testing.T, ns *natstest.Server, name string, hub Config, tune ...func(*NATSConfig)) *node {
 	t.Helper()
 	p := ns.Proxy()
 	cfg := fastNATS(p.URL, name)
@@ -44,8 +49,9 @@ func newNode(t *testing.T, ns *natstest.Server, name string, tune ...func(*NATSC
 		f(&cfg)
 	}
 	bus := NewNATSBus(cfg, testLogger())
-	cfgHub := Config{Bus: bus, NewEvent: newStringEvent, ResyncEvent: func(time.Time) proto.Message { return wrapperspb.String("resync") }}
-	n := &node{env: newEnv(t, cfgHub, nil), bus: bus, proxy: p,
+	hub.Bus, hub.NewEvent = bus, newStringEvent
+	hub.ResyncEvent = func(time.Time) proto.Message { return wrapperspb.String("resync") }
+	n := &node{env: newEnv(t, hub, nil), bus: bus, proxy: p,
 		changes: make(chan Change, 4096)}
 	t.Cleanup(n.hub.Directory().Watch(func(c Change) { n.changes <- c }))
 	if err := bus.nc.Flush(); err != nil { // its subscriptions are on the server
@@ -206,12 +212,17 @@ func TestNATSAnnouncedBeforeSocketOpens(t *testing.T) {
 }
 
 // Closing a session on one node closes its sockets and streams on every
-// node, and nothing else.
+// node, and nothing else; the other nodes hear of it (to drop their caches).
 func TestNATSCloseSessionAcrossNodes(t *testing.T) {
 	t.Parallel()
 	ns := natstest.New(t)
-	nodes := cluster(t, ns, "a", "b", "c")
-	a, b, c := nodes[0], nodes[1], nodes[2]
+	revoked := make(chan int64, 10)
+	hook := Config{OnSessionRevoked: func(id int64) { revoked <- id }}
+	a := newNodeHub(t, ns, "a", hook)
+	b, c := newNodeHub(t, ns, "b", hook), newNodeHub(t, ns, "c", hook)
+	for _, n := range []*node{a, b, c} {
+		eventually(t, "every node knows every other", func() bool { return n.bus.Stats().Peers == 2 })
+	}
 	onB := b.dial(t, 1, 10)
 	onC := c.dial(t, 1, 10)
 	sub, err := c.hub.Subscribe(t.Context(), Principal{1, 10})
@@ -226,6 +237,17 @@ func TestNATSCloseSessionAcrossNodes(t *testing.T) {
 	}
 	if _, err := sub.Next(t.Context()); err != ErrSessionRevoked {
 		t.Errorf("subscription ended with %v, want ErrSessionRevoked", err)
+	}
+	if got := []int64{wait(t, revoked), wait(t, revoked)}; got[0] != 10 || got[1] != 10 {
+		t.Errorf("b and c were told of %v, want session 10 twice", got)
+	}
+	select {
+	case id := <-revoked:
+		t.Errorf("told of session %d once more (a, which revoked it, needs no telling)", id)
+	default:
+	}
+	if got := c.hub.Sessions(); len(got) != 1 || got[0] != 11 {
+		t.Errorf("c hosts sessions %v, want [11]", got)
 	}
 	c.hub.Publish([]int64{1}, wrapperspb.String("still here"))
 	if got := readString(t, other); got != "still here" {
