@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -242,9 +243,21 @@ func (b *NATSBus) Start(n Node) error {
 	b.wg.Go(b.announceLoop)
 	if !nc.IsConnected() {
 		b.markDown()
-		b.log.Warn("push: NATS unreachable; serving this node's members only and retrying", "url", b.cfg.URL)
+		b.log.Warn("push: NATS unreachable; serving this node's members only and retrying", "url", redactURLs(b.cfg.URL))
 	}
 	return nil
+}
+
+// redactURLs hides the credentials of comma-separated URLs, for logs.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func (b *NATSBus) signalConnected() {

@@ -83,3 +83,10 @@ func TestWireMalformed(t *testing.T) {
 		t.Error("snapshot part 2 of 2 parsed")
 	}
 }
+
+func TestRedactURLs(t *testing.T) {
+	got := redactURLs("nats://user:secret@a:4222, nats://b:4222,tls://tok@c")
+	if want := "nats://redacted@a:4222, nats://b:4222,tls://redacted@c"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
