@@ -745,7 +745,7 @@ func (b *NATSBus) handleSnapshot(data []byte, now time.Time) {
 		b.stats.bad.Add(1)
 		return
 	}
-	p := b.peer(s.node, "", true)
+	p := b.peer(s.node, s.name, true)
 	if p == nil {
 		return
 	}
@@ -783,7 +783,7 @@ func (b *NATSBus) sendState(reply string) {
 	parts := max(1, (len(state)+limit-1)/limit)
 	for i := range parts {
 		part := state[min(i*limit, len(state)):min((i+1)*limit, len(state))]
-		if err := b.nc.Publish(reply, appendSnapshot(nil, b.id, b.seq, i, parts, now, part)); err != nil {
+		if err := b.nc.Publish(reply, appendSnapshot(nil, b.id, b.cfg.Name, b.seq, i, parts, now, part)); err != nil {
 			b.log.Debug("push: send directory", "err", err)
 			return
 		}

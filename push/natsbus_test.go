@@ -428,7 +428,7 @@ func TestNATSDirectoryProtocol(t *testing.T) {
 		for _, x := range members {
 			state = append(state, memberSince{x, now})
 		}
-		if err := fake.Publish(m.Reply, appendSnapshot(nil, id, seq, 0, 1, now, state)); err != nil {
+		if err := fake.Publish(m.Reply, appendSnapshot(nil, id, "fake", seq, 0, 1, now, state)); err != nil {
 			t.Fatal(err)
 		}
 	}

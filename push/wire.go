@@ -17,7 +17,7 @@ const (
 	kindDelta     byte = 3 // seq, on (id, age)…, off (id)…
 	kindHeartbeat byte = 4 // seq, member count, name
 	kindBye       byte = 5 // (nothing)
-	kindSnapshot  byte = 6 // node id, seq, part, parts, (id, age)…
+	kindSnapshot  byte = 6 // node id, node name, seq, part, parts, (id, age)…
 	kindSync      byte = 7 // (nothing; the reply subject says where to answer)
 	kindResync    byte = 8 // since (Unix ms)
 )
@@ -151,10 +151,12 @@ func parseHeartbeat(b []byte) (heartbeat, error) {
 	return h, r.err
 }
 
-func appendSnapshot(b []byte, node string, seq uint64, part, parts int, now int64, entries []memberSince) []byte {
+func appendSnapshot(b []byte, node, name string, seq uint64, part, parts int, now int64, entries []memberSince) []byte {
 	b = append(b, kindSnapshot)
 	b = binary.AppendUvarint(b, uint64(len(node)))
 	b = append(b, node...)
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	b = append(b, name...)
 	b = binary.AppendUvarint(b, seq)
 	b = binary.AppendUvarint(b, uint64(part))
 	b = binary.AppendUvarint(b, uint64(parts))
@@ -162,7 +164,7 @@ func appendSnapshot(b []byte, node string, seq uint64, part, parts int, now int6
 }
 
 type snapshot struct {
-	node        string
+	node, name  string
 	seq         uint64
 	part, parts int
 	entries     []memberSince
@@ -176,6 +178,7 @@ func parseSnapshot(b []byte, now int64) (snapshot, error) {
 		return s, errWire
 	}
 	s.node = string(r.bytes(r.count(1)))
+	s.name = string(r.bytes(r.count(1)))
 	s.seq = r.uvarint()
 	s.part = int(r.uvarint())
 	s.parts = int(r.uvarint())

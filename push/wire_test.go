@@ -32,8 +32,8 @@ func TestWireRoundTrip(t *testing.T) {
 	if h, err := parseHeartbeat(appendHeartbeat(nil, 5, 3, "node-1")); err != nil || h != (heartbeat{5, 3, "node-1"}) {
 		t.Errorf("heartbeat: %+v %v", h, err)
 	}
-	s, err := parseSnapshot(appendSnapshot(nil, "abc", 9, 1, 2, now, entries), now)
-	if err != nil || s.node != "abc" || s.seq != 9 || s.part != 1 || s.parts != 2 || !reflect.DeepEqual(s.entries, entries) {
+	s, err := parseSnapshot(appendSnapshot(nil, "abc", "node-1", 9, 1, 2, now, entries), now)
+	if err != nil || s.node != "abc" || s.name != "node-1" || s.seq != 9 || s.part != 1 || s.parts != 2 || !reflect.DeepEqual(s.entries, entries) {
 		t.Errorf("snapshot: %+v %v", s, err)
 	}
 }
@@ -46,7 +46,7 @@ func TestWireMalformed(t *testing.T) {
 		appendEvent(nil, []int64{1, 2}, nil),
 		appendRevoke(nil, 1<<50),
 		appendDelta(nil, 3, now, []memberSince{{5, now}}, []int64{6}),
-		appendSnapshot(nil, "id", 1, 0, 1, now, []memberSince{{5, now}}),
+		appendSnapshot(nil, "id", "name", 1, 0, 1, now, []memberSince{{5, now}}),
 	}
 	parse := []func([]byte) error{
 		func(b []byte) error { _, _, err := parseEvent(b, nil); return err },
@@ -79,7 +79,7 @@ func TestWireMalformed(t *testing.T) {
 	if _, _, err := parseEvent([]byte{kindEvent, 0xff, 0xff, 0xff, 0xff, 0x0f}, nil); err == nil {
 		t.Error("event claiming 4G ids parsed")
 	}
-	if _, err := parseSnapshot(appendSnapshot(nil, "id", 1, 2, 2, now, nil), now); err == nil {
+	if _, err := parseSnapshot(appendSnapshot(nil, "id", "", 1, 2, 2, now, nil), now); err == nil {
 		t.Error("snapshot part 2 of 2 parsed")
 	}
 }
