@@ -12,10 +12,23 @@ TOOLPKG := github.com/bufbuild/buf/cmd/buf github.com/sqlc-dev/sqlc/cmd/sqlc \
            google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go \
            github.com/sudorandom/protoc-gen-connect-openapi
 
-.PHONY: run test build generate checkgenerate lint tools clean
+.PHONY: run test build generate checkgenerate lint tools clean cluster
 
 run: build
 	bin/devpg -dir .data/postgres -db karlmalone -- bin/karlmalone serve
+
+# Three nodes on 5288–5290 joined by one nats-server (4222), on one private
+# PostgreSQL (.data/cluster); Ctrl-C stops them all. See docs/CLUSTER.md.
+CLUSTER_NODES ?= 3
+CLUSTER_PORT ?= 5288
+CLUSTER_NATS_PORT ?= 4222
+cluster: build bin/nats-server
+	bin/devpg -dir .data/cluster/postgres -db karlmalone -- \
+		bin/cluster -nodes $(CLUSTER_NODES) -port $(CLUSTER_PORT) -nats-port $(CLUSTER_NATS_PORT) -dir .data/cluster
+
+# The NATS server, from the Go module pinned in tools/go.mod.
+bin/nats-server: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o ../bin/ github.com/nats-io/nats-server/v2
 
 # The second line runs the push stress test at the issue's full size
 # (50 senders × 200 messages into a group of 100 online members), which takes

@@ -83,6 +83,9 @@ type Staged interface {
 // filesystem as their final place, so publishing one is an atomic rename.
 type FS struct {
 	dir string
+	// spool: the files are only a stop on the way to another store (S3),
+	// which keeps them durably; staging skips the fsync.
+	spool bool
 	// made is set once dir exists, to skip the MkdirAll on every upload.
 	made sync.Once
 	err  error
@@ -169,8 +172,10 @@ func (s *FS) Stage(r io.Reader, limit int64) (Staged, error) {
 	}
 	// Durable before it becomes visible: a crash after Commit must not leave
 	// a published name pointing at missing bytes.
-	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("attachment: sync temporary file: %w", err))
+	if !s.spool {
+		if err := f.Sync(); err != nil {
+			return fail(fmt.Errorf("attachment: sync temporary file: %w", err))
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(st.tmp)

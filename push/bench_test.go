@@ -9,7 +9,7 @@ import (
 )
 
 // BenchmarkPublish measures the hub's own work for one event to `subs`
-// members, each with one in-memory receiver (a Subscription): the bus hop,
+// members, each with one in-memory receiver (a Subscription): the frame,
 // shard lookup and lock, a non-blocking enqueue per receiver, and the
 // receiver's dequeue (Next), done every `batch` publishes in the same
 // goroutine, as a consumer that keeps up would. No socket I/O and no
@@ -96,5 +96,32 @@ func BenchmarkPublishWebSocket(b *testing.B) {
 			}
 			flush()
 		})
+	}
+}
+
+// BenchmarkDirectoryRoute measures the bus's routing of one event: a group of
+// 10,000 online members spread over 20 other nodes, in a directory of
+// 1,000,000 online members (docs/CLUSTER.md's sizing). Each op splits the
+// recipients into one batch per node.
+func BenchmarkDirectoryRoute(b *testing.B) {
+	const online, nodes, group = 1_000_000, 20, 10_000
+	d := newDirectory()
+	for n := range nodes {
+		slot, _ := d.addPeer(fmt.Sprint(n), "", fmt.Sprintf("ev.%d", n))
+		var on []memberSince
+		for m := n; m < online; m += nodes {
+			on = append(on, memberSince{member: int64(m), since: 1})
+		}
+		d.peerChanged(slot, on, nil, CauseSync)
+	}
+	ids := make([]int64, group)
+	for i := range ids {
+		ids[i] = int64(i * 97) // 97 and 20 are coprime: spread over every node
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if got := d.route(ids); len(got) != nodes {
+			b.Fatalf("%d batches", len(got))
+		}
 	}
 }

@@ -22,6 +22,42 @@ type frame struct {
 	binOnce, jsonOnce sync.Once
 	bin, json         []byte
 	binErr, jsonErr   error
+
+	// An event from another node arrives encoded (bin); it is decoded at
+	// most once, with newMsg, only if a JSON socket or a Subscription needs it.
+	msgOnce sync.Once
+	newMsg  func() proto.Message
+	msgErr  error
+}
+
+// newEncodedFrame is a frame for an event that arrived in its binary encoding
+// (from another node): binary sockets get bin as it is.
+func newEncodedFrame(bin []byte, newMsg func() proto.Message, log *slog.Logger) *frame {
+	f := &frame{bin: bin, newMsg: newMsg, log: log}
+	f.binOnce.Do(func() {})
+	return f
+}
+
+// message returns the event, decoding it first if it arrived encoded.
+func (f *frame) message() (proto.Message, error) {
+	f.msgOnce.Do(func() {
+		if f.msg != nil {
+			return
+		}
+		if f.newMsg == nil {
+			f.msgErr = errors.New("decode event from another node: push.Config.NewEvent is not set")
+		} else {
+			m := f.newMsg()
+			if err := proto.Unmarshal(f.bin, m); err != nil {
+				f.msgErr = fmt.Errorf("decode %s from another node: %w", m.ProtoReflect().Descriptor().FullName(), err)
+			} else {
+				f.msg = m
+				return
+			}
+		}
+		f.log.Error("push: decode event", "err", f.msgErr)
+	})
+	return f.msg, f.msgErr
 }
 
 func (f *frame) binary() ([]byte, error) {
@@ -37,7 +73,12 @@ func (f *frame) binary() ([]byte, error) {
 
 func (f *frame) text() ([]byte, error) {
 	f.jsonOnce.Do(func() {
-		f.json, f.jsonErr = protojson.Marshal(f.msg)
+		msg, err := f.message()
+		if err != nil {
+			f.jsonErr = err // logged by message
+			return
+		}
+		f.json, f.jsonErr = protojson.Marshal(msg)
 		if f.jsonErr != nil {
 			f.jsonErr = fmt.Errorf("marshal %s to JSON: %w", f.msg.ProtoReflect().Descriptor().FullName(), f.jsonErr)
 			f.log.Error("push: encode event", "encoding", "json", "err", f.jsonErr)

@@ -8,9 +8,14 @@
 // (close code 1008, "too slow: resync") so its client reconnects and resyncs
 // over RPC. Push is the fast path; history is the truth.
 //
+// With a Bus (Config.Bus, NATSBus) the hub is one node of a cluster: events
+// for members on other nodes travel over the bus, encoded once, and the hub's
+// Directory knows who is online where (presence).
+//
 // The package knows nothing about the project's generated types: an event is
-// any proto.Message. docs/ARCHITECTURE.md follows an event from the RPC that
-// makes it to the socket, and describes the bus seam between nodes.
+// any proto.Message (Config.NewEvent makes one to decode events that other
+// nodes sent). docs/ARCHITECTURE.md follows an event from the RPC that makes
+// it to the socket, and describes the bus seam between nodes.
 package push
 
 import (
@@ -72,13 +77,25 @@ type Config struct {
 	PingTimeout    time.Duration // a dead peer is dropped within PingInterval+PingTimeout
 	ReadLimit      int64         // client frame limit (clients send nothing meaningful)
 	OriginPatterns []string      // passed to websocket.AcceptOptions
-	// Bus carries events between nodes. Default: NewLocalBus() (this process only).
+	// Bus joins this node to the others of a cluster; the hub owns it from
+	// NewHub on and closes it in Shutdown. Nil: this node alone.
 	Bus Bus
+	// NewEvent returns an empty event message, to decode events that other
+	// nodes sent (binary protobuf) for JSON sockets and Subscriptions. Binary
+	// sockets get the bytes as they came. Required with a Bus.
+	NewEvent func() proto.Message
+	// ResyncEvent returns the event that tells a client that events for it
+	// may have been lost since a time, sent after the bus was down (see
+	// docs/CLUSTER.md). Nil: no such notice.
+	ResyncEvent func(since time.Time) proto.Message
+	// OnSessionRevoked, if set, is called when another node revoked a
+	// session (the hub has closed its receivers here), so that this node
+	// drops whatever it caches about the session. It must not block.
+	OnSessionRevoked func(sessionID int64)
 }
 
 // DefaultConfig returns the hub's defaults; the command's flags and the tests
-// take theirs from here. Bus is left nil: NewHub gives each hub its own local
-// bus.
+// take theirs from here. Bus is left nil: the node runs alone.
 func DefaultConfig() Config {
 	return Config{
 		Shards:       4 * runtime.GOMAXPROCS(0),
@@ -110,9 +127,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = d.ReadLimit
-	}
-	if c.Bus == nil {
-		c.Bus = NewLocalBus()
 	}
 	return c
 }
@@ -154,11 +168,12 @@ type Hub struct {
 	ctx    context.Context // lives until Shutdown; parent of every socket's read loop, write and ping
 	cancel context.CancelFunc
 
-	busCancel func()
-	closing   atomic.Bool   // set once by Shutdown; read by register under the shard lock
-	done      chan struct{} // closed when Shutdown has finished
-	pingers   sync.WaitGroup
-	pingSem   chan struct{} // bounds concurrent pings across shards
+	dir     *Directory
+	bus     Bus           // nil: this node alone
+	closing atomic.Bool   // set once by Shutdown; read by register under the shard lock
+	done    chan struct{} // closed when Shutdown has finished
+	pingers sync.WaitGroup
+	pingSem chan struct{} // bounds concurrent pings across shards
 
 	stats counters
 
@@ -190,8 +205,7 @@ const maxPings = 1024
 // closeParallelism bounds concurrent close handshakes during Shutdown.
 const closeParallelism = 128
 
-// NewHub starts a hub: one ping ticker per shard, and a subscription to
-// cfg.Bus whose deliveries fan out to this node's receivers.
+// NewHub starts a hub: one ping ticker per shard, and cfg.Bus if there is one.
 func NewHub(cfg Config, log *slog.Logger) *Hub {
 	cfg = cfg.withDefaults()
 	if log == nil {
@@ -204,6 +218,7 @@ func NewHub(cfg Config, log *slog.Logger) *Hub {
 		shift:   uint(64 - bits.TrailingZeros(uint(cfg.Shards))),
 		done:    make(chan struct{}),
 		pingSem: make(chan struct{}, maxPings),
+		dir:     newDirectory(),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	for i := range h.shards {
@@ -211,14 +226,18 @@ func NewHub(cfg Config, log *slog.Logger) *Hub {
 		h.shards[i] = s
 		h.pingers.Go(func() { s.pingLoop(h) })
 	}
-	cancel, err := cfg.Bus.Subscribe(h.deliver)
-	if err != nil {
+	if cfg.Bus != nil {
+		if cfg.NewEvent == nil {
+			h.log.Error("push: Config.NewEvent is not set: events from other nodes reach binary sockets only")
+		}
 		// NewHub has no error return (it is wired once at startup); a hub
-		// that cannot hear its bus still serves sockets, so say it loudly.
-		h.log.Error("push: subscribe to bus; events will not be delivered", "err", err)
-		cancel = func() {}
+		// without its bus still serves its own node, so say it loudly.
+		if err := cfg.Bus.Start(hubNode{h}); err != nil {
+			h.log.Error("push: start bus; this node serves its own members only", "err", err)
+		} else {
+			h.bus = cfg.Bus
+		}
 	}
-	h.busCancel = cancel
 	return h
 }
 
@@ -228,37 +247,43 @@ func (h *Hub) shardFor(member int64) *shard {
 	return h.shards[(uint64(member)*0x9E3779B97F4A7C15)>>h.shift]
 }
 
-// Publish sends ev to every receiver of every member in memberIDs, through the
-// bus (so other nodes' receivers get it too). It never blocks on a socket.
-// memberIDs should be distinct. ev is shared by all recipients and encoded
-// lazily: the caller must not modify it after Publish. After Shutdown, Publish
-// is a no-op.
+// Publish sends ev to every receiver of every member in memberIDs: on this
+// node directly, and through the bus to the other nodes hosting any of them
+// (one message per node). It never blocks on a socket. memberIDs should be
+// distinct. ev is shared by all recipients and encoded lazily, at most once
+// per encoding on this node: the caller must not modify it after Publish.
+// After Shutdown, Publish is a no-op.
 func (h *Hub) Publish(memberIDs []int64, ev proto.Message) {
 	if len(memberIDs) == 0 || ev == nil || h.closing.Load() {
 		return
 	}
 	h.stats.published.Add(1)
-	if err := h.cfg.Bus.Publish(h.ctx, memberIDs, ev); err != nil {
-		h.log.Warn("push: publish to bus", "members", len(memberIDs), "err", err)
+	f := &frame{msg: ev, log: h.log}
+	if h.bus != nil {
+		// First, so the network hop overlaps the local fan-out. The bus
+		// counts and logs what it cannot send; history covers the loss.
+		h.bus.Publish(memberIDs, f.binary)
 	}
+	h.deliver(memberIDs, f)
 }
 
-// deliver is the bus's callback: the local fan-out. One frame is shared by
-// every recipient; a full queue marks its receiver for disconnection, done
-// after the shard lock is released.
-func (h *Hub) deliver(memberIDs []int64, ev proto.Message) {
+// deliverEncoded fans out an event that another node published.
+func (h *Hub) deliverEncoded(memberIDs []int64, event []byte) {
+	h.deliver(memberIDs, newEncodedFrame(event, h.cfg.NewEvent, h.log))
+}
+
+// deliver is the local fan-out. One frame is shared by every recipient; a
+// full queue marks its receiver for disconnection, done after the shard lock
+// is released.
+func (h *Hub) deliver(memberIDs []int64, f *frame) {
 	if h.closing.Load() {
 		return
 	}
-	var f *frame // allocated for the first local recipient: none here, no cost
 	var slow []*conn
 	for _, id := range memberIDs {
 		s := h.shardFor(id)
 		s.mu.RLock()
 		for c := range s.members[id] {
-			if f == nil {
-				f = &frame{msg: ev, log: h.log}
-			}
 			if !c.enqueue(f) {
 				slow = append(slow, c)
 			}
@@ -271,20 +296,68 @@ func (h *Hub) deliver(memberIDs []int64, ev proto.Message) {
 	}
 }
 
+// resync sends the resync notice to every receiver on this node, and through
+// the bus to the members in remote that other nodes host.
+func (h *Hub) resync(since time.Time, remote []int64) {
+	if h.cfg.ResyncEvent == nil || h.closing.Load() {
+		return
+	}
+	var local []int64
+	for _, s := range h.shards {
+		s.mu.RLock()
+		for m := range s.members {
+			local = append(local, m)
+		}
+		s.mu.RUnlock()
+	}
+	f := &frame{msg: h.cfg.ResyncEvent(since), log: h.log}
+	if len(remote) > 0 && h.bus != nil {
+		h.bus.Publish(remote, f.binary)
+	}
+	h.deliver(local, f)
+	h.log.Info("push: told clients to resync", "since", since, "here", len(local), "elsewhere", len(remote))
+}
+
 // register adds c to its shard. It fails once Shutdown has begun: the flag is
 // read under the shard lock that Shutdown's snapshot also takes, so every
 // receiver is either refused or seen by Shutdown.
+//
+// The first receiver of a member on this node puts the member in the
+// directory; with a bus, register returns only once the other nodes have
+// been told (or announceWait has passed), so that an event published anywhere
+// after the client saw its socket open (or its stream's headers) reaches it.
+// That is what lets a client connect first and then read history without a
+// gap, on any node.
 func (h *Hub) register(c *conn) error {
+	announced, err := h.add(c)
+	if announced != nil {
+		t := time.NewTimer(announceWait)
+		select {
+		case <-announced:
+		case <-t.C:
+		case <-h.ctx.Done():
+		}
+		t.Stop()
+	}
+	return err
+}
+
+// announceWait bounds how long register waits for the bus to announce a
+// member; the bus gives up sooner on its own (NATSBus: one second).
+const announceWait = 2 * time.Second
+
+func (h *Hub) add(c *conn) (announced <-chan struct{}, err error) {
 	s := c.shard
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if h.closing.Load() {
-		return ErrShutdown
+		return nil, ErrShutdown
 	}
 	m := s.members[c.member]
 	if m == nil {
 		m = make(map[*conn]struct{}, 1)
 		s.members[c.member] = m
+		announced = h.dir.setLocal(c.member, true, time.Now().UnixMilli())
 	}
 	m[c] = struct{}{}
 	s.sessions[c.session] = append(s.sessions[c.session], c)
@@ -295,7 +368,7 @@ func (h *Hub) register(c *conn) error {
 	} else {
 		h.stats.subs.Add(1)
 	}
-	return nil
+	return announced, nil
 }
 
 func (h *Hub) unregister(c *conn) {
@@ -306,6 +379,7 @@ func (h *Hub) unregister(c *conn) {
 		delete(m, c)
 		if len(m) == 0 {
 			delete(s.members, c.member)
+			h.dir.setLocal(c.member, false, time.Now().UnixMilli())
 		}
 	}
 	list := s.sessions[c.session]
@@ -387,8 +461,41 @@ func closeSocket(c *conn, ws *websocket.Conn, r closeReason) {
 }
 
 // CloseSession closes every socket (code 4001, "session revoked") and ends
-// every Subscription (ErrSessionRevoked) of a session, for logout and revoke.
+// every Subscription (ErrSessionRevoked) of a session, for logout and revoke:
+// on this node at once, and on the other nodes as soon as the bus brings
+// them the word (milliseconds; nothing while the bus is down, see
+// docs/CLUSTER.md).
 func (h *Hub) CloseSession(sessionID int64) {
+	h.closeLocalSession(sessionID)
+	if h.bus != nil {
+		h.bus.CloseSession(sessionID) // counted and logged by the bus
+	}
+}
+
+// remoteRevoke closes a session that another node revoked.
+func (h *Hub) remoteRevoke(sessionID int64) {
+	if h.cfg.OnSessionRevoked != nil {
+		h.cfg.OnSessionRevoked(sessionID)
+	}
+	h.closeLocalSession(sessionID)
+}
+
+// Sessions lists the sessions with a receiver on this node: after the bus
+// was down, revocations may have been missed, and the caller checks these
+// again.
+func (h *Hub) Sessions() []int64 {
+	var out []int64
+	for _, s := range h.shards {
+		s.mu.RLock()
+		for id := range s.sessions {
+			out = append(out, id)
+		}
+		s.mu.RUnlock()
+	}
+	return out
+}
+
+func (h *Hub) closeLocalSession(sessionID int64) {
 	var found []*conn
 	for _, s := range h.shards {
 		s.mu.RLock()
@@ -434,7 +541,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 	}
 	defer close(h.done)
-	h.busCancel()
+	if h.bus != nil {
+		// First: the other nodes forget this node's members at once and stop
+		// sending their events here, rather than as each socket closes.
+		if err := h.bus.Close(); err != nil {
+			h.log.Warn("push: close bus", "err", err)
+		}
+	}
+	defer h.dir.close()
 
 	var all []*conn
 	for _, s := range h.shards {
@@ -481,6 +595,18 @@ launch:
 		h.log.Warn("push: shutdown cut short", "err", err)
 	}
 	return err
+}
+
+// Directory is the hub's directory: presence on this node and, with a bus,
+// on the whole cluster.
+func (h *Hub) Directory() *Directory { return h.dir }
+
+// BusStats reports the bus's state; ok is false when the hub has no bus.
+func (h *Hub) BusStats() (s BusStats, ok bool) {
+	if h.bus == nil {
+		return BusStats{}, false
+	}
+	return h.bus.Stats(), true
 }
 
 // Stats returns a snapshot of the hub's counters.

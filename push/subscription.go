@@ -33,8 +33,13 @@ func (s *Subscription) Next(ctx context.Context) (proto.Message, error) {
 		if c.queue.len() > 0 {
 			f := c.queue.pop()
 			c.mu.Unlock()
+			msg, err := f.message()
+			if err != nil { // logged once per frame by message
+				c.hub.stats.dropped.Add(1)
+				continue
+			}
 			c.hub.stats.delivered.Add(1)
-			return f.msg, nil
+			return msg, nil
 		}
 		c.mu.Unlock()
 		select {

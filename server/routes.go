@@ -39,7 +39,11 @@ var serviceNames = []string{
 // routes, /metrics, the API description and browser, and gRPC reflection and
 // health. All but the attachments are open.
 func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *metrics) {
-	att := newAttachmentServer(b, authn, attachment.NewFS(d.Config.AttachmentDir))
+	files := d.Attachments
+	if files == nil {
+		files = attachment.NewFS(d.Config.AttachmentDir)
+	}
+	att := newAttachmentServer(b, authn, files)
 	mux.HandleFunc("POST /v1/attachments", att.upload)
 	mux.HandleFunc("GET /v1/attachments/{id}", att.download)
 

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
@@ -106,8 +107,10 @@ type Deps struct {
 	Log    *slog.Logger
 	Hasher *password.Hasher
 	// Hub delivers events, serves GET /v1/push and ChatService.Subscribe.
-	Hub    *push.Hub
-	Config Config
+	Hub *push.Hub
+	// Attachments stores uploads (nil: the local directory Config.AttachmentDir).
+	Attachments attachment.Store
+	Config      Config
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 

@@ -61,6 +61,7 @@ type config struct {
 	hashConcurrency int
 	server          server.Config
 	push            push.Config
+	cluster         clusterConfig
 
 	// HTTP server and database connection limits.
 	readHeaderTimeout time.Duration
@@ -112,6 +113,13 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nEvery flag has an environment fallback, listed by -help.")
 }
 
+// clusterConfig is what joins a node to others (docs/CLUSTER.md).
+type clusterConfig struct {
+	natsURL  string              // empty: this node alone
+	nodeName string              // empty: the host name
+	s3       attachment.S3Config // Endpoint empty: attachments in -attachment-dir
+}
+
 // parseFlags reads args, with each flag defaulting to its environment
 // variable and then to defaultConfig.
 func parseFlags(cmd string, args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -158,6 +166,18 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", "how often push sockets are pinged")
 	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", "how long a ping may go unanswered before the socket is dropped")
 	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", "largest frame a push client may send, in bytes")
+	// Running several nodes (docs/CLUSTER.md): NATS between them, attachments
+	// in an S3 bucket. The S3 keys come from the environment only, never from
+	// the command line (which ps shows).
+	cl := &c.cluster
+	env.String(&cl.natsURL, "nats-url", "KARLMALONE_NATS_URL", "NATS server URL(s), comma-separated, joining this node to the others; empty: this node runs alone")
+	env.String(&cl.nodeName, "node-name", "KARLMALONE_NODE_NAME", "this node's name in logs and to the other nodes (default: the host name)")
+	env.String(&cl.s3.Endpoint, "s3-endpoint", "KARLMALONE_S3_ENDPOINT", "S3-compatible endpoint for attachments, like https://s3.eu-west-1.amazonaws.com (keys: KARLMALONE_S3_ACCESS_KEY, KARLMALONE_S3_SECRET_KEY); empty: -attachment-dir")
+	env.String(&cl.s3.Bucket, "s3-bucket", "KARLMALONE_S3_BUCKET", "S3 bucket for attachments (it must exist)")
+	env.String(&cl.s3.Prefix, "s3-prefix", "KARLMALONE_S3_PREFIX", "prefix of the attachments' keys in the S3 bucket")
+	env.String(&cl.s3.Region, "s3-region", "KARLMALONE_S3_REGION", "S3 region (empty: asked of the endpoint)")
+	env.Bool(&cl.s3.PathStyle, "s3-path-style", "KARLMALONE_S3_PATH_STYLE", "bucket in the URL's path, not its host name (MinIO, Ceph)")
+	cl.s3.AccessKey, cl.s3.SecretKey = getenv("KARLMALONE_S3_ACCESS_KEY"), getenv("KARLMALONE_S3_SECRET_KEY")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -180,6 +200,11 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	}
 	// Browsers open push sockets from the same origins that call the API.
 	c.push.OriginPatterns = c.server.CORSOrigins
+	if s := c.cluster.s3; s.Endpoint != "" || s.Bucket != "" {
+		if _, err := attachment.NewS3(s); err != nil {
+			return nil, fmt.Errorf("-s3-endpoint, -s3-bucket: %w", err)
+		}
+	}
 	return c, nil
 }
 
@@ -232,17 +257,17 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		log.Warn("INSECURE: fast password hashing enabled; for benchmarks only")
 		params = password.InsecureFastParams
 	}
-	// Fail now, not at the first upload, when the directory is unusable; and
-	// sweep uploads a crash left half-written.
-	if n, err := attachment.NewFS(c.server.AttachmentDir).Prepare(24*time.Hour, time.Now()); err != nil {
+	store, err := attachmentStore(ctx, c, log)
+	if err != nil {
 		return err
-	} else if n > 0 {
-		log.Info("removed interrupted uploads", "count", n)
 	}
-	hub := push.NewHub(c.push, log)
+	if c.cluster.natsURL != "" {
+		c.push.Bus = push.NewNATSBus(push.NATSConfig{URL: c.cluster.natsURL, Name: c.cluster.nodeName}, log)
+	}
+	hub := push.NewHub(server.PushEvents(c.push), log)
 	h := server.New(server.Deps{
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
-		Hub: hub, Config: c.server,
+		Hub: hub, Attachments: store, Config: c.server,
 	})
 
 	var protocols http.Protocols
@@ -301,6 +326,33 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// attachmentStore opens the S3 bucket or the local directory. It fails now,
+// not at the first upload, when the store is unusable, and sweeps uploads a
+// crash left half-written.
+func attachmentStore(ctx context.Context, c *config, log *slog.Logger) (attachment.Store, error) {
+	if c.cluster.s3.Endpoint == "" {
+		fs := attachment.NewFS(c.server.AttachmentDir)
+		n, err := fs.Prepare(24*time.Hour, time.Now())
+		if n > 0 {
+			log.Info("removed interrupted uploads", "count", n)
+		}
+		return fs, err
+	}
+	s3, err := attachment.NewS3(c.cluster.s3)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s3.Prepare(ctx, 24*time.Hour, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		log.Info("removed interrupted uploads", "count", n)
+	}
+	log.Info("attachments in S3", "endpoint", c.cluster.s3.Endpoint, "bucket", c.cluster.s3.Bucket)
+	return s3, nil
 }
 
 // serveDebug serves the profiler on its own listener, only when asked for:

@@ -67,6 +67,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 		"register-rate", "login-rate-addr", "login-rate-phone",
 		"attachment-dir", "max-attachment-bytes", "cors-origins",
 		"push-shards", "push-queue-size", "push-write-timeout", "push-ping-interval", "push-ping-timeout", "push-read-limit",
+		"nats-url", "node-name", "s3-endpoint", "s3-bucket", "s3-prefix", "s3-region", "s3-path-style",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("serve -help does not list -%s", want)
@@ -151,8 +152,8 @@ func TestEveryLimitIsAFlag(t *testing.T) {
 	}
 	unchanged("config", reflect.ValueOf(*byFlag), reflect.ValueOf(*defaults), "server", "push")
 	unchanged("server.Config", reflect.ValueOf(byFlag.server), reflect.ValueOf(defaults.server))
-	// Bus is wiring (NATS or in-process), not a limit.
-	unchanged("push.Config", reflect.ValueOf(byFlag.push), reflect.ValueOf(defaults.push), "Bus")
+	// Bus and the event constructors are wiring, not limits.
+	unchanged("push.Config", reflect.ValueOf(byFlag.push), reflect.ValueOf(defaults.push), "Bus", "NewEvent", "ResyncEvent", "OnSessionRevoked")
 
 	// Spot checks of the parsing itself.
 	if got := byFlag.server.CORSOrigins; !slices.Equal(got, []string{"https://app.example.com", "https://admin.example.com"}) {
@@ -222,6 +223,8 @@ func TestServeFlagErrors(t *testing.T) {
 		"origin without scheme": {env: map[string]string{"KARLMALONE_CORS_ORIGINS": "app.example.com"}},
 		"bad attachment limit":  {env: map[string]string{"KARLMALONE_MAX_ATTACHMENT_BYTES": "lots"}},
 		"bad push timeout":      {env: map[string]string{"KARLMALONE_PUSH_WRITE_TIMEOUT": "5"}},
+		"s3 without a bucket":   {args: []string{"-s3-endpoint=https://s3.example.com"}},
+		"s3 endpoint with path": {args: []string{"-s3-endpoint=https://s3.example.com/x", "-s3-bucket=b"}},
 	} {
 		env := map[string]string{"DATABASE_URL": "postgres://u@db.example/k"}
 		for k, v := range tc.env {

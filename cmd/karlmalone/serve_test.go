@@ -26,6 +26,8 @@ import (
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/natstest"
+	"github.com/karlmalone/karlmalone/internal/s3test"
 	"github.com/karlmalone/karlmalone/internal/testdb"
 )
 
@@ -219,5 +221,32 @@ func TestDebugListen(t *testing.T) {
 		if res.StatusCode != want {
 			t.Fatalf("GET %s = %d, want %d", url, res.StatusCode, want)
 		}
+	}
+}
+
+// TestServeClusterFlags runs a node with NATS and an S3 store: it joins NATS
+// while it serves and leaves on shutdown; a bucket that is not there stops it
+// at startup.
+func TestServeClusterFlags(t *testing.T) {
+	ns := natstest.New(t)
+	s3 := s3test.New(t)
+	_, stop, logs := startServer(t, "-nats-url", ns.URL, "-node-name", "node-x",
+		"-s3-endpoint", s3.URL, "-s3-bucket", s3.Bucket, "-s3-path-style")
+	if n := ns.Clients(); n != 1 {
+		t.Errorf("%d NATS clients while serving, want 1", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v\n%s", err, logs)
+	}
+	for _, want := range []string{"attachments in S3", "connected to NATS", "node=node-x"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, logs)
+		}
+	}
+	env := map[string]string{"DATABASE_URL": testdb.NewURL(t)}
+	err := run(t.Context(), []string{"serve", "-listen", "127.0.0.1:0", "-s3-endpoint", s3.URL, "-s3-bucket", "missing", "-s3-path-style"},
+		func(k string) string { return env[k] }, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("run with a missing bucket: %v", err)
 	}
 }
