@@ -74,6 +74,8 @@ type config struct {
 	header           bool
 	logout           bool
 	failOnLoss       bool
+	profileDir       string
+	serverDebug      string
 }
 
 const usageText = `loadgen puts a running KarlMalone server under load through its public API
@@ -133,6 +135,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.progress, "progress", 5*time.Second, "interval of progress lines on stderr")
 	fs.BoolVar(&c.header, "header", true, "print the table header (turn off to append rows to an earlier table)")
 	fs.BoolVar(&c.logout, "logout", true, "log out the sessions setup opened when done (the login scenario's own logins stay)")
+	fs.StringVar(&c.profileDir, "profile-dir", "", "direct, group: write CPU profiles of the load period here: the load generator's, and the server's with -server-debug")
+	fs.StringVar(&c.serverDebug, "server-debug", "", "the server's -debug-listen address (host:port), for its CPU profile with -profile-dir")
 	fs.BoolVar(&c.failOnLoss, "fail-on-loss", true, "exit 1 when messages were lost, sockets failed or the server answered internal/unknown")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

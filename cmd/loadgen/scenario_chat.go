@@ -135,6 +135,7 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 	})
 	log.Info("load: sending", "rate", c.rate, "duration", c.duration, "warmup", c.warmup, "max_messages", n)
 	loadStart := time.Now()
+	prof := startProfiles(ctx, c, c.duration, log)
 	scheduled := loop.run(ctx)
 	scheduled = max(scheduled, int(loop.scheduled.Load()))
 	loadTime := time.Since(loadStart).Round(time.Millisecond)
@@ -143,6 +144,7 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 		t.windowEnd.Store(min(t.windowEnd.Load(), sinceEpoch()))
 	}
 	proc := watch.Stop()
+	prof.stop()
 
 	// Deliveries still in flight: wait until every expected one arrived, for
 	// at most -drain.
