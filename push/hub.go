@@ -67,6 +67,13 @@ type Config struct {
 	PingTimeout    time.Duration // default 5s; a dead peer is dropped within PingInterval+PingTimeout
 	ReadLimit      int64         // client frame limit; default 4 KiB (clients send nothing meaningful)
 	OriginPatterns []string      // passed to websocket.AcceptOptions
+	// Batched subprotocols: most events and bytes per WebSocket message
+	// (defaults 64 and 16 KiB). One event larger than BatchBytes goes alone.
+	BatchEvents, BatchBytes int
+	// CoalesceWindow: a busy batched socket's writer waits this long after a
+	// write so the next message carries more (default 0: off). A socket that
+	// has not written lately is never delayed.
+	CoalesceWindow time.Duration
 	// Bus carries events between nodes. Default: NewLocalBus() (this process only).
 	Bus Bus
 }
@@ -91,6 +98,12 @@ func (c Config) withDefaults() Config {
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 4 << 10
 	}
+	if c.BatchEvents <= 0 {
+		c.BatchEvents = 64
+	}
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = 16 << 10
+	}
 	if c.Bus == nil {
 		c.Bus = NewLocalBus()
 	}
@@ -108,7 +121,8 @@ type Stats struct {
 	Connections             int64  // open WebSockets
 	Subscriptions           int64  // open RPC subscriptions
 	Published               uint64 // events accepted by Publish
-	Delivered               uint64 // frames written to a socket or handed to a subscriber
+	Delivered               uint64 // events written to a socket or handed to a subscriber
+	Messages                uint64 // WebSocket messages written: one per event, or per batch
 	Dropped                 uint64 // frames never delivered (overflow, closed receiver, write or encode failure)
 	SlowConsumerDisconnects uint64 // receivers closed because their queue was full
 	DeadPeers               uint64 // sockets dropped because a ping went unanswered
@@ -117,6 +131,7 @@ type Stats struct {
 type counters struct {
 	conns, subs                               atomic.Int64
 	published, delivered, dropped, slow, dead atomic.Uint64
+	messages                                  atomic.Uint64
 }
 
 // Hub fans events out to the receivers registered on this node.
@@ -139,6 +154,7 @@ type Hub struct {
 
 	// Test hooks, set by tests before the first receiver registers.
 	testHookWrite      func(*conn) // in the writer goroutine, before each socket write
+	testHookLinger     func(*conn) // replaces linger's sleep
 	testHookRegistered func(*conn) // after a socket is registered (the client may not know yet)
 }
 
@@ -378,7 +394,7 @@ func (h *Hub) Subscribe(ctx context.Context, p Principal) (*Subscription, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)
 	}
-	c := h.newConn(p, false, false)
+	c := h.newConn(p, false, encProto)
 	c.wake = make(chan struct{}, 1)
 	if err := h.register(c); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)
@@ -461,6 +477,7 @@ func (h *Hub) Stats() Stats {
 		Subscriptions:           h.stats.subs.Load(),
 		Published:               h.stats.published.Load(),
 		Delivered:               h.stats.delivered.Load(),
+		Messages:                h.stats.messages.Load(),
 		Dropped:                 h.stats.dropped.Load(),
 		SlowConsumerDisconnects: h.stats.slow.Load(),
 		DeadPeers:               h.stats.dead.Load(),

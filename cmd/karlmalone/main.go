@@ -107,6 +107,9 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", 25*time.Second, "how often push sockets are pinged")
 	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", 5*time.Second, "how long a ping may go unanswered before the socket is dropped")
 	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", 4<<10, "largest frame a push client may send, in bytes")
+	env.Int(&c.push.BatchEvents, "push-batch-events", "KARLMALONE_PUSH_BATCH_EVENTS", 64, "most events in one message of the batched push subprotocols")
+	env.Int(&c.push.BatchBytes, "push-batch-bytes", "KARLMALONE_PUSH_BATCH_BYTES", 16<<10, "most bytes in one batched push message (a single larger event goes alone)")
+	env.Duration(&c.push.CoalesceWindow, "push-coalesce-window", "KARLMALONE_PUSH_COALESCE_WINDOW", 0, "how long a busy batched push socket's writer waits after a write so the next carries more (0: off)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -182,7 +182,7 @@ func TestServeFlagDefaults(t *testing.T) {
 	}
 	// The push flags' defaults are the hub's own.
 	want := push.Config{QueueSize: 256, WriteTimeout: 5 * time.Second, PingInterval: 25 * time.Second,
-		PingTimeout: 5 * time.Second, ReadLimit: 4 << 10, Shards: c.push.Shards}
+		PingTimeout: 5 * time.Second, ReadLimit: 4 << 10, BatchEvents: 64, BatchBytes: 16 << 10, Shards: c.push.Shards}
 	if !reflect.DeepEqual(c.push, want) || c.push.Shards <= 0 {
 		t.Errorf("push defaults %+v, want %+v", c.push, want)
 	}
