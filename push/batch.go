@@ -86,24 +86,19 @@ func batchOverhead(json bool) int {
 	return 0
 }
 
-// appendBatch appends the encoded events as one EventBatch.
-func appendBatch(b []byte, json bool, events [][]byte) []byte {
+// appendBatchEvent appends one encoded event to a batch being built: after
+// the opening {"events":[ for JSON (which the caller writes, and the closing
+// ]} after the last event).
+func appendBatchEvent(b []byte, json, first bool, ev []byte) []byte {
 	if json {
-		b = append(b, jsonBatchOpen...)
-		for i, ev := range events {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, ev...)
+		if !first {
+			b = append(b, ',')
 		}
-		return append(b, jsonBatchEnd...)
+		return append(b, ev...)
 	}
-	for _, ev := range events {
-		b = append(b, batchFieldTag)
-		b = protowire.AppendVarint(b, uint64(len(ev)))
-		b = append(b, ev...)
-	}
-	return b
+	b = append(b, batchFieldTag)
+	b = protowire.AppendVarint(b, uint64(len(ev)))
+	return append(b, ev...)
 }
 
 // batchBufs holds the buffers batches are built in. A writer takes one for

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -308,10 +309,9 @@ func (c *conn) encode(frames []*frame) (message, int, *[]byte) {
 		return message{typ: typ, data: b, events: 1}, 1, nil
 	}
 
-	// Size the batch first, so the buffer is filled in one pass.
-	var evs [maxStackEvents][]byte
-	events := evs[:0]
-	size, k := batchOverhead(json), 0
+	// First pass: how many frames fit. Encodings are cached in the frames
+	// (frame.binary/text), so the second pass only copies.
+	size, k, events := batchOverhead(json), 0, 0
 	for _, f := range frames {
 		b, err := f.encoded(json)
 		if err != nil {
@@ -319,24 +319,36 @@ func (c *conn) encode(frames []*frame) (message, int, *[]byte) {
 			continue
 		}
 		cost := batchCost(json, len(b))
-		if len(events) > 0 && size+cost > c.hub.cfg.BatchBytes {
+		if events > 0 && size+cost > c.hub.cfg.BatchBytes {
 			break
 		}
 		size += cost
-		events = append(events, b)
+		events++
 		k++
 	}
-	if len(events) == 0 {
+	if events == 0 {
 		return message{typ: typ}, k, nil
 	}
 	buf := batchBufs.Get().(*[]byte)
-	*buf = appendBatch((*buf)[:0], json, events)
-	return message{typ: typ, data: *buf, events: len(events)}, k, buf
+	b := slices.Grow((*buf)[:0], size)
+	if json {
+		b = append(b, jsonBatchOpen...)
+	}
+	first := true
+	for _, f := range frames[:k] {
+		ev, err := f.encoded(json)
+		if err != nil {
+			continue
+		}
+		b = appendBatchEvent(b, json, first, ev)
+		first = false
+	}
+	if json {
+		b = append(b, jsonBatchEnd...)
+	}
+	*buf = b
+	return message{typ: typ, data: b, events: events}, k, buf
 }
-
-// maxStackEvents sizes encode's scratch array; BatchEvents above it only
-// costs an allocation per batch.
-const maxStackEvents = 128
 
 func releaseBuf(buf *[]byte) {
 	if buf != nil && cap(*buf) <= maxPooledBatch {
