@@ -141,7 +141,7 @@ type Hub struct {
 	shards []*shard
 	shift  uint // member hash >> shift selects the shard
 
-	ctx    context.Context // lives until Shutdown; parent of every socket's read loop, write and ping
+	ctx    context.Context // lives until Shutdown; parent of every socket's read loop and ping (a write ends when its socket closes)
 	cancel context.CancelFunc
 
 	busCancel func()
@@ -460,8 +460,8 @@ launch:
 	case <-ctx.Done():
 		err = fmt.Errorf("push: shutdown: %w", ctx.Err())
 	}
-	// Cancelling the hub context ends every read loop, ping and write, which
-	// drops any socket still open (those left when ctx ended).
+	// Cancelling the hub context ends every read loop and ping, which drops
+	// any socket still open (those left when ctx ended) and so ends its write.
 	h.cancel()
 	h.pingers.Wait()
 	if err != nil {
