@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,7 @@ type recvSocket struct {
 	lastSeq  int64  // socket sees one conversation (group) or two (direct)
 	seqs     map[int64]int64
 	other    int64 // events that are not messages (friend requests, group changes, …)
+	frames   int64 // WebSocket messages read (a batch counts once)
 	err      error // why reading stopped
 	done     chan struct{}
 }
@@ -130,6 +132,7 @@ func (t *tracker) read(s *recvSocket, subprotocol string) {
 			s.err = err
 			return
 		}
+		s.frames++
 		sink.now, sink.accepted = sinceEpoch(), 0
 		if err := decode(buf, sink); err != nil {
 			s.err = fmt.Errorf("decode event: %w", err)
@@ -235,6 +238,14 @@ type bitset []uint64
 
 func (b bitset) has(i int) bool { return i/64 < len(b) && b[i/64]&(1<<(i%64)) != 0 }
 
+func (b bitset) count() int {
+	n := 0
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
 func (b *bitset) set(i int) {
 	for i/64 >= len(*b) {
 		*b = append(*b, 0)
@@ -249,7 +260,8 @@ type accounting struct {
 	missing, dups            int64
 	unexpected               int64 // deliveries of sends that reported an error
 	foreign, unordered       int64
-	dropped                  int // sockets that ended before the load generator closed them
+	frames, events           int64 // WebSocket messages read, and the events they carried
+	dropped                  int   // sockets that ended before the load generator closed them
 	dropReasons              map[string]int
 	examples                 []string
 }
@@ -294,6 +306,8 @@ func (t *tracker) account(sockets []*recvSocket, targets func(i int) []*recvSock
 		}
 	}
 	for _, s := range sockets {
+		a.frames += s.frames
+		a.events += s.other + int64(s.seen.count())
 		if !errors.Is(s.err, errClosedByUs) {
 			a.dropped++
 			a.dropReasons[closeReason(s.err)]++

@@ -182,7 +182,8 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 	res.notes = append(res.notes,
 		fmt.Sprintf("offered %.0f msg/s; %d sent in %s, late %d, not started %d", c.rate, a.sent+a.failed, loadTime, loop.late.Load(), a.notStarted),
 		fmt.Sprintf("SendMessage RTT p50 %s p99 %s", fmtDur(sr.P50), fmtDur(sr.P99)),
-		fmt.Sprintf("missing %d, duplicates %d, out of order %d", a.missing, a.dups, a.unordered))
+		fmt.Sprintf("missing %d, duplicates %d, out of order %d", a.missing, a.dups, a.unordered),
+		fmt.Sprintf("%s: %.1f events per push message", cl.subprotocol, float64(a.events)/float64(max(a.frames, 1))))
 	if a.unexpected > 0 || a.foreign > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("deliveries of failed sends %d, foreign %d", a.unexpected, a.foreign))
 	}
