@@ -3,9 +3,14 @@ package push
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -124,4 +129,93 @@ func countEvents(sp string, msg []byte) int {
 		n++
 	}
 	return n
+}
+
+// BenchmarkCoalesce paces publishes to a group of sockets (one event every
+// interval, like a busy group chat) and reports, per CoalesceWindow, the
+// process's CPU per delivery (server and clients together: getrusage),
+// events per WebSocket message, and the latency from publish to the client's
+// read (p50, p99). Run it with -benchtime=Nx (N publishes), e.g.
+//
+//	go test -run '^$' -bench Coalesce -benchtime 300x ./push/
+func BenchmarkCoalesce(b *testing.B) {
+	const subs = 500
+	for _, interval := range []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond} {
+		for _, window := range []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond} {
+			b.Run(fmt.Sprintf("every=%v/window=%v", interval, window), func(b *testing.B) {
+				e := newEnv(b, Config{CoalesceWindow: window, QueueSize: 4096}, nil)
+				ids := make([]int64, subs)
+				lat := make([][]int64, subs) // per socket: µs from publish to read
+				var done sync.WaitGroup
+				for i := range subs {
+					ids[i] = int64(i + 1)
+					c := e.dial(b, int64(i+1), int64(i+1), SubprotocolProtoBatch)
+					done.Add(1)
+					go func() {
+						defer done.Done()
+						for {
+							_, msg, err := c.Read(context.Background())
+							if err != nil {
+								return
+							}
+							now := nanotime()
+							for len(msg) > 0 {
+								_, _, ev, k := consumeEvent(msg)
+								msg = msg[k:]
+								var v wrapperspb.Int64Value
+								if err := proto.Unmarshal(ev, &v); err != nil {
+									panic(err)
+								}
+								if v.GetValue() < 0 {
+									return // the end
+								}
+								lat[i] = append(lat[i], (now-v.GetValue())/1e3)
+							}
+						}
+					}()
+				}
+				var ru0, ru1 syscall.Rusage
+				syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+				s0 := e.hub.Stats()
+				start := time.Now()
+				b.ResetTimer()
+				for k := range b.N {
+					time.Sleep(time.Until(start.Add(time.Duration(k) * interval)))
+					e.hub.Publish(ids, wrapperspb.Int64(nanotime()))
+				}
+				e.hub.Publish(ids, wrapperspb.Int64(-1))
+				done.Wait()
+				b.StopTimer()
+				syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+				s1 := e.hub.Stats()
+				cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime) - syscall.TimevalToNsec(ru0.Utime) +
+					syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
+				var all []int64
+				for _, l := range lat {
+					all = append(all, l...)
+				}
+				slices.Sort(all)
+				deliveries := float64(b.N * subs)
+				b.ReportMetric(float64(cpu.Nanoseconds())/deliveries, "cpu-ns/delivery")
+				b.ReportMetric(float64(s1.Delivered-s0.Delivered)/float64(max(s1.Messages-s0.Messages, 1)), "events/message")
+				if len(all) > 0 {
+					b.ReportMetric(float64(all[len(all)/2]), "p50-µs")
+					b.ReportMetric(float64(all[len(all)*99/100]), "p99-µs")
+				}
+			})
+		}
+	}
+}
+
+// consumeEvent splits the first event off a binary EventBatch.
+func consumeEvent(b []byte) (protowire.Number, protowire.Type, []byte, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		panic("bad batch")
+	}
+	ev, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 {
+		panic("bad batch")
+	}
+	return num, typ, ev, n + m
 }
