@@ -32,6 +32,8 @@ DEBUG_LISTEN=${BENCH_DEBUG_LISTEN:-127.0.0.1:5389}
 # Binaries to compare (A/B runs): default the ones `make build` just wrote.
 SERVER_BIN=${BENCH_SERVER_BIN:-bin/karlmalone}
 LOADGEN_BIN=${BENCH_LOADGEN_BIN:-bin/loadgen}
+# More loadgen flags for every run, e.g. "-rpc-protocol h2c" or "-push-encoding proto".
+read -r -a extra_flags <<<"${BENCH_LOADGEN_FLAGS:-}"
 
 mkdir -p .data
 LOG=.data/bench-server.log
@@ -113,7 +115,7 @@ header=true
 scenario() {
 	echo "bench: loadgen $*" >&2
 	local rc=0
-	"$LOADGEN_BIN" -addr "$addr" -seed "$SEED" -server-pid "$server_pid" -pg-pid "$pg_pid" -header="$header" "${profile_args[@]}" "$@" | tee -a "$RESULTS" >&2 || rc=$?
+	"$LOADGEN_BIN" -addr "$addr" -seed "$SEED" -server-pid "$server_pid" -pg-pid "$pg_pid" -header="$header" "${profile_args[@]}" "${extra_flags[@]}" "$@" | tee -a "$RESULTS" >&2 || rc=$?
 	if [ "$rc" = 130 ]; then
 		# loadgen handled the Ctrl-C (and reported); bash runs no INT trap
 		# for a child that exits normally, so stop here ourselves.
