@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -77,6 +78,9 @@ type conn struct {
 
 	// Owned by the running writer goroutine.
 	lastWrite int64 // nanotime of the last message written; 0 before the first
+	// When the write in flight began (nanotime), 0 when none: read by the
+	// shard's watchdog.
+	writeSince atomic.Int64
 }
 
 func (h *Hub) newConn(p Principal, socket bool, enc encoding) *conn {
@@ -373,14 +377,17 @@ func (f *frame) encoded(json bool) ([]byte, error) {
 	return b, nil
 }
 
+// write writes one message, with no deadline of its own: a per-write
+// context costs a timer and the library's context.AfterFunc (9% of the
+// server's CPU in a busy group, one to three events per write). Instead the
+// writer marks when its write began and the shard's watchdog drops a socket
+// whose write has run longer than WriteTimeout (see pingLoop); closing the
+// socket ends the write, as Shutdown's closing does.
 func (c *conn) write(m message) error {
-	// Not derived from the hub's context: every socket's writes would then
-	// register with, and contend on, that one context (a mutex and a map,
-	// 7% of the server's CPU in a busy group). Shutdown ends a write in
-	// flight anyway, by closing its socket.
-	ctx, cancel := context.WithTimeout(context.Background(), c.hub.cfg.WriteTimeout)
-	defer cancel()
-	if err := c.ws.Write(ctx, m.typ, m.data); err != nil {
+	c.writeSince.Store(nanotime())
+	err := c.ws.Write(context.Background(), m.typ, m.data)
+	c.writeSince.Store(0)
+	if err != nil {
 		return fmt.Errorf("write frame: %w", err)
 	}
 	return nil
@@ -415,17 +422,24 @@ func (c *conn) linger() {
 // windows apart is busy (see linger).
 const coalesceBusy = 2
 
-// pingLoop pings the shard's sockets every PingInterval. One goroutine per
-// shard replaces a ticker per socket; each ping runs in a short-lived goroutine
-// (bounded by Hub.pingSem) so a dead peer's PingTimeout delays no one else,
-// and no lock is held while pinging.
+// pingLoop pings the shard's sockets every PingInterval and, four times per
+// WriteTimeout, drops those whose write has taken longer than WriteTimeout (a
+// peer that stopped reading: its TCP window is shut). One goroutine per
+// shard replaces a ticker (and a write deadline) per socket; each ping runs
+// in a short-lived goroutine (bounded by Hub.pingSem) so a dead peer's
+// PingTimeout delays no one else, and no lock is held while pinging.
 func (s *shard) pingLoop(h *Hub) {
 	t := time.NewTicker(h.cfg.PingInterval)
 	defer t.Stop()
+	watch := time.NewTicker(max(h.cfg.WriteTimeout/4, time.Millisecond))
+	defer watch.Stop()
 	for {
 		select {
 		case <-h.ctx.Done():
 			return
+		case <-watch.C:
+			s.dropStuckWriters(h)
+			continue
 		case <-t.C:
 		}
 		s.mu.RLock()
@@ -449,6 +463,27 @@ func (s *shard) pingLoop(h *Hub) {
 				c.ping()
 			}()
 		}
+	}
+}
+
+// dropStuckWriters closes the shard's sockets whose write in flight began
+// more than WriteTimeout ago; the write then fails and its writer exits.
+func (s *shard) dropStuckWriters(h *Hub) {
+	deadline := nanotime() - int64(h.cfg.WriteTimeout)
+	var stuck []*conn
+	s.mu.RLock()
+	for _, m := range s.members {
+		for c := range m {
+			if since := c.writeSince.Load(); since != 0 && since < deadline {
+				stuck = append(stuck, c)
+			}
+		}
+	}
+	s.mu.RUnlock()
+	for _, c := range stuck {
+		h.stats.dead.Add(1)
+		h.log.Debug("push: write timed out", "member", c.member, "session", c.session, "timeout", h.cfg.WriteTimeout)
+		h.shut(c, reasonGone, false)
 	}
 }
 

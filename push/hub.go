@@ -62,7 +62,7 @@ var (
 type Config struct {
 	Shards         int           // default 4*GOMAXPROCS; always rounded up to a power of two
 	QueueSize      int           // per-receiver outbound queue, in frames; default 256
-	WriteTimeout   time.Duration // per write; default 5s
+	WriteTimeout   time.Duration // per write (a socket whose write takes longer is dropped); default 5s
 	PingInterval   time.Duration // default 25s
 	PingTimeout    time.Duration // default 5s; a dead peer is dropped within PingInterval+PingTimeout
 	ReadLimit      int64         // client frame limit; default 4 KiB (clients send nothing meaningful)
@@ -125,7 +125,7 @@ type Stats struct {
 	Messages                uint64 // WebSocket messages written: one per event, or per batch
 	Dropped                 uint64 // frames never delivered (overflow, closed receiver, write or encode failure)
 	SlowConsumerDisconnects uint64 // receivers closed because their queue was full
-	DeadPeers               uint64 // sockets dropped because a ping went unanswered
+	DeadPeers               uint64 // sockets dropped because a ping went unanswered or a write took longer than WriteTimeout
 }
 
 type counters struct {
