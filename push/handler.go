@@ -10,13 +10,29 @@ import (
 	"github.com/karlmalone/karlmalone/internal/bearer"
 )
 
-// WebSocket subprotocols. The client picks the encoding by offering one of the
-// first two; a browser, which cannot set headers, authenticates by also
-// offering bearerProtocolPrefix+token. The server echoes only the encoding.
+// WebSocket subprotocols. The client picks the encoding by offering one of
+// the four (the first it offers that the server knows wins); a browser, which
+// cannot set headers, authenticates by also offering
+// bearerProtocolPrefix+token. The server echoes only the encoding.
+//
+// The single-event subprotocols carry one karlmalone.v1.Event per WebSocket
+// message, for simple clients (websocat, a few lines of script). The batched
+// ones carry one karlmalone.v1.EventBatch per message, always, even when it
+// holds a single event: a batch holds every event queued for the socket when
+// its writer looked, in order, up to Config.BatchEvents events and
+// Config.BatchBytes bytes (64 and 16 KiB by default; one event larger than
+// that goes alone). Events keep their order within a batch and across
+// batches. A batch costs the server one write and the client one read where
+// single events cost one each, which is most of the cost of a busy group.
+// A client offers "karlmalone.v1.proto.batch, karlmalone.v1.proto" to get
+// batches from a server that has them and single events from one that does
+// not, and reads Sec-WebSocket-Protocol (the one echoed) to know which.
 const (
-	SubprotocolProto     = "karlmalone.v1.proto" // binary protobuf frames (websocket.MessageBinary)
-	SubprotocolJSON      = "karlmalone.v1.json"  // protojson text frames (websocket.MessageText)
-	bearerProtocolPrefix = "karlmalone.bearer."
+	SubprotocolProto      = "karlmalone.v1.proto"       // binary Event messages (websocket.MessageBinary)
+	SubprotocolJSON       = "karlmalone.v1.json"        // protojson Event text messages (websocket.MessageText)
+	SubprotocolProtoBatch = "karlmalone.v1.proto.batch" // binary EventBatch messages
+	SubprotocolJSONBatch  = "karlmalone.v1.json.batch"  // protojson EventBatch text messages
+	bearerProtocolPrefix  = "karlmalone.bearer."
 )
 
 // ErrBadToken is what an Authenticator returns (or wraps) for a token that is
@@ -77,7 +93,8 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the 101 every event published afterwards reaches it: a client that
 	// connects and then reads history over RPC can miss nothing in between.
 	// Frames queued before attach are written right after it.
-	c := h.newConn(p, true, strings.EqualFold(encoding, SubprotocolJSON))
+	enc, _ := encodingOf(encoding) // none offered: binary, one event per message
+	c := h.newConn(p, true, enc)
 	if err := h.register(c); err != nil {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
@@ -113,7 +130,7 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.testHookRegistered != nil {
 		h.testHookRegistered(c)
 	}
-	h.log.Debug("push: connected", "member", p.MemberID, "session", p.SessionID, "json", c.json)
+	h.log.Debug("push: connected", "member", p.MemberID, "session", p.SessionID, "encoding", c.enc)
 }
 
 // readLoop is the socket's one reader: reading is what answers the peer's
@@ -134,7 +151,8 @@ func (h *Hub) readLoop(c *conn, ws *websocket.Conn) {
 
 // handshake extracts the bearer token (the Authorization header first, then
 // the bearer subprotocol) and the first encoding subprotocol the client
-// offered ("" when none: binary protobuf).
+// offered that the server knows ("" when none: binary protobuf, one event
+// per message).
 func handshake(r *http.Request) (token, encoding string) {
 	token = bearer.Token(r.Header.Get("Authorization"))
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
@@ -145,8 +163,10 @@ func handshake(r *http.Request) (token, encoding string) {
 				if token == "" {
 					token = p[len(bearerProtocolPrefix):]
 				}
-			case encoding == "" && (strings.EqualFold(p, SubprotocolProto) || strings.EqualFold(p, SubprotocolJSON)):
-				encoding = p
+			case encoding == "":
+				if _, ok := encodingOf(p); ok {
+					encoding = p
+				}
 			}
 		}
 	}

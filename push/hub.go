@@ -72,11 +72,18 @@ var (
 type Config struct {
 	Shards         int           // always rounded up to a power of two
 	QueueSize      int           // per-receiver outbound queue, in frames
-	WriteTimeout   time.Duration // per write
+	WriteTimeout   time.Duration // per write (a socket whose write takes longer is dropped)
 	PingInterval   time.Duration // how often sockets are pinged
 	PingTimeout    time.Duration // a dead peer is dropped within PingInterval+PingTimeout
 	ReadLimit      int64         // client frame limit (clients send nothing meaningful)
 	OriginPatterns []string      // passed to websocket.AcceptOptions
+	// Batched subprotocols: most events and bytes per WebSocket message.
+	// One event larger than BatchBytes goes alone.
+	BatchEvents, BatchBytes int
+	// CoalesceWindow: a busy batched socket's writer waits this long after a
+	// write so the next message carries more (0: off). A socket that has not
+	// written lately is never delayed.
+	CoalesceWindow time.Duration
 	// Bus joins this node to the others of a cluster; the hub owns it from
 	// NewHub on and closes it in Shutdown. Nil: this node alone.
 	Bus Bus
@@ -104,6 +111,8 @@ func DefaultConfig() Config {
 		PingInterval: 25 * time.Second,
 		PingTimeout:  5 * time.Second,
 		ReadLimit:    4 << 10,
+		BatchEvents:  64,
+		BatchBytes:   16 << 10,
 	}
 }
 
@@ -128,6 +137,12 @@ func (c Config) withDefaults() Config {
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = d.ReadLimit
 	}
+	if c.BatchEvents <= 0 {
+		c.BatchEvents = d.BatchEvents
+	}
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = d.BatchBytes
+	}
 	return c
 }
 
@@ -147,15 +162,17 @@ type Stats struct {
 	Connections             int64  // open WebSockets
 	Subscriptions           int64  // open RPC subscriptions
 	Published               uint64 // events accepted by Publish
-	Delivered               uint64 // frames written to a socket or handed to a subscriber
+	Delivered               uint64 // events written to a socket or handed to a subscriber
+	Messages                uint64 // WebSocket messages written: one per event, or per batch
 	Dropped                 uint64 // frames never delivered (overflow, closed receiver, write or encode failure)
 	SlowConsumerDisconnects uint64 // receivers closed because their queue was full
-	DeadPeers               uint64 // sockets dropped because a ping went unanswered
+	DeadPeers               uint64 // sockets dropped because a ping went unanswered or a write took longer than WriteTimeout
 }
 
 type counters struct {
 	conns, subs                               atomic.Int64
 	published, delivered, dropped, slow, dead atomic.Uint64
+	messages                                  atomic.Uint64
 }
 
 // Hub fans events out to the receivers registered on this node.
@@ -165,7 +182,7 @@ type Hub struct {
 	shards []*shard
 	shift  uint // member hash >> shift selects the shard
 
-	ctx    context.Context // lives until Shutdown; parent of every socket's read loop, write and ping
+	ctx    context.Context // lives until Shutdown; parent of every socket's read loop and ping (a write ends when its socket closes)
 	cancel context.CancelFunc
 
 	dir     *Directory
@@ -179,6 +196,7 @@ type Hub struct {
 
 	// Test hooks, set by tests before the first receiver registers.
 	testHookWrite         func(*conn)     // in the writer goroutine, before each socket write
+	testHookLinger        func(*conn)     // replaces linger's sleep
 	testHookRegistered    func(*conn)     // after a socket is registered (the client may not know yet)
 	testHookAuthenticated func(Principal) // after a socket's token is accepted, before it is registered
 }
@@ -514,7 +532,7 @@ func (h *Hub) Subscribe(ctx context.Context, p Principal) (*Subscription, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)
 	}
-	c := h.newConn(p, false, false)
+	c := h.newConn(p, false, encProto)
 	c.wake = make(chan struct{}, 1)
 	if err := h.register(c); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)
@@ -587,8 +605,8 @@ launch:
 	case <-ctx.Done():
 		err = fmt.Errorf("push: shutdown: %w", ctx.Err())
 	}
-	// Cancelling the hub context ends every read loop, ping and write, which
-	// drops any socket still open (those left when ctx ended).
+	// Cancelling the hub context ends every read loop and ping, which drops
+	// any socket still open (those left when ctx ended) and so ends its write.
 	h.cancel()
 	h.pingers.Wait()
 	if err != nil {
@@ -616,6 +634,7 @@ func (h *Hub) Stats() Stats {
 		Subscriptions:           h.stats.subs.Load(),
 		Published:               h.stats.published.Load(),
 		Delivered:               h.stats.delivered.Load(),
+		Messages:                h.stats.messages.Load(),
 		Dropped:                 h.stats.dropped.Load(),
 		SlowConsumerDisconnects: h.stats.slow.Load(),
 		DeadPeers:               h.stats.dead.Load(),

@@ -546,3 +546,37 @@ func TestClientDataFrameClosesAtOnce(t *testing.T) {
 		t.Fatalf("hub still holds %d connections", n)
 	}
 }
+
+// TestWriteTimeout: a peer that completed the handshake and then stopped
+// reading fills the TCP buffers until a write blocks; the shard's watchdog
+// drops the socket once that write has taken WriteTimeout, long before its
+// queue would overflow and with no ping to notice.
+func TestWriteTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{WriteTimeout: 200 * time.Millisecond, PingInterval: time.Hour, QueueSize: 1 << 20}, nil)
+	raw, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	fmt.Fprintf(raw, "GET /v1/push HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
+		"Authorization: Bearer %s\r\n\r\n", e.srv.Listener.Addr(), token(2, 2))
+	raw.SetReadDeadline(time.Now().Add(waitFor))
+	resp, err := http.ReadResponse(bufio.NewReader(raw), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	wait(t, e.registered)
+
+	big := wrapperspb.String(strings.Repeat("x", 64<<10)) // one event per message: written alone
+	for range 4096 {                                      // 256 MiB: more than any socket buffer holds
+		if e.hub.Stats().Connections == 0 {
+			break
+		}
+		e.hub.Publish([]int64{2}, big)
+	}
+	statsEventually(t, e.hub, func(s Stats) bool {
+		return s.Connections == 0 && s.DeadPeers == 1 && s.SlowConsumerDisconnects == 0
+	})
+}

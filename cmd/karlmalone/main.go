@@ -166,6 +166,9 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", "how often push sockets are pinged")
 	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", "how long a ping may go unanswered before the socket is dropped")
 	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", "largest frame a push client may send, in bytes")
+	env.Int(&c.push.BatchEvents, "push-batch-events", "KARLMALONE_PUSH_BATCH_EVENTS", "most events in one message of the batched push subprotocols")
+	env.Int(&c.push.BatchBytes, "push-batch-bytes", "KARLMALONE_PUSH_BATCH_BYTES", "most bytes in one batched push message (a single larger event goes alone)")
+	env.Duration(&c.push.CoalesceWindow, "push-coalesce-window", "KARLMALONE_PUSH_COALESCE_WINDOW", "how long a busy batched push socket's writer waits after a write so the next carries more (0: off)")
 	// Running several nodes (docs/CLUSTER.md): NATS between them, attachments
 	// in an S3 bucket. The S3 keys come from the environment only, never from
 	// the command line (which ps shows).

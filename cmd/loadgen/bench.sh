@@ -23,6 +23,17 @@ GROUP_RATES=${GROUP_RATES:-20 50}
 GROUP_DURATION=${GROUP_DURATION:-20s}
 LOGIN_CLIENTS=${LOGIN_CLIENTS:-32}
 LOGIN_DURATION=${LOGIN_DURATION:-10s}
+SCENARIOS=${BENCH_SCENARIOS:-login direct group idle} # which to run, in this order
+# With BENCH_PROFILE_DIR set, the server also serves /debug/pprof on
+# BENCH_DEBUG_LISTEN, and each direct and group run writes CPU profiles of its
+# load period there: <run>-server.pprof and <run>-loadgen.pprof.
+PROFILE_DIR=${BENCH_PROFILE_DIR:-}
+DEBUG_LISTEN=${BENCH_DEBUG_LISTEN:-127.0.0.1:5389}
+# Binaries to compare (A/B runs): default the ones `make build` just wrote.
+SERVER_BIN=${BENCH_SERVER_BIN:-bin/karlmalone}
+LOADGEN_BIN=${BENCH_LOADGEN_BIN:-bin/loadgen}
+# More loadgen flags for every run, e.g. "-rpc-protocol h2c" or "-push-encoding proto".
+read -r -a extra_flags <<<"${BENCH_LOADGEN_FLAGS:-}"
 
 mkdir -p .data
 LOG=.data/bench-server.log
@@ -59,10 +70,18 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
+debug_args=()
+profile_args=()
+if [ -n "$PROFILE_DIR" ]; then
+	mkdir -p "$PROFILE_DIR"
+	debug_args=(-debug-listen "$DEBUG_LISTEN")
+	profile_args=(-profile-dir "$PROFILE_DIR" -server-debug "$DEBUG_LISTEN")
+fi
+
 echo "bench: starting the server on $LISTEN (log: $LOG)" >&2
 bin/devpg -dir .data/bench-postgres -db karlmalone_bench -- \
-	bin/karlmalone serve -listen "$LISTEN" -insecure-fast-password-hash \
-	-register-rate 0 -login-rate-addr 0 -login-rate-phone 0 >"$LOG" 2>&1 &
+	"$SERVER_BIN" serve -listen "$LISTEN" -insecure-fast-password-hash \
+	-register-rate 0 -login-rate-addr 0 -login-rate-phone 0 -send-rate 0 "${debug_args[@]}" >"$LOG" 2>&1 &
 devpg_pid=$!
 
 addr="http://$LISTEN"
@@ -96,7 +115,7 @@ header=true
 scenario() {
 	echo "bench: loadgen $*" >&2
 	local rc=0
-	bin/loadgen -addr "$addr" -seed "$SEED" -server-pid "$server_pid" -pg-pid "$pg_pid" -header="$header" "$@" | tee -a "$RESULTS" >&2 || rc=$?
+	"$LOADGEN_BIN" -addr "$addr" -seed "$SEED" -server-pid "$server_pid" -pg-pid "$pg_pid" -header="$header" "${profile_args[@]}" "${extra_flags[@]}" "$@" | tee -a "$RESULTS" >&2 || rc=$?
 	if [ "$rc" = 130 ]; then
 		# loadgen handled the Ctrl-C (and reported); bash runs no INT trap
 		# for a child that exits normally, so stop here ourselves.
@@ -111,14 +130,30 @@ scenario() {
 }
 
 : >"$RESULTS"
-scenario -scenario login -members 1000 -login-clients "$LOGIN_CLIENTS" -duration "$LOGIN_DURATION"
-for rate in $DIRECT_RATES; do
-	scenario -scenario direct -pairs "$DIRECT_PAIRS" -rate "$rate" -duration "$DIRECT_DURATION"
+for s in $SCENARIOS; do
+	case $s in
+	login)
+		scenario -scenario login -members 1000 -login-clients "$LOGIN_CLIENTS" -duration "$LOGIN_DURATION"
+		;;
+	direct)
+		for rate in $DIRECT_RATES; do
+			scenario -scenario direct -pairs "$DIRECT_PAIRS" -rate "$rate" -duration "$DIRECT_DURATION"
+		done
+		;;
+	group)
+		for rate in $GROUP_RATES; do
+			scenario -scenario group -group-size "$GROUP_SIZE" -senders "$GROUP_SENDERS" -rate "$rate" -duration "$GROUP_DURATION"
+		done
+		;;
+	idle)
+		scenario -scenario idle -members "$IDLE_MEMBERS" -sockets "$IDLE_SOCKETS" -duration "$IDLE_HOLD"
+		;;
+	*)
+		echo "bench: unknown scenario $s in BENCH_SCENARIOS" >&2
+		exit 2
+		;;
+	esac
 done
-for rate in $GROUP_RATES; do
-	scenario -scenario group -group-size "$GROUP_SIZE" -senders "$GROUP_SENDERS" -rate "$rate" -duration "$GROUP_DURATION"
-done
-scenario -scenario idle -members "$IDLE_MEMBERS" -sockets "$IDLE_SOCKETS" -duration "$IDLE_HOLD"
 
 stop_server
 {

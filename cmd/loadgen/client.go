@@ -17,8 +17,21 @@ import (
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 )
 
-// The push subprotocol that gives binary protobuf frames of karlmalone.v1.Event.
-const subprotocolProto = "karlmalone.v1.proto"
+// pushEncodings are the /v1/push subprotocols, by the name -push-encoding
+// takes. The batched ones carry an EventBatch per WebSocket message, the
+// others one Event.
+var pushEncodings = map[string]string{
+	"proto":       "karlmalone.v1.proto",
+	"json":        "karlmalone.v1.json",
+	"proto.batch": "karlmalone.v1.proto.batch",
+	"json.batch":  "karlmalone.v1.json.batch",
+}
+
+// RPC protocols (-rpc-protocol).
+const (
+	rpcHTTP1 = "http1" // one TCP connection per request in flight, as from many independent clients
+	rpcH2C   = "h2c"   // HTTP/2 over cleartext TCP: requests multiplexed over -rpc-conns connections, as a mobile client does over its one
+)
 
 // sourceDialer dials from a rotating set of source addresses, so that more
 // than one address's ~28k ephemeral ports can reach one server address.
@@ -66,51 +79,97 @@ func (d *sourceDialer) DialContext(ctx context.Context, network, addr string) (n
 }
 
 // clients are the Connect clients and the WebSocket dialer of one run.
+// Everything a member does goes through rpc(m) and dialPush, the one place
+// that decides which connection (and, later, which node) serves it.
 type clients struct {
-	base    string // http://host:port
-	pushURL string // ws://host:port/v1/push
+	base     string // http://host:port
+	pushURL  string // ws://host:port/v1/push
+	protocol string // the RPC protocol, rpcHTTP1 or rpcH2C
 
+	rpcs        []*rpcClients // member i uses rpcs[i % len(rpcs)]
+	subprotocol string        // /v1/push subprotocol
+	wsHTTP      *http.Client
+}
+
+// rpcClients are the Connect clients over one HTTP transport.
+type rpcClients struct {
 	member  karlmalonev1connect.MemberServiceClient
 	contact karlmalonev1connect.ContactServiceClient
 	group   karlmalonev1connect.GroupServiceClient
 	chat    karlmalonev1connect.ChatServiceClient
-
-	wsHTTP *http.Client
 }
 
-// newClients builds HTTP/1.1 transports (like many independent clients: one
-// TCP connection per request in flight, not one multiplexed HTTP/2 stream)
-// and binary-protobuf Connect clients with a bearer-token interceptor.
-func newClients(addr string, sources, maxConns int) (*clients, error) {
-	u, err := url.Parse(addr)
+// rpc returns the clients member m calls through.
+func (c *clients) rpc(m *member) *rpcClients { return c.rpcs[m.idx%len(c.rpcs)] }
+
+// clientOptions are what newClients needs from the flags.
+type clientOptions struct {
+	addr         string
+	sources      int    // source addresses to spread connections over
+	maxConns     int    // HTTP/1.1: most connections kept idle for reuse
+	protocol     string // rpcHTTP1 or rpcH2C
+	h2Conns      int    // h2c: multiplexed connections (each its own transport)
+	pushEncoding string // a key of pushEncodings
+}
+
+// newClients builds binary-protobuf Connect clients with a bearer-token
+// interceptor over HTTP/1.1 (one TCP connection per request in flight, like
+// many independent clients) or h2c (each of h2Conns transports multiplexes
+// its requests over one connection), and the WebSocket dialer.
+func newClients(o clientOptions) (*clients, error) {
+	u, err := url.Parse(o.addr)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("-addr %q: want http://host:port", addr)
+		return nil, fmt.Errorf("-addr %q: want http://host:port", o.addr)
 	}
-	dialer := newSourceDialer(u.Hostname(), sources)
-	rpc := &http.Transport{
-		DialContext:         dialer.DialContext,
-		MaxIdleConns:        maxConns,
-		MaxIdleConnsPerHost: maxConns,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   false,
+	sp, ok := pushEncodings[o.pushEncoding]
+	if !ok {
+		return nil, fmt.Errorf("-push-encoding %q: want proto, proto.batch, json or json.batch", o.pushEncoding)
 	}
-	ws := &http.Transport{
-		DialContext:         dialer.DialContext,
-		MaxIdleConnsPerHost: -1, // sockets are hijacked; nothing to keep idle
-	}
-	hc := &http.Client{Transport: rpc}
+	dialer := newSourceDialer(u.Hostname(), o.sources)
 	base := strings.TrimRight(u.String(), "/")
-	pushURL := strings.Replace(base, "http", "ws", 1) + "/v1/push"
+	c := &clients{
+		base:        base,
+		pushURL:     strings.Replace(base, "http", "ws", 1) + "/v1/push",
+		protocol:    o.protocol,
+		subprotocol: sp,
+		wsHTTP: &http.Client{Transport: &http.Transport{
+			DialContext:         dialer.DialContext,
+			MaxIdleConnsPerHost: -1, // sockets are hijacked; nothing to keep idle
+		}},
+	}
+	var transports []*http.Transport
+	switch o.protocol {
+	case rpcHTTP1:
+		transports = append(transports, &http.Transport{
+			DialContext:         dialer.DialContext,
+			MaxIdleConns:        o.maxConns,
+			MaxIdleConnsPerHost: o.maxConns,
+			IdleConnTimeout:     90 * time.Second,
+		})
+	case rpcH2C:
+		if u.Scheme != "http" {
+			return nil, fmt.Errorf("-rpc-protocol h2c needs an http:// -addr, not %q", o.addr)
+		}
+		for range max(o.h2Conns, 1) {
+			t := &http.Transport{DialContext: dialer.DialContext, IdleConnTimeout: 90 * time.Second}
+			t.Protocols = new(http.Protocols)
+			t.Protocols.SetUnencryptedHTTP2(true) // prior knowledge: no upgrade dance
+			transports = append(transports, t)
+		}
+	default:
+		return nil, fmt.Errorf("-rpc-protocol %q: want %s or %s", o.protocol, rpcHTTP1, rpcH2C)
+	}
 	opts := connect.WithInterceptors(bearer{})
-	return &clients{
-		base:    base,
-		pushURL: pushURL,
-		member:  karlmalonev1connect.NewMemberServiceClient(hc, base, opts),
-		contact: karlmalonev1connect.NewContactServiceClient(hc, base, opts),
-		group:   karlmalonev1connect.NewGroupServiceClient(hc, base, opts),
-		chat:    karlmalonev1connect.NewChatServiceClient(hc, base, opts),
-		wsHTTP:  &http.Client{Transport: ws},
-	}, nil
+	for _, t := range transports {
+		hc := &http.Client{Transport: t}
+		c.rpcs = append(c.rpcs, &rpcClients{
+			member:  karlmalonev1connect.NewMemberServiceClient(hc, base, opts),
+			contact: karlmalonev1connect.NewContactServiceClient(hc, base, opts),
+			group:   karlmalonev1connect.NewGroupServiceClient(hc, base, opts),
+			chat:    karlmalonev1connect.NewChatServiceClient(hc, base, opts),
+		})
+	}
+	return c, nil
 }
 
 type tokenKey struct{}
@@ -146,14 +205,14 @@ func (bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.St
 	return next
 }
 
-// dialPush opens an authenticated /v1/push socket with binary protobuf
-// frames. onPing, when not nil, is called for every ping the server sends
-// (the library answers it while a Read is pending).
+// dialPush opens an authenticated /v1/push socket in the run's
+// subprotocol. onPing, when not nil, is called for every ping the server
+// sends (the library answers it while a Read is pending).
 func (c *clients) dialPush(ctx context.Context, token string, onPing func()) (*websocket.Conn, error) {
 	opts := &websocket.DialOptions{
 		HTTPClient:   c.wsHTTP,
 		HTTPHeader:   http.Header{"Authorization": {"Bearer " + token}},
-		Subprotocols: []string{subprotocolProto},
+		Subprotocols: []string{c.subprotocol},
 	}
 	if onPing != nil {
 		opts.OnPingReceived = func(context.Context, []byte) bool { onPing(); return true }
@@ -165,9 +224,9 @@ func (c *clients) dialPush(ctx context.Context, token string, onPing func()) (*w
 		}
 		return nil, fmt.Errorf("dial push: %w", err)
 	}
-	if ws.Subprotocol() != subprotocolProto {
+	if ws.Subprotocol() != c.subprotocol {
 		ws.CloseNow()
-		return nil, fmt.Errorf("dial push: server chose subprotocol %q, want %q", ws.Subprotocol(), subprotocolProto)
+		return nil, fmt.Errorf("dial push: server chose subprotocol %q, want %q", ws.Subprotocol(), c.subprotocol)
 	}
 	ws.SetReadLimit(1 << 20)
 	return ws, nil

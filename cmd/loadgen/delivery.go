@@ -1,19 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/bits"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/proto"
-
-	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 )
 
 // epoch is the origin of every timestamp the tracker stores (monotonic).
@@ -44,6 +43,7 @@ type sendRec struct {
 // (sender, client_msg_id)), i indexes the table of send records.
 type tracker struct {
 	prefix      string
+	prefixBytes []byte
 	recs        []sendRec
 	windowStart atomic.Int64 // sinceEpoch; sends started in [windowStart, windowEnd) are measured
 	windowEnd   atomic.Int64
@@ -53,6 +53,7 @@ type tracker struct {
 	received  atomic.Int64
 	inWindow  atomic.Int64 // deliveries received inside the window
 	expected  atomic.Int64 // sum over successful sends of their target sockets
+	stored    atomic.Int64 // successful sends
 	dups      atomic.Int64
 	foreign   atomic.Int64 // message events that are not ours (another run, another client)
 	unordered atomic.Int64
@@ -63,7 +64,8 @@ type tracker struct {
 
 func newTracker(n int) *tracker {
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	return &tracker{prefix: "lg" + run + "-", recs: make([]sendRec, n)}
+	prefix := "lg" + run + "-"
+	return &tracker{prefix: prefix, prefixBytes: []byte(prefix), recs: make([]sendRec, n)}
 }
 
 func (t *tracker) clientMsgID(i int) string { return t.prefix + strconv.Itoa(i) }
@@ -88,75 +90,167 @@ type recvSocket struct {
 	closing atomic.Bool // set before the load generator closes it
 
 	// Owned by the reader goroutine until done is closed.
-	seen    map[uint32]struct{}
-	lastSeq map[int64]int64
-	other   int64 // events that are not messages (friend requests, group changes, …)
-	err     error // why reading stopped
-	done    chan struct{}
+	seen     bitset // message indexes received
+	lastConv int64  // the conversation of the last message, and its seq: a
+	lastSeq  int64  // socket sees one conversation (group) or two (direct)
+	seqs     map[int64]int64
+	other    int64 // events that are not messages (friend requests, group changes, …)
+	frames   int64 // WebSocket messages read (a batch counts once)
+	err      error // why reading stopped
+	done     chan struct{}
 }
 
 // errClosedByUs ends the reader of a socket the load generator closed; any
 // other error means the socket was dropped.
 var errClosedByUs = errors.New("closed by load generator")
 
-// read consumes events until the socket ends. Reading is also what answers
-// the server's pings.
-func (t *tracker) read(ctx context.Context, s *recvSocket) {
+// read consumes WebSocket messages until the socket ends (the load
+// generator closes every socket it opened). Reading is also what answers the
+// server's pings.
+//
+// It is the load generator's hot path, so it costs little per delivery:
+// each message is read into one reused buffer, with a context that has no
+// Done channel (a cancellable one costs the library a timer per read), and
+// only the fields the accounting needs are decoded, in place, without
+// building a karlmalone.v1.Event (see parsePush). JSON subprotocols, for
+// comparison, go through encoding/json.
+func (t *tracker) read(s *recvSocket, subprotocol string) {
 	defer close(s.done)
-	s.seen = make(map[uint32]struct{})
-	s.lastSeq = make(map[int64]int64)
+	s.seqs = make(map[int64]int64)
+	decode := decoderFor(subprotocol)
+	sink := &socketSink{t: t, s: s}
+	var buf []byte
 	for {
-		_, data, err := s.ws.Read(ctx)
+		_, r, err := s.ws.Reader(context.Background())
+		if err == nil {
+			buf, err = readMessage(r, buf[:0])
+		}
 		if err != nil {
-			if ctx.Err() != nil || s.closing.Load() {
+			if s.closing.Load() {
 				err = errClosedByUs
 			}
 			s.err = err
 			return
 		}
-		now := sinceEpoch()
-		ev := &v1.Event{}
-		if err := proto.Unmarshal(data, ev); err != nil {
+		s.frames++
+		sink.now, sink.accepted = sinceEpoch(), 0
+		if err := decode(buf, sink); err != nil {
 			s.err = fmt.Errorf("decode event: %w", err)
 			s.ws.Close(websocket.StatusUnsupportedData, "bad event")
 			return
 		}
-		msg := ev.GetMessage()
-		if msg == nil {
-			s.other++
-			continue
+		if n := int64(sink.accepted); n > 0 {
+			t.received.Add(n)
+			if sink.now >= t.windowStart.Load() && sink.now < t.windowEnd.Load() {
+				t.inWindow.Add(n)
+			}
 		}
-		t.onMessage(s, msg, now)
 	}
 }
 
-func (t *tracker) onMessage(s *recvSocket, msg *v1.Message, now int64) {
-	rest, ok := strings.CutPrefix(msg.GetClientMsgId(), t.prefix)
-	i, err := strconv.Atoi(rest)
-	if !ok || err != nil || i < 0 || i >= len(t.recs) {
+// socketSink accounts for the events of one socket's current message.
+type socketSink struct {
+	t        *tracker
+	s        *recvSocket
+	now      int64 // when the message was read
+	accepted int   // messages of this run, not duplicates
+}
+
+func (k *socketSink) message(p pushed) {
+	if k.t.onMessage(k.s, p, k.now) {
+		k.accepted++
+	}
+}
+
+func (k *socketSink) otherEvent() { k.s.other++ }
+
+// readMessage appends all of r to buf, growing it only when a message is
+// larger than every one before.
+func readMessage(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// onMessage accounts for one pushed message on socket s, received at now.
+// It reports whether the message was one of this run's, seen for the first
+// time on s.
+func (t *tracker) onMessage(s *recvSocket, p pushed, now int64) bool {
+	i, ok := t.index(p.clientMsgID)
+	if !ok {
 		t.foreign.Add(1)
-		return
+		return false
 	}
-	if _, dup := s.seen[uint32(i)]; dup {
+	if s.seen.has(i) {
 		t.dups.Add(1)
-		t.note("duplicate: message %d (conversation %d seq %d) twice on socket %d of member %d", i, msg.GetConversationId(), msg.GetSeq(), s.idx, s.m.idx)
-		return
+		t.note("duplicate: message %d (conversation %d seq %d) twice on socket %d of member %d", i, p.conv, p.seq, s.idx, s.m.idx)
+		return false
 	}
-	s.seen[uint32(i)] = struct{}{}
-	if last := s.lastSeq[msg.GetConversationId()]; msg.GetSeq() < last {
+	s.seen.set(i)
+	if s.lastConv != p.conv {
+		if s.lastConv != 0 {
+			s.seqs[s.lastConv] = s.lastSeq
+		}
+		s.lastConv, s.lastSeq = p.conv, s.seqs[p.conv]
+	}
+	if p.seq < s.lastSeq {
 		t.unordered.Add(1)
 	} else {
-		s.lastSeq[msg.GetConversationId()] = msg.GetSeq()
+		s.lastSeq = p.seq
 	}
 	r := &t.recs[i]
 	r.delivered.Add(1)
-	t.received.Add(1)
-	if now >= t.windowStart.Load() && now < t.windowEnd.Load() {
-		t.inWindow.Add(1)
-	}
-	if start := r.start.Load(); start != 0 && msg.GetSenderId() != s.m.id && t.measured(start) {
+	if start := r.start.Load(); start != 0 && p.sender != s.m.id && t.measured(start) {
 		t.latency.Record(time.Duration(now - (start - 1)))
 	}
+	return true
+}
+
+// index parses "<prefix><i>" without allocating; ok is false for another
+// run's or another client's message.
+func (t *tracker) index(clientMsgID []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(clientMsgID, t.prefixBytes)
+	if !ok || len(rest) == 0 || len(rest) > 9 {
+		return 0, false
+	}
+	i := 0
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		i = i*10 + int(c-'0')
+	}
+	return i, i < len(t.recs)
+}
+
+// bitset is a growable set of small non-negative ints.
+type bitset []uint64
+
+func (b bitset) has(i int) bool { return i/64 < len(b) && b[i/64]&(1<<(i%64)) != 0 }
+
+func (b bitset) count() int {
+	n := 0
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
+func (b *bitset) set(i int) {
+	for i/64 >= len(*b) {
+		*b = append(*b, 0)
+	}
+	(*b)[i/64] |= 1 << (i % 64)
 }
 
 // accounting is the final tally of deliveries against expectations.
@@ -166,7 +260,8 @@ type accounting struct {
 	missing, dups            int64
 	unexpected               int64 // deliveries of sends that reported an error
 	foreign, unordered       int64
-	dropped                  int // sockets that ended before the load generator closed them
+	frames, events           int64 // WebSocket messages read, and the events they carried
+	dropped                  int   // sockets that ended before the load generator closed them
 	dropReasons              map[string]int
 	examples                 []string
 }
@@ -201,7 +296,7 @@ func (t *tracker) account(sockets []*recvSocket, targets func(i int) []*recvSock
 			continue
 		}
 		for _, s := range ts {
-			if _, ok := s.seen[uint32(i)]; !ok {
+			if !s.seen.has(i) {
 				a.missing++
 				if len(a.examples) < 8 {
 					a.examples = append(a.examples, fmt.Sprintf("missing: message %d (conversation %d seq %d, from member %d) on socket %d of member %d (socket: %v)",
@@ -211,6 +306,8 @@ func (t *tracker) account(sockets []*recvSocket, targets func(i int) []*recvSock
 		}
 	}
 	for _, s := range sockets {
+		a.frames += s.frames
+		a.events += s.other + int64(s.seen.count())
 		if !errors.Is(s.err, errClosedByUs) {
 			a.dropped++
 			a.dropReasons[closeReason(s.err)]++

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 )
 
 // TestAccountingFindsMissingAndDuplicates feeds the tracker pushed messages
@@ -21,8 +19,8 @@ func TestAccountingFindsMissingAndDuplicates(t *testing.T) {
 	tr.windowStart.Store(now - int64(time.Second))
 	tr.windowEnd.Store(now + int64(time.Hour))
 	alice, bob := &member{idx: 0, id: 10}, &member{idx: 1, id: 11}
-	sa := &recvSocket{idx: 0, m: alice, seen: map[uint32]struct{}{}, lastSeq: map[int64]int64{}, err: errClosedByUs}
-	sb := &recvSocket{idx: 1, m: bob, seen: map[uint32]struct{}{}, lastSeq: map[int64]int64{},
+	sa := &recvSocket{idx: 0, m: alice, seqs: map[int64]int64{}, err: errClosedByUs}
+	sb := &recvSocket{idx: 1, m: bob, seqs: map[int64]int64{},
 		err: websocket.CloseError{Code: websocket.StatusPolicyViolation, Reason: "too slow: resync"}}
 	sockets := []*recvSocket{sa, sb}
 	for i := range 3 {
@@ -32,8 +30,8 @@ func TestAccountingFindsMissingAndDuplicates(t *testing.T) {
 		r.state.Store(sendOK)
 	}
 	tr.recs[3].state.Store(sendFailed)
-	msg := func(i int) *v1.Message {
-		return &v1.Message{ConversationId: 7, Seq: int64(i + 1), SenderId: alice.id, ClientMsgId: tr.clientMsgID(i)}
+	msg := func(i int) pushed {
+		return pushed{conv: 7, seq: int64(i + 1), sender: alice.id, clientMsgID: []byte(tr.clientMsgID(i))}
 	}
 	at := now + int64(5*time.Millisecond)
 	tr.onMessage(sa, msg(0), at) // the sender's own device: delivered, no latency sample
@@ -41,7 +39,7 @@ func TestAccountingFindsMissingAndDuplicates(t *testing.T) {
 	tr.onMessage(sa, msg(1), at)
 	tr.onMessage(sa, msg(1), at) // duplicate
 	tr.onMessage(sa, msg(3), at) // a send that reported an error, delivered anyway
-	tr.onMessage(sb, &v1.Message{ClientMsgId: "someone-else-1"}, at)
+	tr.onMessage(sb, pushed{clientMsgID: []byte("someone-else-1")}, at)
 
 	a := tr.account(sockets, func(int) []*recvSocket { return sockets }, 4)
 	if a.sent != 3 || a.failed != 1 || a.expected != 6 || a.delivered != 3 {

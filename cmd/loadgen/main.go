@@ -74,6 +74,11 @@ type config struct {
 	header           bool
 	logout           bool
 	failOnLoss       bool
+	profileDir       string
+	serverDebug      string
+	rpcProtocol      string
+	rpcConns         int
+	pushEncoding     string
 }
 
 const usageText = `loadgen puts a running KarlMalone server under load through its public API
@@ -133,6 +138,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.progress, "progress", 5*time.Second, "interval of progress lines on stderr")
 	fs.BoolVar(&c.header, "header", true, "print the table header (turn off to append rows to an earlier table)")
 	fs.BoolVar(&c.logout, "logout", true, "log out the sessions setup opened when done (the login scenario's own logins stay)")
+	fs.StringVar(&c.rpcProtocol, "rpc-protocol", rpcHTTP1, "RPC transport: http1 (one TCP connection per request in flight, like many independent clients) or h2c (HTTP/2 without TLS, requests multiplexed over -rpc-conns connections, as mobile clients do)")
+	fs.IntVar(&c.rpcConns, "rpc-conns", 8, "h2c: connections to multiplex RPCs over; member i uses connection i mod N")
+	fs.StringVar(&c.pushEncoding, "push-encoding", "proto.batch", "/v1/push subprotocol: proto.batch or json.batch (an EventBatch per message), proto or json (one Event per message)")
+	fs.StringVar(&c.profileDir, "profile-dir", "", "direct, group: write CPU profiles of the load period here: the load generator's, and the server's with -server-debug")
+	fs.StringVar(&c.serverDebug, "server-debug", "", "the server's -debug-listen address (host:port), for its CPU profile with -profile-dir")
 	fs.BoolVar(&c.failOnLoss, "fail-on-loss", true, "exit 1 when messages were lost, sockets failed or the server answered internal/unknown")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -167,6 +177,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	check(c.messageSize >= 1 && c.messageSize <= 4000, "-message-size must be in 1–4000")
 	check(c.rpcTimeout > 0, "-rpc-timeout must be positive")
 	check(c.progress > 0, "-progress must be positive")
+	check(c.rpcProtocol == rpcHTTP1 || c.rpcProtocol == rpcH2C, "-rpc-protocol must be %s or %s", rpcHTTP1, rpcH2C)
+	check(c.rpcConns > 0, "-rpc-conns must be positive")
+	_, ok := pushEncodings[c.pushEncoding]
+	check(ok, "-push-encoding must be proto.batch, json.batch, proto or json")
 	return c, errors.Join(errs...)
 }
 
@@ -181,7 +195,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("scenario", c.scenario)
 	raiseFileLimit(log)
 
-	cl, err := newClients(c.addr, c.sourceAddrs, c.maxInflight+c.setupConcurrency)
+	cl, err := newClients(clientOptions{
+		addr: c.addr, sources: c.sourceAddrs, maxConns: c.maxInflight + c.setupConcurrency,
+		protocol: c.rpcProtocol, h2Conns: c.rpcConns, pushEncoding: c.pushEncoding,
+	})
 	if err != nil {
 		return err
 	}

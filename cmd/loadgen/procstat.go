@@ -270,7 +270,10 @@ type procReport struct {
 	ServerCPU, SelfCPU, HostCPU float64 // percent of one core; host: percent of all cores
 	PGCPU                       float64 // PostgreSQL (postmaster and backends), percent of one core; -1 if not watched
 	SelfPeakKiB                 int64   // the load generator's own peak RSS (VmHWM)
-	Err                         error
+	// CPU time over the watched period, in seconds: the yardstick of the
+	// efficiency columns. -1 when not watched.
+	ServerSec, PGSec, SelfSec float64
+	Err                       error
 }
 
 // Stop takes the last samples and returns the report.
@@ -287,15 +290,18 @@ func (w *procWatcher) Stop() procReport {
 		HaveServer: w.startedServer, Err: w.err,
 		SelfCPU: cpuPercent(w.self0, self1), HostCPU: hostPercent(w.self0, self1), SelfPeakKiB: self1.hwmKiB,
 	}
-	r.PGCPU = -1
+	r.SelfSec = float64(self1.cpuTicks-w.self0.cpuTicks) / clockTicks
+	r.PGCPU, r.PGSec, r.ServerSec = -1, -1, -1
 	if w.pgPID > 0 {
 		if t, err := treeCPUTicks(w.pgPID); err == nil {
-			r.PGCPU = float64(t-w.pg0) / clockTicks / time.Since(w.pg0At).Seconds() * 100
+			r.PGSec = float64(t-w.pg0) / clockTicks
+			r.PGCPU = r.PGSec / time.Since(w.pg0At).Seconds() * 100
 		}
 	}
 	if w.startedServer {
 		r.RSSStartKiB, r.RSSEndKiB, r.RSSPeakKiB = w.first.rssKiB, w.last.rssKiB, w.peakRSSKiB
 		r.ServerCPU = cpuPercent(w.first, w.last)
+		r.ServerSec = float64(w.last.cpuTicks-w.first.cpuTicks) / clockTicks
 	}
 	return r
 }

@@ -23,6 +23,7 @@ type result struct {
 	latencyOf    string // what the latency columns measure
 	delivered    string // delivered/expected (held/target for idle)
 	errors       string
+	efficiency   string // CPU per unit of work (chat scenarios)
 	proc         procReport
 	notes        []string
 	examples     []string // missing, duplicate or failure examples, printed under the table
@@ -109,8 +110,8 @@ func fmtRate(n int64, window time.Duration) string {
 	return fmt.Sprintf("%.0f", float64(n)/window.Seconds())
 }
 
-const tableHeader = "| scenario | parameters | ops/s | deliveries/s | latency of | p50 | p90 | p99 | p99.9 | max | delivered/expected | errors | server RSS start→end (peak) | CPU server / PostgreSQL / loadgen / host | notes |\n" +
-	"|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---|\n"
+const tableHeader = "| scenario | parameters | ops/s | deliveries/s | latency of | p50 | p90 | p99 | p99.9 | max | delivered/expected | errors | server RSS start→end (peak) | CPU server / PostgreSQL / loadgen / host | CPU per unit of work | notes |\n" +
+	"|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|\n"
 
 // writeTable prints rows as a Markdown table, then the examples.
 func writeTable(w io.Writer, header bool, rows []*result) {
@@ -140,9 +141,13 @@ func writeTable(w io.Writer, header bool, rows []*result) {
 		if r.proc.SelfPeakKiB > 0 {
 			notes = append(notes[:len(notes):len(notes)], "loadgen peak RSS "+fmtMiB(r.proc.SelfPeakKiB))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		eff := r.efficiency
+		if eff == "" {
+			eff = "—"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.scenario, r.params, ops, r.deliveries, r.latencyOf, lat[0], lat[1], lat[2], lat[3], lat[4],
-			r.delivered, r.errors, rss, cpu, strings.Join(notes, "; "))
+			r.delivered, r.errors, rss, cpu, eff, strings.Join(notes, "; "))
 	}
 	for _, r := range rows {
 		for _, e := range r.examples {
@@ -152,4 +157,24 @@ func writeTable(w io.Writer, header bool, rows []*result) {
 	if slices.ContainsFunc(rows, func(r *result) bool { return len(r.examples) > 0 }) {
 		io.WriteString(w, "\n")
 	}
+}
+
+// efficiency is CPU time per unit of work over the watched period, the
+// yardstick that a busy, shared machine leaves comparable between runs:
+// server and PostgreSQL per stored message, server and load generator per
+// delivery received. Units of work are counted over the same period as the
+// CPU. Parts not watched (no -server-pid, -pg-pid) are left out.
+func efficiency(p procReport, stored, deliveries int64) string {
+	per := func(sec float64, n int64) string {
+		if sec < 0 || n <= 0 {
+			return "—"
+		}
+		us := sec * 1e6 / float64(n)
+		if us < 10 {
+			return fmt.Sprintf("%.2f", us)
+		}
+		return fmt.Sprintf("%.0f", us)
+	}
+	return fmt.Sprintf("per message: server %s + PostgreSQL %s µs; per delivery: server %s, loadgen %s µs",
+		per(p.ServerSec, stored), per(p.PGSec, stored), per(p.ServerSec, deliveries), per(p.SelfSec, deliveries))
 }

@@ -28,8 +28,8 @@ type chatPlan struct {
 }
 
 // openSockets opens one push socket per member, in parallel, and starts
-// their readers. Readers run until readCtx ends or the socket does.
-func openSockets(ctx, readCtx context.Context, c *config, cl *clients, t *tracker, ms []*member, log *slog.Logger) ([]*recvSocket, error) {
+// their readers. Readers run until the socket ends (closeSockets).
+func openSockets(ctx context.Context, c *config, cl *clients, t *tracker, ms []*member, log *slog.Logger) ([]*recvSocket, error) {
 	sockets := make([]*recvSocket, len(ms))
 	var opened atomic.Int64
 	err := forEach(ctx, len(ms), c.setupConcurrency, func(ctx context.Context, i int) error {
@@ -41,7 +41,7 @@ func openSockets(ctx, readCtx context.Context, c *config, cl *clients, t *tracke
 		}
 		s := &recvSocket{idx: i, m: ms[i], ws: ws, done: make(chan struct{})}
 		sockets[i] = s
-		go t.read(readCtx, s)
+		go t.read(s, cl.subprotocol)
 		opened.Add(1)
 		return nil
 	})
@@ -79,10 +79,8 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 	n := min(int(math.Ceil(c.rate*c.duration.Seconds()))+1, c.maxMessages)
 	t := newTracker(n)
 
-	readCtx, stopReading := context.WithCancel(context.Background())
-	defer stopReading()
 	sctx, cancel := setupContext(ctx, c)
-	sockets, err := openSockets(sctx, readCtx, c, cl, t, p.online, log)
+	sockets, err := openSockets(sctx, c, cl, t, p.online, log)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -105,7 +103,7 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 			r.state.Store(sendInFlight)
 			start := sinceEpoch()
 			r.start.Store(start + 1)
-			res, err := cl.chat.SendMessage(cctx, req)
+			res, err := cl.rpc(sender).chat.SendMessage(cctx, req)
 			rtt := time.Duration(sinceEpoch() - start)
 			if err != nil {
 				r.state.Store(sendFailed)
@@ -114,6 +112,7 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 			}
 			r.convID, r.seq = res.GetMessage().GetConversationId(), res.GetMessage().GetSeq()
 			t.expected.Add(int64(len(p.targets(i))))
+			t.stored.Add(1)
 			r.state.Store(sendOK)
 			if t.measured(start + 1) {
 				okInWindow.Add(1)
@@ -135,6 +134,7 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 	})
 	log.Info("load: sending", "rate", c.rate, "duration", c.duration, "warmup", c.warmup, "max_messages", n)
 	loadStart := time.Now()
+	prof := startProfiles(ctx, c, c.duration, log)
 	scheduled := loop.run(ctx)
 	scheduled = max(scheduled, int(loop.scheduled.Load()))
 	loadTime := time.Since(loadStart).Round(time.Millisecond)
@@ -143,6 +143,11 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 		t.windowEnd.Store(min(t.windowEnd.Load(), sinceEpoch()))
 	}
 	proc := watch.Stop()
+	// The units of work done in the period the CPU was measured: every send
+	// has returned (run waits for them), deliveries still in flight are
+	// left to the next period, as a few were at its start.
+	stored, received := t.stored.Load(), t.received.Load()
+	prof.stop()
 
 	// Deliveries still in flight: wait until every expected one arrived, for
 	// at most -drain.
@@ -162,9 +167,12 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 		ops: fmtRate(okInWindow.Load(), window), opsUnit: "msg",
 		deliveries: fmtRate(t.inWindow.Load(), window),
 		latency:    t.latency.Summary(), latencyOf: "send→push",
-		delivered: fmt.Sprintf("%d/%d", a.delivered, a.expected),
-		proc:      proc,
+		delivered:  fmt.Sprintf("%d/%d", a.delivered, a.expected),
+		efficiency: efficiency(proc, stored, received),
+		proc:       proc,
 	}
+	log.Info("efficiency", "cpu", res.efficiency, "stored", stored, "deliveries", received,
+		"server_cpu_s", proc.ServerSec, "pg_cpu_s", proc.PGSec, "loadgen_cpu_s", proc.SelfSec)
 	errCount := a.failed + int64(a.dropped)
 	res.errors = fmt.Sprintf("%d", errCount)
 	if errCount > 0 {
@@ -174,7 +182,8 @@ func runChat(ctx context.Context, c *config, cl *clients, p *chatPlan, log *slog
 	res.notes = append(res.notes,
 		fmt.Sprintf("offered %.0f msg/s; %d sent in %s, late %d, not started %d", c.rate, a.sent+a.failed, loadTime, loop.late.Load(), a.notStarted),
 		fmt.Sprintf("SendMessage RTT p50 %s p99 %s", fmtDur(sr.P50), fmtDur(sr.P99)),
-		fmt.Sprintf("missing %d, duplicates %d, out of order %d", a.missing, a.dups, a.unordered))
+		fmt.Sprintf("missing %d, duplicates %d, out of order %d", a.missing, a.dups, a.unordered),
+		fmt.Sprintf("%s: %.1f events per push message", cl.subprotocol, float64(a.events)/float64(max(a.frames, 1))))
 	if a.unexpected > 0 || a.foreign > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("deliveries of failed sends %d, foreign %d", a.unexpected, a.foreign))
 	}

@@ -45,7 +45,7 @@ func runLogin(ctx context.Context, c *config, cl *clients, st *setup, log *slog.
 				m := ms[k%len(ms)]
 				cctx, cancel := context.WithTimeout(ctx, c.rpcTimeout)
 				t0 := time.Now()
-				_, err := cl.member.Login(cctx, &v1.LoginRequest{Phone: m.phone, Password: password, DeviceName: "loadgen storm"})
+				_, err := cl.rpc(m).member.Login(cctx, &v1.LoginRequest{Phone: m.phone, Password: password, DeviceName: "loadgen storm"})
 				d := time.Since(t0)
 				cancel()
 				measured := !t0.Before(windowStart)

@@ -54,7 +54,7 @@ func (s *setup) members(ctx context.Context, n int, login bool) ([]*member, erro
 	err := forEach(ctx, n, s.concurrency, func(ctx context.Context, i int) error {
 		m := ms[i]
 		err := s.retry(ctx, func(ctx context.Context) error {
-			res, err := s.c.member.Register(ctx, &v1.RegisterRequest{
+			res, err := s.c.rpc(m).member.Register(ctx, &v1.RegisterRequest{
 				Phone: m.phone, Password: passwordFor(s.seed), Nickname: fmt.Sprintf("lg%d-%d", s.seed, i),
 				Memo: "load generator",
 			})
@@ -85,7 +85,7 @@ func (s *setup) members(ctx context.Context, n int, login bool) ([]*member, erro
 
 func (s *setup) login(ctx context.Context, m *member) error {
 	return s.retry(ctx, func(ctx context.Context) error {
-		res, err := s.c.member.Login(ctx, &v1.LoginRequest{Phone: m.phone, Password: passwordFor(s.seed), DeviceName: "loadgen"})
+		res, err := s.c.rpc(m).member.Login(ctx, &v1.LoginRequest{Phone: m.phone, Password: passwordFor(s.seed), DeviceName: "loadgen"})
 		if err != nil {
 			return fmt.Errorf("log in member %d (%s): %w", m.idx, m.phone, err)
 		}
@@ -103,7 +103,7 @@ func (s *setup) logout(ctx context.Context, ms []*member) {
 		}
 		ctx, cancel := context.WithTimeout(ctx, s.timeout)
 		defer cancel()
-		if _, err := s.c.member.Logout(withToken(ctx, ms[i].token), &v1.LogoutRequest{}); err != nil {
+		if _, err := s.c.rpc(ms[i]).member.Logout(withToken(ctx, ms[i].token), &v1.LogoutRequest{}); err != nil {
 			failed.Add(1)
 		}
 		return nil
@@ -125,7 +125,7 @@ func (s *setup) contacts(ctx context.Context, pairs [][2]*member) error {
 		a, b := pairs[i][0], pairs[i][1]
 		var req *v1.FriendRequest
 		err := s.retry(ctx, func(ctx context.Context) error {
-			res, err := s.c.contact.SendFriendRequest(withToken(ctx, a.token), &v1.SendFriendRequestRequest{MemberId: b.id, Note: "load generator"})
+			res, err := s.c.rpc(a).contact.SendFriendRequest(withToken(ctx, a.token), &v1.SendFriendRequestRequest{MemberId: b.id, Note: "load generator"})
 			req = res.GetRequest()
 			return err
 		})
@@ -133,7 +133,7 @@ func (s *setup) contacts(ctx context.Context, pairs [][2]*member) error {
 			// Already contacts, or a request is pending. Asking back accepts
 			// a pending request; if they are contacts it says so again.
 			err = s.retry(ctx, func(ctx context.Context) error {
-				res, err := s.c.contact.SendFriendRequest(withToken(ctx, b.token), &v1.SendFriendRequestRequest{MemberId: a.id})
+				res, err := s.c.rpc(b).contact.SendFriendRequest(withToken(ctx, b.token), &v1.SendFriendRequestRequest{MemberId: a.id})
 				req = res.GetRequest()
 				return err
 			})
@@ -152,7 +152,7 @@ func (s *setup) contacts(ctx context.Context, pairs [][2]*member) error {
 			return fmt.Errorf("friend request %d→%d: %w", a.idx, b.idx, err)
 		}
 		err = s.retry(ctx, func(ctx context.Context) error {
-			_, err := s.c.contact.RespondFriendRequest(withToken(ctx, b.token), &v1.RespondFriendRequestRequest{RequestId: req.GetId(), Accept: true})
+			_, err := s.c.rpc(b).contact.RespondFriendRequest(withToken(ctx, b.token), &v1.RespondFriendRequestRequest{RequestId: req.GetId(), Accept: true})
 			return err
 		})
 		if err != nil {
@@ -184,7 +184,7 @@ func (s *setup) group(ctx context.Context, owner *member, ms []*member, name str
 		var res *v1.ListMyGroupsResponse
 		err := s.retry(ctx, func(ctx context.Context) error {
 			var err error
-			res, err = s.c.group.ListMyGroups(ctx, &v1.ListMyGroupsRequest{PageSize: 100, PageToken: page})
+			res, err = s.c.rpc(owner).group.ListMyGroups(ctx, &v1.ListMyGroupsRequest{PageSize: 100, PageToken: page})
 			return err
 		})
 		if err != nil {
@@ -202,7 +202,7 @@ func (s *setup) group(ctx context.Context, owner *member, ms []*member, name str
 	if found == nil {
 		var g *v1.Group
 		err := s.retry(ctx, func(ctx context.Context) error {
-			res, err := s.c.group.CreateGroup(ctx, &v1.CreateGroupRequest{Name: name, MemberIds: ids, Notice: "load generator"})
+			res, err := s.c.rpc(owner).group.CreateGroup(ctx, &v1.CreateGroupRequest{Name: name, MemberIds: ids, Notice: "load generator"})
 			g = res.GetGroup()
 			return err
 		})
@@ -219,7 +219,7 @@ func (s *setup) group(ctx context.Context, owner *member, ms []*member, name str
 	// Those already in are skipped by the server.
 	g := found
 	err := s.retry(ctx, func(ctx context.Context) error {
-		res, err := s.c.group.AddGroupMembers(ctx, &v1.AddGroupMembersRequest{GroupId: found.GetId(), MemberIds: ids})
+		res, err := s.c.rpc(owner).group.AddGroupMembers(ctx, &v1.AddGroupMembersRequest{GroupId: found.GetId(), MemberIds: ids})
 		if res.GetGroup() != nil {
 			g = res.GetGroup()
 		}

@@ -406,6 +406,56 @@ func (x *Resync) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+// EventBatch is what each WebSocket message of the batched subprotocols
+// (karlmalone.v1.proto.batch, karlmalone.v1.json.batch) carries: the events
+// queued for the socket when the server wrote, oldest first. Every message of
+// those subprotocols is an EventBatch, also when it holds a single event.
+// Events keep their order within a batch and from one batch to the next.
+type EventBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At least one event.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventBatch) Reset() {
+	*x = EventBatch{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventBatch) ProtoMessage() {}
+
+func (x *EventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
+func (*EventBatch) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EventBatch) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 // MessageRecalled says a message's sender withdrew it.
 type MessageRecalled struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -423,7 +473,7 @@ type MessageRecalled struct {
 
 func (x *MessageRecalled) Reset() {
 	*x = MessageRecalled{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[2]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +485,7 @@ func (x *MessageRecalled) String() string {
 func (*MessageRecalled) ProtoMessage() {}
 
 func (x *MessageRecalled) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[2]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +498,7 @@ func (x *MessageRecalled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecalled.ProtoReflect.Descriptor instead.
 func (*MessageRecalled) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{2}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MessageRecalled) GetConversationId() int64 {
@@ -494,7 +544,7 @@ type ReadReceipt struct {
 
 func (x *ReadReceipt) Reset() {
 	*x = ReadReceipt{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[3]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +556,7 @@ func (x *ReadReceipt) String() string {
 func (*ReadReceipt) ProtoMessage() {}
 
 func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[3]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +569,7 @@ func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReceipt.ProtoReflect.Descriptor instead.
 func (*ReadReceipt) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{3}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReadReceipt) GetConversationId() int64 {
@@ -556,7 +606,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +618,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +631,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{4}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Typing) GetConversationId() int64 {
@@ -610,7 +660,7 @@ type ContactRemoved struct {
 
 func (x *ContactRemoved) Reset() {
 	*x = ContactRemoved{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +672,7 @@ func (x *ContactRemoved) String() string {
 func (*ContactRemoved) ProtoMessage() {}
 
 func (x *ContactRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +685,7 @@ func (x *ContactRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactRemoved.ProtoReflect.Descriptor instead.
 func (*ContactRemoved) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{5}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContactRemoved) GetMemberId() int64 {
@@ -656,7 +706,7 @@ type GroupDissolved struct {
 
 func (x *GroupDissolved) Reset() {
 	*x = GroupDissolved{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +718,7 @@ func (x *GroupDissolved) String() string {
 func (*GroupDissolved) ProtoMessage() {}
 
 func (x *GroupDissolved) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +731,7 @@ func (x *GroupDissolved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDissolved.ProtoReflect.Descriptor instead.
 func (*GroupDissolved) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GroupDissolved) GetGroupId() int64 {
@@ -708,7 +758,7 @@ type GroupMemberChange struct {
 
 func (x *GroupMemberChange) Reset() {
 	*x = GroupMemberChange{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +770,7 @@ func (x *GroupMemberChange) String() string {
 func (*GroupMemberChange) ProtoMessage() {}
 
 func (x *GroupMemberChange) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +783,7 @@ func (x *GroupMemberChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMemberChange.ProtoReflect.Descriptor instead.
 func (*GroupMemberChange) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GroupMemberChange) GetGroupId() int64 {
@@ -776,7 +826,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +838,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +851,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SessionRevoked) GetSessionId() int64 {
@@ -838,7 +888,10 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resyncB\x06\n" +
 	"\x04kind\":\n" +
 	"\x06Resync\x120\n" +
-	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xa6\x01\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\":\n" +
+	"\n" +
+	"EventBatch\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.karlmalone.v1.EventR\x06events\"\xa6\x01\n" +
 	"\x0fMessageRecalled\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -878,49 +931,51 @@ func file_karlmalone_v1_push_proto_rawDescGZIP() []byte {
 	return file_karlmalone_v1_push_proto_rawDescData
 }
 
-var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: karlmalone.v1.Event
 	(*Resync)(nil),                // 1: karlmalone.v1.Resync
-	(*MessageRecalled)(nil),       // 2: karlmalone.v1.MessageRecalled
-	(*ReadReceipt)(nil),           // 3: karlmalone.v1.ReadReceipt
-	(*Typing)(nil),                // 4: karlmalone.v1.Typing
-	(*ContactRemoved)(nil),        // 5: karlmalone.v1.ContactRemoved
-	(*GroupDissolved)(nil),        // 6: karlmalone.v1.GroupDissolved
-	(*GroupMemberChange)(nil),     // 7: karlmalone.v1.GroupMemberChange
-	(*SessionRevoked)(nil),        // 8: karlmalone.v1.SessionRevoked
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*Message)(nil),               // 10: karlmalone.v1.Message
-	(*FriendRequest)(nil),         // 11: karlmalone.v1.FriendRequest
-	(*Group)(nil),                 // 12: karlmalone.v1.Group
-	(GroupRole)(0),                // 13: karlmalone.v1.GroupRole
+	(*EventBatch)(nil),            // 2: karlmalone.v1.EventBatch
+	(*MessageRecalled)(nil),       // 3: karlmalone.v1.MessageRecalled
+	(*ReadReceipt)(nil),           // 4: karlmalone.v1.ReadReceipt
+	(*Typing)(nil),                // 5: karlmalone.v1.Typing
+	(*ContactRemoved)(nil),        // 6: karlmalone.v1.ContactRemoved
+	(*GroupDissolved)(nil),        // 7: karlmalone.v1.GroupDissolved
+	(*GroupMemberChange)(nil),     // 8: karlmalone.v1.GroupMemberChange
+	(*SessionRevoked)(nil),        // 9: karlmalone.v1.SessionRevoked
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*Message)(nil),               // 11: karlmalone.v1.Message
+	(*FriendRequest)(nil),         // 12: karlmalone.v1.FriendRequest
+	(*Group)(nil),                 // 13: karlmalone.v1.Group
+	(GroupRole)(0),                // 14: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
-	9,  // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
-	10, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
-	2,  // 2: karlmalone.v1.Event.message_recalled:type_name -> karlmalone.v1.MessageRecalled
-	3,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
-	4,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
-	11, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
-	11, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
-	5,  // 7: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
-	12, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
-	12, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
-	6,  // 10: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
-	7,  // 11: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
-	7,  // 12: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
-	7,  // 13: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
-	7,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 15: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
+	10, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
+	11, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
+	3,  // 2: karlmalone.v1.Event.message_recalled:type_name -> karlmalone.v1.MessageRecalled
+	4,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
+	5,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
+	12, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
+	12, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
+	6,  // 7: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
+	13, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
+	13, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
+	7,  // 10: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
+	8,  // 11: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
+	8,  // 12: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
+	8,  // 13: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
+	8,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
+	9,  // 15: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
 	1,  // 16: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	9,  // 17: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	9,  // 18: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	13, // 19: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	10, // 17: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 18: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	10, // 19: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	14, // 20: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -955,7 +1010,7 @@ func file_karlmalone_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_push_proto_rawDesc), len(file_karlmalone_v1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
