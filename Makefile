@@ -55,6 +55,7 @@ $(NPM_STAMP): package.json package-lock.json web/client/package.json web/app/pac
 generate: $(TOOLS) $(NPM_STAMP)
 	rm -rf gen/karlmalone gen/openapi gen/es && buf generate
 	rm -rf gen/db && sqlc generate
+	rm -rf web/app/dist && node web/build.mjs app
 
 # Fails when gen/ or the app bundle is not exactly what the sources generate.
 GENERATED := gen web/app/dist
