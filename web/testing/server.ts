@@ -14,6 +14,25 @@ export const repoRoot = resolve(process.env["KARLMALONE_ROOT"] ?? process.cwd())
 /** Where tests leave what a person may want to look at: logs, screenshots. */
 export const artifactsDir = join(repoRoot, "web", "artifacts");
 
+// Children still running when this process exits (a test failed hard, or the
+// runner was interrupted) are ended with it: the server at once, devpg by a
+// signal it forwards to its command, after which it stops PostgreSQL.
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of children) {
+    c.kill(c.spawnargs[0]?.endsWith("devpg") ? "SIGTERM" : "SIGKILL");
+  }
+});
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => process.exit(130));
+}
+
+function track(c: ChildProcess): ChildProcess {
+  children.add(c);
+  c.on("exit", () => children.delete(c));
+  return c;
+}
+
 export interface ServerOptions {
   /** A name for the log files (web/artifacts/<name>-server.log). */
   name: string;
@@ -54,11 +73,11 @@ export class TestServer {
     // devpg runs its command with DATABASE_URL set and stops the cluster when
     // the command exits; the command here prints the URL and waits for its
     // stdin to close (at close(), or when this process dies).
-    const pg = spawn(
+    const pg = track(spawn(
       join(repoRoot, "bin/devpg"),
       ["-dir", join(this.#dir, "pg"), "-db", "karlmalone", "--", "sh", "-c", 'echo "DATABASE_URL=$DATABASE_URL"; exec cat'],
       { stdio: ["pipe", "pipe", "pipe"] },
-    );
+    ));
     this.#pg = pg;
     pg.stderr!.pipe(this.#log, { end: false });
     this.#databaseURL = await new Promise<string>((resolve, reject) => {
@@ -85,10 +104,10 @@ export class TestServer {
       "-shutdown-timeout", "5s",
       ...(this.#opts.flags ?? []),
     ];
-    const srv = spawn(join(repoRoot, "bin/karlmalone"), args, {
+    const srv = track(spawn(join(repoRoot, "bin/karlmalone"), args, {
       env: { ...process.env, DATABASE_URL: this.#databaseURL },
       stdio: ["ignore", "pipe", "pipe"],
-    });
+    }));
     this.#server = srv;
     srv.stdout!.pipe(this.#log, { end: false });
     this.#addr = await new Promise<string>((resolve, reject) => {
