@@ -156,6 +156,27 @@ test("two people chat in the browser, across a server restart", async () => {
   assert.deepEqual(await texts(a), want);
   assert.deepEqual(await texts(b), want);
 
+  // Ben recalls his last message; Ann sees it go.
+  await b.click('#messages .msg.mine:last-child .recall');
+  await a.waitForSelector('#messages .msg:last-child em:text-is("Message recalled")');
+
+  // A group: Ann creates it with Ben, writes, makes Ben an admin.
+  await a.click("#tab-groups");
+  await a.fill("#group-name", "Climbing");
+  await a.check('.picks label:has-text("Ben") input');
+  await a.click("#group-create");
+  await a.waitForSelector('#conv-title:text-is("Climbing")');
+  await send(a, "Saturday at nine?");
+  await lastMessage(a, "Saturday at nine?");
+  await b.click("#tab-chats");
+  await b.waitForSelector('#conv-list li:has(.title:text-is("Climbing")) [data-testid=unread]:text-is("1")');
+  await openChatWith(b, "Climbing");
+  await b.waitForSelector('#messages .msg:has(.sender:text-is("Ann")) .text:text-is("Saturday at nine?")');
+  await a.click("#members-toggle");
+  await a.click('#members-panel li:has-text("Ben") button:text-is("Make admin")');
+  await a.waitForSelector('#members-panel li:has-text("Ben") .role:text-is("admin")');
+  await screenshot(a, "07-group");
+
   const csp = errors.filter((e) => /Content Security Policy|exception/.test(e));
   assert.deepEqual(csp, [], "no CSP violation, no uncaught exception");
   await ctxA.close();
