@@ -176,8 +176,9 @@ describe("push session", () => {
     });
     const rec = new Recorder();
     const push = client.push({ onState: rec.onState });
-    await push.done;
-    assert.deepEqual(push.state, { status: "unauthenticated", reason: "rejected" });
+    const s = await rec.waitState("unauthenticated");
+    assert.deepEqual(s, { status: "unauthenticated", reason: "rejected" });
+    await push.done; // and the session ended by itself
     assert.equal(unauthenticated, 1, "the probe call reported it too");
 
     // A server that is not there: offline, retrying; not "sign in again".
