@@ -9,6 +9,8 @@ import { after, before, test } from "node:test";
 
 import type { Browser, Page } from "playwright-core";
 
+import { KarlMaloneClient } from "@karlmalone/client";
+
 import { launch, screenshot, watchErrors } from "../testing/browser.js";
 import { password } from "../testing/members.js";
 import { TestServer, artifactsDir, newPhone } from "../testing/server.js";
@@ -176,6 +178,26 @@ test("two people chat in the browser, across a server restart", async () => {
   await a.click('#members-panel li:has-text("Ben") button:text-is("Make admin")');
   await a.waitForSelector('#members-panel li:has-text("Ben") .role:text-is("admin")');
   await screenshot(a, "07-group");
+
+  // History pages: Ben (through the SDK) sends 60 more; Ann opens their chat
+  // with the newest 50 shown and pages back to the first message.
+  const ben = new KarlMaloneClient({ baseUrl: srv.url });
+  await ben.login(phoneB, password);
+  const ann = (await ben.members.searchMembers({ query: phoneA })).members[0]!;
+  for (let i = 0; i < 60; i++) {
+    await ben.chat.sendMessage({ target: { case: "peerId", value: ann.id }, clientMsgId: `page-${i}`, content: { case: "text", value: `page ${i}` } });
+  }
+  // A reload keeps Ann signed in (the token is in sessionStorage) and starts
+  // with no history loaded.
+  await a.reload();
+  await a.waitForSelector("#status[data-state=online]");
+  await openChatWith(a, "Ben");
+  await lastMessage(a, "page 59");
+  assert.equal(await a.locator("#messages .msg").count(), 50);
+  await a.click("#load-older");
+  await a.waitForSelector('#messages .msg .text:text-is("Hello Ann!")');
+  await a.waitForSelector("#load-older", { state: "detached" });
+  assert.equal(await a.locator("#messages .msg").count(), 66); // 5 texts, the image, 60 pages
 
   const csp = errors.filter((e) => /Content Security Policy|exception/.test(e));
   assert.deepEqual(csp, [], "no CSP violation, no uncaught exception");
