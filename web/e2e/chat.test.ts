@@ -85,6 +85,7 @@ test("two people chat in the browser, across a server restart", async () => {
   writeFileSync(join(artifactsDir, "first-render.json"), JSON.stringify(timing, null, 2) + "\n");
   console.log("first render:", JSON.stringify(timing));
   assert.ok(timing.cold.appReadyMs > 0 && timing.warm.appReadyMs > 0, "the app drew its first screen");
+  assert.equal(await a.isVisible("#auth-nickname"), false, "signing in asks for no nickname");
   await screenshot(a, "01-sign-in");
 
   const phoneA = newPhone();
