@@ -12,7 +12,12 @@ TOOLPKG := github.com/bufbuild/buf/cmd/buf github.com/sqlc-dev/sqlc/cmd/sqlc \
            google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go \
            github.com/sudorandom/protoc-gen-connect-openapi
 
-.PHONY: run test build generate checkgenerate lint tools clean cluster
+.PHONY: run test build generate checkgenerate lint tools clean cluster test-web web-deps
+
+# The web side (web/client, web/app, gen/es): npm packages pinned in
+# package-lock.json, installed by `npm ci` whenever the lock is newer than
+# node_modules (a fresh clone included).
+NPM_STAMP := node_modules/.package-lock.json
 
 run: build
 	bin/devpg -dir .data/postgres -db karlmalone -- bin/karlmalone serve
@@ -36,6 +41,12 @@ bin/nats-server: tools/go.mod tools/go.sum
 test:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run '^TestPushStressGroupFanout$$' -v ./server/
+	$(MAKE) test-web
+
+# The SDK's tests and the browser tests, against the server binary on a
+# private PostgreSQL; installs npm packages and Chromium when missing.
+test-web: build
+	web/scripts/test.sh
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -45,32 +56,42 @@ tools: $(TOOLS)
 $(TOOLS) &: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o ../bin/ $(TOOLPKG)
 
-# buf writes gen/karlmalone and gen/openapi, sqlc writes gen/db; each output is
-# wiped first so a removed source leaves no stale file (buf's own `clean` would
-# wipe gen/db too).
-generate: $(TOOLS)
-	rm -rf gen/karlmalone gen/openapi && buf generate
-	rm -rf gen/db && sqlc generate
+web-deps: $(NPM_STAMP)
+$(NPM_STAMP): package.json package-lock.json web/client/package.json web/app/package.json
+	web/scripts/npm-deps.sh
 
-# Fails when gen/ is not exactly what the sources generate.
+# buf writes gen/karlmalone, gen/openapi and gen/es (TypeScript, with the
+# protoc-gen-es of the npm lock), sqlc writes gen/db, esbuild writes the chat
+# app's bundle web/app/dist (embedded by the server; see webapp.go). Each output
+# is wiped first so a removed source leaves no stale file (buf's own `clean`
+# would wipe gen/db too).
+generate: $(TOOLS) $(NPM_STAMP)
+	rm -rf gen/karlmalone gen/openapi gen/es && buf generate
+	rm -rf gen/db && sqlc generate
+	rm -rf web/app/dist && node web/build.mjs app
+
+# Fails when gen/ or the app bundle is not exactly what the sources generate.
+GENERATED := gen web/app/dist
 checkgenerate: generate
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
-		echo "gen/ is stale: run 'make generate' and commit the result" >&2; \
-		git status --porcelain -- gen >&2; git diff --stat -- gen >&2; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		echo "generated files are stale: run 'make generate' and commit the result" >&2; \
+		git status --porcelain -- $(GENERATED) >&2; git diff --stat -- $(GENERATED) >&2; exit 1; fi
 
 # sqlc vet prepares every query against the migrated schema and applies the
 # rules in sqlc.yaml; it needs a PostgreSQL server, so it runs under devpg (a
 # private cluster in .data/lint-postgres, or DATABASE_URL's server when set,
 # where sqlc creates a database named for the schema's hash).
-lint: $(TOOLS)
+lint: $(TOOLS) $(NPM_STAMP)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo "gofmt needed" >&2; exit 1; }
 	buf lint
 	buf format -d --exit-code
 	$(GO) run ./cmd/devpg -dir .data/lint-postgres -db sqlc_vet -- sqlc vet
+	node_modules/.bin/tsc -p web/tsconfig.json
+	node_modules/.bin/tsc -p web/tsconfig.node.json
 
 clean:
-	rm -rf bin .data
+	rm -rf bin .data node_modules .build web/artifacts
 
 # Load test: a fresh server on a private PostgreSQL (.data/bench-postgres)
 # under the standard loadgen scenarios; see docs/BENCHMARKS.md.

@@ -183,10 +183,7 @@ func New(d Deps) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, rootText)
-	})
+	mountWebApp(mux) // GET /{$}: the chat app (web/app), or rootText for non-browsers
 	mountRoutes(mux, d, b, authn, m)
 	return withCORS(d.Config.CORSOrigins, mux)
 }

@@ -1,0 +1,969 @@
+// The chat app served at /: built on @karlmalone/client alone. Sign up and in,
+// contacts and friend requests, groups, and conversations with live messages,
+// typing, read state, recall and attachments.
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import {
+  AttachmentKind,
+  type Contact,
+  type Conversation,
+  ConversationKind,
+  type Event,
+  type FriendRequest,
+  FriendRequestDirection,
+  type Group,
+  type GroupMember,
+  GroupRole,
+  KarlMaloneClient,
+  type Member,
+  type Message,
+  type PushSession,
+  type PushState,
+  describeError,
+} from "@karlmalone/client";
+
+import { byId, h, render } from "./dom.js";
+
+const TOKEN_KEY = "karlmalone.token";
+const HISTORY_PAGE = 50;
+
+// ---- state ----
+
+interface ConvView {
+  conv: Conversation;
+  messages: Message[]; // ascending by seq, loaded on open
+  loaded: boolean;
+  hasOlder: boolean;
+  peerReadSeq: bigint; // direct: the other member's read cursor
+}
+
+const km = new KarlMaloneClient({ onUnauthenticated: () => signedOut("Your session ended. Please sign in again.") });
+let me: Member | undefined;
+let push: PushSession | undefined;
+let pushState: PushState = { status: "connecting", attempt: 0 };
+const convs = new Map<string, ConvView>();
+const names = new Map<string, string>(); // member id → remark or nickname
+const contacts = new Map<string, Contact>();
+let incoming: FriendRequest[] = [];
+let outgoing: FriendRequest[] = [];
+let groups: Group[] = [];
+let openConv: string | undefined;
+let tab: "chats" | "contacts" | "groups" = "chats";
+const typing = new Map<string, Map<string, number>>(); // conv → member → until (ms)
+let showMembers = false;
+let groupMembers: GroupMember[] = [];
+let pendingFile: File | undefined;
+let search = { query: "", members: [] as Member[], notice: "", done: false };
+let lastTypingSent = 0;
+
+const root = byId("root");
+
+// ---- errors ----
+
+function flash(err: unknown, where = "flash"): void {
+  const el = document.getElementById(where);
+  if (el) {
+    el.textContent = typeof err === "string" ? err : describeError(err);
+    el.hidden = false;
+  }
+}
+
+function clearFlash(where = "flash"): void {
+  const el = document.getElementById(where);
+  if (el) {
+    el.hidden = true;
+  }
+}
+
+// Runs an action from a button, showing its error instead of losing it.
+function act(fn: () => Promise<unknown>, where = "flash"): () => void {
+  return () => {
+    clearFlash(where);
+    fn().catch((err: unknown) => flash(err, where));
+  };
+}
+
+// ---- sign in / sign up ----
+
+function showAuth(notice = ""): void {
+  let mode: "in" | "up" = "in";
+  const phone = h("input", { id: "auth-phone", type: "tel", placeholder: "+14155550100", autocomplete: "tel", required: true });
+  const password = h("input", { id: "auth-password", type: "password", placeholder: "8 characters or more", autocomplete: "current-password", required: true });
+  const nickname = h("input", { id: "auth-nickname", placeholder: "How others see you", autocomplete: "nickname" });
+  const nickRow = h("label", { hidden: true }, "Nickname", nickname);
+  const submit = h("button", { id: "auth-submit", type: "submit" }, "Sign in");
+  const toggle = h("button", { id: "auth-toggle", type: "button", class: "link" }, "New here? Create an account");
+  toggle.addEventListener("click", () => {
+    mode = mode === "in" ? "up" : "in";
+    nickRow.hidden = mode === "in";
+    submit.textContent = mode === "in" ? "Sign in" : "Create account";
+    toggle.textContent = mode === "in" ? "New here? Create an account" : "Have an account? Sign in";
+  });
+  const form = h(
+    "form",
+    { class: "auth", id: "auth-form" },
+    h("h1", {}, "KarlMalone"),
+    h("p", { class: "notice", id: "auth-notice", hidden: !notice }, notice),
+    h("label", {}, "Phone", phone),
+    h("label", {}, "Password", password),
+    nickRow,
+    h("p", { class: "error", id: "auth-error", hidden: true }),
+    submit,
+    toggle,
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    clearFlash("auth-error");
+    submit.disabled = true;
+    (async () => {
+      if (mode === "up") {
+        await km.members.register({ phone: phone.value.trim(), password: password.value, nickname: nickname.value.trim() });
+      }
+      const res = await km.login(phone.value.trim(), password.value, navigator.userAgent.slice(0, 64));
+      sessionStorage.setItem(TOKEN_KEY, res.accessToken);
+      me = res.member;
+      await start();
+    })()
+      .catch((err: unknown) => flash(err, "auth-error"))
+      .finally(() => (submit.disabled = false));
+  });
+  render(root, form);
+  phone.focus();
+  markReady();
+}
+
+// The first screen is drawn: the browser-test's first-render measure.
+function markReady(): void {
+  if (performance.getEntriesByName("app-ready").length === 0) {
+    performance.mark("app-ready");
+  }
+}
+
+function signedOut(notice: string): void {
+  void push?.close();
+  push = undefined;
+  km.token = undefined;
+  km.releaseAttachmentUrls();
+  sessionStorage.removeItem(TOKEN_KEY);
+  me = undefined;
+  convs.clear();
+  contacts.clear();
+  openConv = undefined;
+  showAuth(notice);
+}
+
+// ---- start ----
+
+async function start(): Promise<void> {
+  if (!me) {
+    me = (await km.members.getMe({})).member;
+  }
+  names.set(me!.id.toString(), me!.nickname);
+  renderShell();
+  await Promise.all([loadConversations(), loadContacts(), loadRequests(), loadGroups()]);
+  push = km.push({
+    onMessage,
+    onEvent,
+    onState: (s) => {
+      pushState = s;
+      renderStatus();
+      if (s.status === "unauthenticated") {
+        signedOut(s.reason === "revoked" ? "You were signed out (this session was ended)." : "Your session expired. Please sign in again.");
+      }
+    },
+    onConversations: (list) => {
+      mergeConversations(list);
+      // After a reconnect, an open conversation may have missed receipts or recalls.
+      if (openConv) {
+        void reloadOpen();
+      }
+    },
+  });
+  window.addEventListener("focus", markOpenRead);
+  setInterval(expireTyping, 1000);
+}
+
+async function loadConversations(): Promise<void> {
+  const all: Conversation[] = [];
+  let pageToken = "";
+  do {
+    const res = await km.chat.listConversations({ pageSize: 100, pageToken });
+    all.push(...res.conversations);
+    pageToken = res.nextPageToken;
+  } while (pageToken);
+  mergeConversations(all);
+}
+
+function mergeConversations(list: Conversation[]): void {
+  for (const c of list) {
+    const key = c.id.toString();
+    if (c.with.case === "peer") {
+      names.set(c.with.value.id.toString(), contactName(c.with.value));
+    }
+    const v = convs.get(key);
+    if (v) {
+      v.conv = c;
+    } else {
+      convs.set(key, { conv: c, messages: [], loaded: false, hasOlder: false, peerReadSeq: 0n });
+    }
+  }
+  renderSidebar();
+  renderConversation();
+}
+
+async function loadContacts(): Promise<void> {
+  contacts.clear();
+  let pageToken = "";
+  do {
+    const res = await km.contacts.listContacts({ pageSize: 100, pageToken });
+    for (const c of res.contacts) {
+      contacts.set(c.member!.id.toString(), c);
+      names.set(c.member!.id.toString(), contactName(c.member!));
+    }
+    pageToken = res.nextPageToken;
+  } while (pageToken);
+  renderSidebar();
+}
+
+async function loadRequests(): Promise<void> {
+  const [inc, out] = await Promise.all([
+    km.contacts.listFriendRequests({ direction: FriendRequestDirection.INCOMING, pageSize: 50 }),
+    km.contacts.listFriendRequests({ direction: FriendRequestDirection.OUTGOING, pageSize: 50 }),
+  ]);
+  incoming = inc.requests;
+  outgoing = out.requests;
+  renderSidebar();
+}
+
+async function loadGroups(): Promise<void> {
+  groups = (await km.groups.listMyGroups({ pageSize: 100 })).groups;
+  renderSidebar();
+}
+
+function contactName(m: Member): string {
+  const remark = contacts.get(m.id.toString())?.remark;
+  return remark || m.nickname;
+}
+
+function nameOf(id: bigint): string {
+  const key = id.toString();
+  const n = names.get(key);
+  if (n !== undefined) {
+    return n;
+  }
+  names.set(key, "…");
+  km.members.getMember({ memberId: id }).then(
+    (r) => {
+      names.set(key, r.member!.nickname);
+      renderConversation();
+      renderSidebar();
+    },
+    () => names.set(key, `member ${key}`),
+  );
+  return "…";
+}
+
+function convTitle(c: Conversation): string {
+  if (c.with.case === "peer") {
+    return contactName(c.with.value);
+  }
+  if (c.with.case === "group") {
+    return c.with.value.name;
+  }
+  return `conversation ${c.id}`;
+}
+
+// ---- push ----
+
+function onMessage(m: Message): void {
+  const key = m.conversationId.toString();
+  const v = convs.get(key);
+  if (!v) {
+    // A conversation this page has not listed yet (a new contact or group).
+    void loadConversations().then(() => onMessage(m));
+    return;
+  }
+  if (m.seq > v.conv.lastSeq) {
+    v.conv.lastSeq = m.seq;
+    v.conv.lastMessage = m;
+    v.conv.updatedAt = m.sentAt;
+    if (m.senderId !== me?.id && m.seq > v.conv.readSeq) {
+      v.conv.unreadCount++;
+    }
+  }
+  if (v.loaded && !v.messages.some((x) => x.seq === m.seq)) {
+    v.messages.push(m);
+    v.messages.sort((a, b) => (a.seq < b.seq ? -1 : 1));
+  }
+  typing.get(key)?.delete(m.senderId.toString());
+  renderSidebar();
+  if (openConv === key) {
+    renderConversation();
+    markOpenRead();
+  }
+}
+
+function onEvent(e: Event): void {
+  const k = e.kind;
+  switch (k.case) {
+    case "typing": {
+      if (k.value.memberId === me?.id) return;
+      const key = k.value.conversationId.toString();
+      let t = typing.get(key);
+      if (!t) typing.set(key, (t = new Map()));
+      t.set(k.value.memberId.toString(), Date.now() + 4000);
+      if (openConv === key) renderHeader();
+      renderSidebar();
+      return;
+    }
+    case "readReceipt": {
+      const v = convs.get(k.value.conversationId.toString());
+      if (!v) return;
+      if (k.value.memberId === me?.id) {
+        v.conv.readSeq = k.value.readSeq; // read on another device
+        v.conv.unreadCount = v.conv.lastSeq > v.conv.readSeq ? v.conv.lastSeq - v.conv.readSeq : 0n;
+      } else if (k.value.readSeq > v.peerReadSeq) {
+        v.peerReadSeq = k.value.readSeq;
+      }
+      renderSidebar();
+      if (openConv === v.conv.id.toString()) renderConversation();
+      return;
+    }
+    case "messageRecalled": {
+      const v = convs.get(k.value.conversationId.toString());
+      const m = v?.messages.find((x) => x.seq === k.value.seq);
+      if (m) {
+        m.content = { case: undefined };
+        m.recalledAt = k.value.recalledAt;
+      }
+      if (v?.conv.lastMessage?.seq === k.value.seq) {
+        v.conv.lastMessage.content = { case: undefined };
+        v.conv.lastMessage.recalledAt = k.value.recalledAt;
+      }
+      renderSidebar();
+      if (v && openConv === v.conv.id.toString()) renderConversation();
+      return;
+    }
+    case "friendRequestReceived":
+    case "friendRequestAnswered":
+      void loadRequests();
+      void loadContacts().then(loadConversations);
+      return;
+    case "contactRemoved":
+      void loadContacts().then(loadConversations);
+      return;
+    case "groupCreated":
+    case "groupUpdated":
+    case "groupDissolved":
+    case "memberJoined":
+    case "memberLeft":
+    case "memberRemoved":
+    case "memberRoleChanged":
+      void loadGroups().then(loadConversations);
+      if (showMembers) void loadGroupMembers();
+      return;
+    default:
+      return;
+  }
+}
+
+function expireTyping(): void {
+  const now = Date.now();
+  let changed = false;
+  for (const t of typing.values()) {
+    for (const [id, until] of t) {
+      if (until < now) {
+        t.delete(id);
+        changed = true;
+      }
+    }
+  }
+  if (changed) {
+    renderHeader();
+    renderSidebar();
+  }
+}
+
+function typingNames(key: string): string[] {
+  return [...(typing.get(key)?.keys() ?? [])].map((id) => nameOf(BigInt(id)));
+}
+
+// ---- layout ----
+
+function renderShell(): void {
+  render(
+    root,
+    h(
+      "div",
+      { class: "shell" },
+      h(
+        "aside",
+        { class: "side" },
+        h(
+          "header",
+          { class: "me" },
+          h("strong", { id: "me-name" }, me?.nickname ?? ""),
+          h("span", { id: "status", class: "status" }),
+          h("button", { id: "sign-out", class: "link", onclick: act(async () => { await km.logout(); signedOut("Signed out."); }) }, "Sign out"),
+        ),
+        h("nav", { class: "tabs", id: "tabs" }),
+        h("div", { id: "side-body", class: "side-body" }),
+      ),
+      h("section", { class: "main", id: "main" }),
+    ),
+    h("p", { id: "flash", class: "error flash", hidden: true, onclick: () => clearFlash() }),
+  );
+  renderStatus();
+  renderSidebar();
+  renderConversation();
+  markReady();
+}
+
+function renderStatus(): void {
+  const el = document.getElementById("status");
+  if (!el) return;
+  const s = pushState;
+  el.dataset["state"] = s.status;
+  switch (s.status) {
+    case "online":
+      render(el, "● online");
+      break;
+    case "connecting":
+    case "syncing":
+      render(el, "○ connecting…");
+      break;
+    case "offline":
+      render(
+        el,
+        s.reason === "network" ? "○ offline" : "○ reconnecting",
+        " ",
+        h("button", { class: "link", onclick: () => push?.reconnect() }, "retry now"),
+      );
+      break;
+    default:
+      render(el, "");
+  }
+}
+
+function renderSidebar(): void {
+  const nav = document.getElementById("tabs");
+  const body = document.getElementById("side-body");
+  if (!nav || !body) return;
+  const unread = [...convs.values()].reduce((n, v) => n + Number(v.conv.unreadCount), 0);
+  const tabBtn = (t: typeof tab, label: string, badge: number) =>
+    h(
+      "button",
+      { class: t === tab ? "tab on" : "tab", id: `tab-${t}`, onclick: () => { tab = t; renderSidebar(); } },
+      label,
+      badge > 0 && h("span", { class: "badge" }, badge),
+    );
+  render(nav, tabBtn("chats", "Chats", unread), tabBtn("contacts", "Contacts", incoming.filter(pendingReq).length), tabBtn("groups", "Groups", 0));
+  if (tab === "chats") render(body, chatList());
+  if (tab === "contacts") render(body, contactsPane());
+  if (tab === "groups") render(body, groupsPane());
+}
+
+function pendingReq(r: FriendRequest): boolean {
+  return r.status === 1; // FRIEND_REQUEST_STATUS_PENDING
+}
+
+function chatList(): HTMLElement {
+  const list = [...convs.values()].sort((a, b) => time(b.conv.updatedAt) - time(a.conv.updatedAt));
+  if (list.length === 0) {
+    return h("p", { class: "empty" }, "No conversations yet. Add a contact or create a group.");
+  }
+  return h(
+    "ul",
+    { class: "convs", id: "conv-list" },
+    list.map((v) => {
+      const key = v.conv.id.toString();
+      const who = typingNames(key);
+      return h(
+        "li",
+        { class: openConv === key ? "conv on" : "conv", "data-conv": key, onclick: () => void openConversation(key) },
+        h("span", { class: "title" }, convTitle(v.conv)),
+        v.conv.unreadCount > 0n && h("span", { class: "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
+        h("span", { class: "preview" }, who.length ? `${who.join(", ")} typing…` : preview(v.conv.lastMessage)),
+      );
+    }),
+  );
+}
+
+function preview(m: Message | undefined): string {
+  if (!m) return "";
+  if (m.recalledAt) return "message recalled";
+  if (m.content.case === "text") return m.content.value.slice(0, 60);
+  if (m.content.case === "attachment") return m.content.value.kind === AttachmentKind.IMAGE ? "🖼 image" : `📎 ${m.content.value.caption || "file"}`;
+  return "";
+}
+
+function time(ts: { seconds: bigint; nanos: number } | undefined): number {
+  return ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6) : 0;
+}
+
+// ---- contacts ----
+
+function contactsPane(): HTMLElement {
+  const q = h("input", { id: "search-phone", type: "tel", placeholder: "Find by phone: +14155550100", value: search.query });
+  const found = search.members;
+  const results = h(
+    "div",
+    { id: "search-results" },
+    search.notice && h("p", { class: "ok" }, search.notice),
+    search.done && found.length === 0 && h("p", { class: "empty" }, "Nobody found."),
+    found.map((m) =>
+      h(
+        "div",
+        { class: "row" },
+        h("span", {}, m.nickname),
+        m.id === me?.id
+          ? h("em", {}, "you")
+          : contacts.has(m.id.toString())
+            ? h("em", {}, "contact")
+            : outgoing.some((r) => pendingReq(r) && r.toMemberId === m.id)
+              ? h("em", {}, "asked")
+              : h("button", { class: "add-friend", onclick: act(async () => {
+                  await km.contacts.sendFriendRequest({ memberId: m.id, note: `Hi, it's ${me?.nickname}` });
+                  search.notice = `Request sent to ${m.nickname}.`;
+                  await loadRequests();
+                }) }, "Add"),
+      ),
+    ),
+  );
+  const form = h("form", { class: "search" }, q, h("button", { type: "submit", id: "search-go" }, "Find"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(async () => {
+      search.query = q.value.trim();
+      const res = await km.members.searchMembers({ query: search.query, pageSize: 10 });
+      search = { query: search.query, members: res.members, notice: "", done: true };
+      renderSidebar();
+    })();
+  });
+  const inc = incoming.filter(pendingReq);
+  const out = outgoing.filter(pendingReq);
+  return h(
+    "div",
+    {},
+    form,
+    results,
+    inc.length > 0 && h("h3", {}, "Friend requests"),
+    h(
+      "ul",
+      { class: "requests", id: "incoming" },
+      inc.map((r) =>
+        h(
+          "li",
+          { class: "row" },
+          h("span", {}, r.other?.nickname ?? nameOf(r.fromMemberId), r.note && h("small", {}, ` “${r.note}”`)),
+          h("button", { class: "accept", onclick: act(async () => {
+            await km.contacts.respondFriendRequest({ requestId: r.id, accept: true });
+            await Promise.all([loadRequests(), loadContacts()]);
+            await loadConversations();
+          }) }, "Accept"),
+          h("button", { class: "link", onclick: act(async () => { await km.contacts.respondFriendRequest({ requestId: r.id, accept: false }); await loadRequests(); }) }, "Decline"),
+        ),
+      ),
+    ),
+    out.length > 0 && h("p", { class: "muted" }, `Waiting for: ${out.map((r) => r.other?.nickname ?? "").join(", ")}`),
+    h("h3", {}, "Contacts"),
+    contacts.size === 0 && h("p", { class: "empty" }, "No contacts yet."),
+    h(
+      "ul",
+      { class: "contacts", id: "contacts" },
+      [...contacts.values()].map((c) =>
+        h(
+          "li",
+          { class: "row" },
+          h("span", { class: "title", onclick: () => void openConversation(c.conversationId.toString()) }, c.remark || c.member!.nickname, c.remark && h("small", {}, ` (${c.member!.nickname})`)),
+          h("button", { class: "link", onclick: act(async () => {
+            const remark = prompt(`Remark for ${c.member!.nickname}`, c.remark);
+            if (remark === null) return;
+            await km.contacts.setContactRemark({ memberId: c.member!.id, remark });
+            await loadContacts();
+            await loadConversations();
+          }) }, "Remark"),
+          h("button", { class: "link", onclick: act(async () => {
+            if (!confirm(`Remove ${c.member!.nickname} from your contacts?`)) return;
+            await km.contacts.removeContact({ memberId: c.member!.id });
+            await loadContacts();
+          }) }, "Remove"),
+        ),
+      ),
+    ),
+  );
+}
+
+// ---- groups ----
+
+function groupsPane(): HTMLElement {
+  const name = h("input", { id: "group-name", placeholder: "Group name" });
+  const picks = [...contacts.values()].map((c) => ({ c, box: h("input", { type: "checkbox", value: c.member!.id.toString() }) }));
+  const form = h(
+    "form",
+    { class: "new-group" },
+    h("h3", {}, "New group"),
+    name,
+    h("div", { class: "picks" }, picks.map((p) => h("label", {}, p.box, " ", p.c.remark || p.c.member!.nickname))),
+    h("button", { type: "submit", id: "group-create" }, "Create"),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(async () => {
+      const res = await km.groups.createGroup({ name: name.value.trim(), memberIds: picks.filter((p) => p.box.checked).map((p) => p.c.member!.id) });
+      await Promise.all([loadGroups(), loadConversations()]);
+      await openConversation(res.group!.conversationId.toString());
+    })();
+  });
+  return h(
+    "div",
+    {},
+    h("h3", {}, "My groups"),
+    groups.length === 0 && h("p", { class: "empty" }, "No groups yet."),
+    h("ul", { class: "groups" }, groups.map((g) => h("li", { class: "row", onclick: () => void openConversation(g.conversationId.toString()) }, h("span", { class: "title" }, g.name), h("small", {}, ` ${g.memberCount} members`)))),
+    form,
+  );
+}
+
+function openGroup(): Group | undefined {
+  const v = openConv ? convs.get(openConv) : undefined;
+  return v?.conv.with.case === "group" ? v.conv.with.value : undefined;
+}
+
+async function loadGroupMembers(): Promise<void> {
+  const g = openGroup();
+  if (!g) return;
+  const out: GroupMember[] = [];
+  let pageToken = "";
+  do {
+    const res = await km.groups.listGroupMembers({ groupId: g.id, pageSize: 100, pageToken });
+    out.push(...res.members);
+    pageToken = res.nextPageToken;
+  } while (pageToken);
+  groupMembers = out;
+  for (const m of out) {
+    if (m.member) names.set(m.member.id.toString(), contactName(m.member));
+  }
+  renderConversation();
+}
+
+function membersPanel(g: Group): HTMLElement {
+  const mine = groupMembers.find((m) => m.member?.id === me?.id)?.role ?? GroupRole.MEMBER;
+  const canManage = mine === GroupRole.OWNER || mine === GroupRole.ADMIN;
+  const inGroup = new Set(groupMembers.map((m) => m.member?.id.toString()));
+  const addable = [...contacts.values()].filter((c) => !inGroup.has(c.member!.id.toString()));
+  const roleName = (r: GroupRole) => (r === GroupRole.OWNER ? "owner" : r === GroupRole.ADMIN ? "admin" : "member");
+  return h(
+    "div",
+    { class: "members", id: "members-panel" },
+    h("h3", {}, `${g.name}: ${groupMembers.length} members`),
+    h(
+      "ul",
+      {},
+      groupMembers.map((gm) => {
+        const m = gm.member!;
+        const self = m.id === me?.id;
+        return h(
+          "li",
+          { class: "row" },
+          h("span", {}, contactName(m), self && " (you)"),
+          h("small", { class: "role" }, roleName(gm.role)),
+          mine === GroupRole.OWNER && !self && gm.role !== GroupRole.OWNER &&
+            h("button", { class: "link", onclick: act(async () => {
+              await km.groups.setMemberRole({ groupId: g.id, memberId: m.id, role: gm.role === GroupRole.ADMIN ? GroupRole.MEMBER : GroupRole.ADMIN });
+              await loadGroupMembers();
+            }) }, gm.role === GroupRole.ADMIN ? "Make member" : "Make admin"),
+          canManage && !self && gm.role !== GroupRole.OWNER &&
+            h("button", { class: "link", onclick: act(async () => { await km.groups.removeGroupMember({ groupId: g.id, memberId: m.id }); await loadGroupMembers(); }) }, "Remove"),
+        );
+      }),
+    ),
+    canManage && addable.length > 0 &&
+      h("div", { class: "row" }, "Add: ", addable.map((c) =>
+        h("button", { class: "link", onclick: act(async () => { await km.groups.addGroupMembers({ groupId: g.id, memberIds: [c.member!.id] }); await loadGroupMembers(); }) }, c.remark || c.member!.nickname))),
+    h(
+      "div",
+      { class: "row" },
+      mine === GroupRole.OWNER
+        ? h("button", { class: "danger", onclick: act(async () => {
+            if (!confirm(`Dissolve ${g.name} for everyone?`)) return;
+            await km.groups.dissolveGroup({ groupId: g.id });
+            closeConversation();
+            await Promise.all([loadGroups(), loadConversations()]);
+          }) }, "Dissolve group")
+        : h("button", { class: "danger", onclick: act(async () => {
+            await km.groups.leaveGroup({ groupId: g.id });
+            closeConversation();
+            await Promise.all([loadGroups(), loadConversations()]);
+          }) }, "Leave group"),
+    ),
+  );
+}
+
+// ---- a conversation ----
+
+async function openConversation(key: string): Promise<void> {
+  const v = convs.get(key);
+  if (!v) {
+    await loadConversations();
+    if (!convs.has(key)) return;
+    return openConversation(key);
+  }
+  openConv = key;
+  showMembers = false;
+  pendingFile = undefined;
+  tab = "chats";
+  renderSidebar();
+  renderConversation();
+  if (!v.loaded) {
+    await loadHistory(v);
+  }
+  markOpenRead();
+  byId<HTMLTextAreaElement>("composer-text").focus();
+}
+
+function closeConversation(): void {
+  openConv = undefined;
+  showMembers = false;
+  renderConversation();
+}
+
+async function loadHistory(v: ConvView): Promise<void> {
+  const res = await km.chat.listMessages({ conversationId: v.conv.id, limit: HISTORY_PAGE });
+  v.messages = res.messages;
+  v.hasOlder = res.hasMore;
+  v.loaded = true;
+  renderConversation(true);
+}
+
+async function reloadOpen(): Promise<void> {
+  const v = openConv ? convs.get(openConv) : undefined;
+  if (v?.loaded) {
+    const res = await km.chat.listMessages({ conversationId: v.conv.id, limit: Math.max(HISTORY_PAGE, v.messages.length) });
+    v.messages = res.messages;
+    v.hasOlder = res.hasMore;
+    renderConversation();
+  }
+}
+
+async function loadOlder(v: ConvView): Promise<void> {
+  const first = v.messages[0];
+  if (!first) return;
+  const list = document.getElementById("messages");
+  const fromBottom = list ? list.scrollHeight - list.scrollTop : 0;
+  const res = await km.chat.listMessages({ conversationId: v.conv.id, position: { case: "beforeSeq", value: first.seq }, limit: HISTORY_PAGE });
+  v.messages = [...res.messages, ...v.messages];
+  v.hasOlder = res.hasMore;
+  renderConversation();
+  if (list) list.scrollTop = list.scrollHeight - fromBottom; // keep the reader's place
+}
+
+function markOpenRead(): void {
+  const v = openConv ? convs.get(openConv) : undefined;
+  if (!v || document.hidden) return; // unseen is unread
+  const last = v.conv.lastSeq;
+  if (last > v.conv.readSeq) {
+    v.conv.readSeq = last;
+    v.conv.unreadCount = 0n;
+    renderSidebar();
+    km.chat.markRead({ conversationId: v.conv.id, seq: last }).catch((err: unknown) => flash(err));
+  }
+}
+
+function renderHeader(): void {
+  const el = document.getElementById("conv-header");
+  const v = openConv ? convs.get(openConv) : undefined;
+  if (!el || !v) return;
+  const who = typingNames(openConv!);
+  const g = openGroup();
+  render(
+    el,
+    h("button", { class: "link back", onclick: closeConversation }, "‹"),
+    h("strong", { id: "conv-title" }, convTitle(v.conv)),
+    h("span", { class: "typing", id: "typing" }, who.length ? `${who.join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : ""),
+    g && h("button", { class: "link", id: "members-toggle", onclick: () => { showMembers = !showMembers; if (showMembers) void loadGroupMembers(); renderConversation(); } }, showMembers ? "Close members" : "Members"),
+  );
+}
+
+function renderConversation(scrollToEnd = false): void {
+  const main = document.getElementById("main");
+  if (!main) return;
+  const v = openConv ? convs.get(openConv) : undefined;
+  if (!v) {
+    main.dataset["conv"] = "";
+    render(main, h("div", { class: "placeholder" }, h("p", {}, "Pick a conversation, or find people by phone under Contacts.")));
+    return;
+  }
+  // The header and composer are built once per conversation (the draft and
+  // focus survive live updates); the messages are redrawn.
+  if (main.dataset["conv"] !== openConv || !document.getElementById("composer")) {
+    main.dataset["conv"] = openConv;
+    render(main, h("header", { class: "conv-header", id: "conv-header" }), h("div", { class: "conv-body", id: "conv-body" }), composer(v));
+    scrollToEnd = true;
+  }
+  const body = byId("conv-body");
+  const old = document.getElementById("messages");
+  const atEnd = !old || old.scrollHeight - old.scrollTop - old.clientHeight < 40;
+  const oldTop = old?.scrollTop ?? 0;
+  const g = openGroup();
+  const list = h(
+    "ol",
+    { class: "messages", id: "messages" },
+    v.hasOlder && h("li", { class: "older" }, h("button", { class: "link", id: "load-older", onclick: act(() => loadOlder(v)) }, "Load older messages")),
+    !v.loaded && h("li", { class: "muted" }, "Loading…"),
+    v.messages.map((m) => messageItem(v, m)),
+  );
+  render(body, list, showMembers && g && membersPanel(g));
+  renderPendingFile();
+  renderHeader();
+  list.scrollTop = scrollToEnd || atEnd ? list.scrollHeight : oldTop;
+}
+
+function composer(v: ConvView): HTMLElement {
+  const text = h("textarea", { id: "composer-text", rows: 2, placeholder: "Write a message" });
+  text.addEventListener("input", () => {
+    const now = Date.now();
+    if (text.value && now - lastTypingSent > 3000) {
+      lastTypingSent = now;
+      km.chat.sendTyping({ conversationId: v.conv.id }).catch(() => {});
+    }
+  });
+  text.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  const file = h("input", { type: "file", id: "composer-file", hidden: true });
+  file.addEventListener("change", () => {
+    pendingFile = file.files?.[0];
+    file.value = "";
+    renderPendingFile();
+  });
+  const form = h(
+    "form",
+    { class: "composer", id: "composer" },
+    h("div", { id: "pending-slot" }),
+    h("div", { class: "row" },
+      h("button", { type: "button", class: "attach", title: "Attach an image or a file", onclick: () => file.click() }, "Attach"),
+      file,
+      text,
+      h("button", { type: "submit", id: "send" }, "Send"),
+    ),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(() => send(v, text))();
+  });
+  return form;
+}
+
+function renderPendingFile(): void {
+  const slot = document.getElementById("pending-slot");
+  if (slot) render(slot, pendingFile && attachmentPreview(pendingFile));
+}
+
+function attachmentPreview(f: File): HTMLElement {
+  const isImage = f.type.startsWith("image/");
+  const url = isImage ? URL.createObjectURL(f) : "";
+  return h(
+    "div",
+    { class: "pending-file", id: "pending-file" },
+    isImage ? h("img", { src: url, alt: f.name, onload: () => URL.revokeObjectURL(url) }) : h("span", {}, "📎 "),
+    h("span", {}, `${f.name} (${formatSize(f.size)})`),
+    h("button", { type: "button", class: "link", onclick: () => { pendingFile = undefined; renderPendingFile(); } }, "Cancel"),
+  );
+}
+
+function messageItem(v: ConvView, m: Message): HTMLElement {
+  const mine = m.senderId === me?.id;
+  const sent = m.sentAt ? timestampDate(m.sentAt) : undefined;
+  const canRecall = mine && !m.recalledAt && sent && Date.now() - sent.getTime() < 2 * 60_000;
+  let body: Node | string;
+  if (m.recalledAt) {
+    body = h("em", { class: "muted" }, mine ? "You recalled a message" : "Message recalled");
+  } else if (m.content.case === "text") {
+    body = h("span", { class: "text" }, m.content.value);
+  } else if (m.content.case === "attachment") {
+    body = attachmentView(m.content.value.id, m.content.value.kind, m.content.value.caption, m.content.value.contentType, Number(m.content.value.size));
+  } else {
+    body = "";
+  }
+  const direct = v.conv.kind === ConversationKind.DIRECT;
+  return h(
+    "li",
+    { class: mine ? "msg mine" : "msg", "data-seq": m.seq.toString() },
+    !mine && v.conv.kind === ConversationKind.GROUP && h("span", { class: "sender" }, nameOf(m.senderId)),
+    h("div", { class: "bubble" }, body),
+    h(
+      "span",
+      { class: "meta" },
+      sent ? sent.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "",
+      mine && direct && v.peerReadSeq >= m.seq && h("span", { class: "read", "data-testid": "read" }, " · read"),
+      canRecall && h("button", { class: "link recall", onclick: act(async () => { await km.chat.recallMessage({ conversationId: m.conversationId, seq: m.seq }); }) }, "recall"),
+    ),
+  );
+}
+
+function attachmentView(id: bigint, kind: AttachmentKind, caption: string, contentType: string, size: number): HTMLElement {
+  if (kind === AttachmentKind.IMAGE) {
+    const img = h("img", { class: "image", alt: caption || "image", "data-attachment": id.toString() });
+    km.attachmentUrl(id).then((u) => (img.src = u), () => (img.alt = "image unavailable"));
+    return h("figure", {}, img, caption && h("figcaption", {}, caption));
+  }
+  const a = h("a", { class: "file", href: "#", download: caption || `attachment-${id}` }, `📎 ${caption || "file"} (${formatSize(size)}, ${contentType})`);
+  a.addEventListener("click", (ev) => {
+    if (a.getAttribute("href") === "#") {
+      ev.preventDefault();
+      km.attachmentUrl(id).then((u) => { a.href = u; a.click(); }, (err: unknown) => flash(err));
+    }
+  });
+  return a;
+}
+
+function formatSize(n: number): string {
+  return n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(0)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
+}
+
+async function send(v: ConvView, text: HTMLTextAreaElement): Promise<void> {
+  const target = v.conv.with.case === "group"
+    ? { case: "groupId" as const, value: v.conv.with.value.id }
+    : { case: "peerId" as const, value: v.conv.with.value!.id };
+  const body = text.value.trim();
+  const file = pendingFile;
+  if (!body && !file) return;
+  // Cleared at once, so a second press sends nothing twice; put back on failure.
+  text.value = "";
+  pendingFile = undefined;
+  renderPendingFile();
+  const clientMsgId = crypto.randomUUID(); // a retry of this send would reuse it
+  try {
+    if (file) {
+      const up = await km.uploadAttachment(file);
+      const kind = up.contentType.startsWith("image/") ? AttachmentKind.IMAGE : AttachmentKind.FILE;
+      const res = await km.chat.sendMessage({ target, clientMsgId: `${clientMsgId}.a`, content: { case: "attachment", value: { id: up.id, kind, caption: kind === AttachmentKind.FILE ? file.name : "" } } });
+      onMessage(res.message!);
+    }
+    if (body) {
+      const res = await km.chat.sendMessage({ target, clientMsgId, content: { case: "text", value: body } });
+      onMessage(res.message!);
+    }
+  } catch (err) {
+    if (!text.value) text.value = body;
+    if (file && !pendingFile) {
+      pendingFile = file;
+      renderPendingFile();
+    }
+    throw err;
+  }
+  renderConversation(true);
+}
+
+// ---- boot ----
+
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) {
+  km.token = saved;
+  start().catch(() => signedOut(""));
+} else {
+  showAuth();
+}
