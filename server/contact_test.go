@@ -49,15 +49,6 @@ func ctSnapshot(t testing.TB, pool *pgxpool.Pool) string {
 	return b.String()
 }
 
-// wantInvalid fails unless err is InvalidArgument naming field.
-func wantInvalid(t testing.TB, err error, field string) {
-	t.Helper()
-	wantCode(t, err, connect.CodeInvalidArgument)
-	if !strings.Contains(err.Error(), field) {
-		t.Fatalf("error %q does not name %s", err, field)
-	}
-}
-
 // TestContactLifecycle walks request → list → accept → contacts (with the
 // conversation) → remark → remove → befriend again, mixing Connect and gRPC.
 func TestContactLifecycle(t *testing.T) {
