@@ -591,16 +591,6 @@ func (s snapshot) wantUnchanged(t testing.TB, what string) {
 	}
 }
 
-// count runs a query that returns one integer, such as a count(*).
-func (e *env) count(t testing.TB, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := e.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 // waitFor polls cond, a state the server reaches on its own with no event to
 // wait on (a hub counter, a file removed), for at most 10 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
