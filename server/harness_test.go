@@ -10,14 +10,17 @@ package server_test
 // them. The one exception is bulk: a test that needs thousands of contacts
 // calls e.seedContacts, which runs the generated queries (gen/db) that
 // Register, SendFriendRequest and RespondFriendRequest run, in their order;
-// TestSeedContactsMatchesTheAPI shows that what it makes reads the same
-// through every RPC as what the API makes. No test writes rows with hand SQL,
-// except to plant a state the API cannot produce, and such a test says why.
+// TestSeedContactsMatchesTheAPI fails when what it makes stops reading the
+// same, through every RPC, as what the API makes. A state the API cannot
+// produce (a race's outcome, a call caught mid-transaction) is planted with
+// the generated query the server itself would run, and the test says why.
+// No test writes SQL of its own to make fixtures.
 //
 // Assertions are on what clients see: responses, pushed events, errors,
-// compared with wantProto (cmp.Diff with protocmp). Table rows are read only
-// where no RPC can show the answer, through e.dbRows: that a refused or
-// failed call left nothing behind, or that a secret is not stored.
+// compared whole with wantProto (cmp.Diff with protocmp). Tables are read
+// only where no RPC can show the answer, through e.dbRows and e.dbSnapshot:
+// that a refused or failed call left nothing behind, or that recalled
+// content is gone at rest.
 
 import (
 	"bytes"
