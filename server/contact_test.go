@@ -767,41 +767,6 @@ func TestMutualFriendRequestsRace(t *testing.T) {
 	})
 }
 
-// TestListContactsPaging10k pages through 10,000 contacts and finds each
-// exactly once, in order.
-func TestListContactsPaging10k(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ctx := t.Context()
-	owner := e.register(t, "popular")
-	const total = 10000
-	var want []*v1.Contact
-	for i, s := range e.seedContacts(t, owner, "bulk ", total) {
-		want = append(want, &v1.Contact{Member: &v1.Member{Id: s.ID, Nickname: fmt.Sprint("bulk ", i), CreatedAt: set}, CreatedAt: set})
-	}
-
-	ps := pages(t, func(token string) (*v1.ListContactsResponse, error) {
-		return owner.Contacts.ListContacts(ctx, &v1.ListContactsRequest{PageSize: 100, PageToken: token})
-	})
-	if len(ps) != total/100 {
-		t.Fatalf("%d pages, want %d", len(ps), total/100)
-	}
-	var got []*v1.Contact
-	for i, p := range ps {
-		if len(p.GetContacts()) != 100 {
-			t.Fatalf("page %d has %d contacts, want 100", i+1, len(p.GetContacts()))
-		}
-		for _, c := range p.GetContacts() {
-			if c.GetConversationId() == 0 {
-				t.Fatalf("contact without a conversation: %v", c)
-			}
-		}
-		got = append(got, p.GetContacts()...)
-	}
-	wantProto(t, "paged contacts (duplicates, gaps or out of order)", want, got, anyTime,
-		protocmp.IgnoreFields(&v1.Contact{}, "conversation_id"))
-}
-
 // TestSeedContactsMatchesTheAPI: a contact e.seedContacts makes reads the
 // same through every RPC as one made by a friend request and its accept, so
 // the tests that page through thousands of seeded contacts test what the API

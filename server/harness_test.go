@@ -714,16 +714,20 @@ func pipeline(ctx context.Context, tx pgx.Tx, queue func(q *db.Queries, b *pgx.B
 // once the batch has run.
 func returningID(b *pgx.Batch, dst *int64) {
 	b.QueuedQueries[len(b.QueuedQueries)-1].Query(func(rows pgx.Rows) error {
-		row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToMap)
-		if err != nil {
-			return err
+		// Scan into dst alone: a nil destination skips its column.
+		dsts := make([]any, len(rows.FieldDescriptions()))
+		for i, f := range rows.FieldDescriptions() {
+			if f.Name == "id" {
+				dsts[i] = dst
+			}
 		}
-		id, ok := row["id"].(int64)
-		if !ok {
-			return fmt.Errorf("no int64 id returned: %v", row)
+		if !slices.Contains(dsts, any(dst)) {
+			return errors.New("the statement returns no id")
 		}
-		*dst = id
-		return nil
+		if !rows.Next() {
+			return fmt.Errorf("no row returned: %w", rows.Err())
+		}
+		return rows.Scan(dsts...)
 	})
 }
 
