@@ -15,6 +15,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,13 +118,11 @@ func attWantError(t testing.TB, res *http.Response, body []byte, status int, cod
 // attSend sends attachment id from `from` to contact `to` and returns the message.
 func attSend(t testing.TB, from, to *client, id string) *v1.Message {
 	t.Helper()
-	var n int64
-	fmt.Sscan(id, &n)
 	res, err := from.Chat.SendMessage(t.Context(), &v1.SendMessageRequest{
 		Target:      &v1.SendMessageRequest_PeerId{PeerId: to.ID},
 		ClientMsgId: "att-" + id,
 		Content: &v1.SendMessageRequest_Attachment{Attachment: &v1.Attachment{
-			Id: n, Kind: v1.AttachmentKind_ATTACHMENT_KIND_IMAGE,
+			Id: attID(t, attUploaded{ID: id}), Kind: v1.AttachmentKind_ATTACHMENT_KIND_IMAGE,
 		}},
 	})
 	if err != nil {
@@ -148,13 +147,21 @@ func attStored(t testing.TB, e *env) []string {
 	return out
 }
 
+// attRows counts the stored attachment rows: what a failed upload must not
+// leave behind.
 func attRows(t testing.TB, e *env) int {
 	t.Helper()
-	var n int
-	if err := e.Pool.QueryRow(t.Context(), `SELECT count(*) FROM attachments`).Scan(&n); err != nil {
-		t.Fatal(err)
+	return len(e.dbRows(t, "attachments", "true"))
+}
+
+// attID is the upload's id as the int64 messages carry.
+func attID(t testing.TB, up attUploaded) int64 {
+	t.Helper()
+	id, err := strconv.ParseInt(up.ID, 10, 64)
+	if err != nil {
+		t.Fatalf("upload id %q: %v", up.ID, err)
 	}
-	return n
+	return id
 }
 
 func TestAttachmentUploadSendDownload(t *testing.T) {
@@ -162,87 +169,92 @@ func TestAttachmentUploadSendDownload(t *testing.T) {
 	e := newEnv(t)
 	ann, bob, eve := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "eve")
 	makeContacts(t, ann, bob)
-
 	content := attBytes(pngHeader, 300_000)
 	sum := sha256.Sum256(content)
-	up := attUpload(t, e, ann, "image/png", content)
-	if up.Size != int64(len(content)) || up.ContentType != "image/png" || up.SHA256 != hex.EncodeToString(sum[:]) {
-		t.Fatalf("upload answer %+v", up)
-	}
 	hexSum := hex.EncodeToString(sum[:])
-	if got := attStored(t, e); len(got) != 1 || got[0] != "/"+hexSum[:2]+"/"+hexSum {
-		t.Fatalf("stored files %v, want the content under its sha256", got)
-	}
+	var up attUploaded
 
-	// Before it is sent, only the uploader may read it.
-	if res, b := attGet(t, e, ann.Token, up.ID, nil); res.StatusCode != 200 || !bytes.Equal(b, content) {
-		t.Fatalf("uploader download: %s", res.Status)
-	}
-	res, b := attGet(t, e, bob.Token, up.ID, nil)
-	attWantError(t, res, b, 404, "not_found")
+	step(t, "an upload is stored under its sha256", func(t *testing.T) {
+		up = attUpload(t, e, ann, "image/png", content)
+		wantProto(t, "upload answer", attUploaded{ID: up.ID, Size: int64(len(content)), ContentType: "image/png", SHA256: hexSum}, up)
+		wantProto(t, "stored files", []string{"/" + hexSum[:2] + "/" + hexSum}, attStored(t, e))
+	})
 
-	m := attSend(t, ann, bob, up.ID)
-	if m.GetAttachment().GetContentType() != "image/png" || m.GetAttachment().GetSize() != int64(len(content)) {
-		t.Fatalf("message %v", m)
-	}
-
-	res, b = attGet(t, e, bob.Token, up.ID, nil)
-	if res.StatusCode != 200 {
-		t.Fatalf("recipient download: %s: %s", res.Status, b)
-	}
-	if got := sha256.Sum256(b); got != sum {
-		t.Fatal("recipient got different bytes")
-	}
-	for k, want := range map[string]string{
-		"Content-Type":           "image/png",
-		"Content-Length":         fmt.Sprint(len(content)),
-		"Etag":                   `"` + hexSum + `"`,
-		"Accept-Ranges":          "bytes",
-		"X-Content-Type-Options": "nosniff",
-	} {
-		if got := res.Header.Get(k); got != want {
-			t.Errorf("%s: %q, want %q", k, got, want)
+	step(t, "before it is sent only the uploader may read it", func(t *testing.T) {
+		if res, b := attGet(t, e, ann.Token, up.ID, nil); res.StatusCode != 200 || !bytes.Equal(b, content) {
+			t.Fatalf("uploader download: %s", res.Status)
 		}
-	}
-	if !strings.Contains(res.Header.Get("Content-Security-Policy"), "sandbox") {
-		t.Errorf("Content-Security-Policy %q: uploaded content must be sandboxed", res.Header.Get("Content-Security-Policy"))
-	}
-	// A cached copy revalidates with the ETag.
-	res, _ = attGet(t, e, bob.Token, up.ID, http.Header{"If-None-Match": {`"` + hexSum + `"`}})
-	if res.StatusCode != http.StatusNotModified {
-		t.Fatalf("If-None-Match: %s, want 304", res.Status)
-	}
-
-	// A stranger, unknown ids and malformed ids all look the same: 404.
-	for _, tc := range []struct{ who, id string }{
-		{eve.Token, up.ID}, {bob.Token, "999999999"}, {bob.Token, "abc"}, {bob.Token, "-1"},
-	} {
-		res, b := attGet(t, e, tc.who, tc.id, nil)
+		res, b := attGet(t, e, bob.Token, up.ID, nil)
 		attWantError(t, res, b, 404, "not_found")
-	}
-	// No token, or a bad one: 401 with the scheme to use.
-	for _, token := range []string{"", "not-a-token"} {
-		res, b := attGet(t, e, token, up.ID, nil)
-		attWantError(t, res, b, 401, "unauthenticated")
-		if !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Bearer") {
-			t.Fatalf("WWW-Authenticate %q", res.Header.Get("WWW-Authenticate"))
-		}
-		res = attDo(t, e.H1, "POST", e.URL+"/v1/attachments", token, strings.NewReader("hi"), nil)
-		b, _ = io.ReadAll(res.Body)
-		attWantError(t, res, b, 401, "unauthenticated")
-	}
+	})
 
-	// The same bytes uploaded again: a second row, one file.
-	up2 := attUpload(t, e, bob, "image/png", content)
-	if up2.ID == up.ID || up2.SHA256 != up.SHA256 {
-		t.Fatalf("second upload %+v, first %+v", up2, up)
-	}
-	if got := attStored(t, e); len(got) != 1 {
-		t.Fatalf("stored files %v, want one", got)
-	}
-	if n := attRows(t, e); n != 2 {
-		t.Fatalf("%d rows, want 2", n)
-	}
+	step(t, "once sent the recipient downloads it", func(t *testing.T) {
+		m := attSend(t, ann, bob, up.ID)
+		wantProto(t, "message attachment", &v1.Attachment{
+			Id: attID(t, up), Kind: v1.AttachmentKind_ATTACHMENT_KIND_IMAGE, ContentType: "image/png", Size: int64(len(content)),
+		}, m.GetAttachment())
+		res, b := attGet(t, e, bob.Token, up.ID, nil)
+		if res.StatusCode != 200 {
+			t.Fatalf("recipient download: %s: %s", res.Status, b)
+		}
+		if got := sha256.Sum256(b); got != sum {
+			t.Fatal("recipient got different bytes")
+		}
+		for k, want := range map[string]string{
+			"Content-Type":           "image/png",
+			"Content-Length":         fmt.Sprint(len(content)),
+			"Etag":                   `"` + hexSum + `"`,
+			"Accept-Ranges":          "bytes",
+			"X-Content-Type-Options": "nosniff",
+		} {
+			if got := res.Header.Get(k); got != want {
+				t.Errorf("%s: %q, want %q", k, got, want)
+			}
+		}
+		if !strings.Contains(res.Header.Get("Content-Security-Policy"), "sandbox") {
+			t.Errorf("Content-Security-Policy %q: uploaded content must be sandboxed", res.Header.Get("Content-Security-Policy"))
+		}
+		// A cached copy revalidates with the ETag.
+		res, _ = attGet(t, e, bob.Token, up.ID, http.Header{"If-None-Match": {`"` + hexSum + `"`}})
+		if res.StatusCode != http.StatusNotModified {
+			t.Fatalf("If-None-Match: %s, want 304", res.Status)
+		}
+	})
+
+	step(t, "a stranger, unknown ids and malformed ids all look the same", func(t *testing.T) {
+		for _, tc := range []struct{ who, id string }{
+			{eve.Token, up.ID}, {bob.Token, "999999999"}, {bob.Token, "abc"}, {bob.Token, "-1"},
+		} {
+			res, b := attGet(t, e, tc.who, tc.id, nil)
+			attWantError(t, res, b, 404, "not_found")
+		}
+	})
+
+	step(t, "no token or a bad one is told the scheme to use", func(t *testing.T) {
+		for _, token := range []string{"", "not-a-token"} {
+			res, b := attGet(t, e, token, up.ID, nil)
+			attWantError(t, res, b, 401, "unauthenticated")
+			if !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatalf("WWW-Authenticate %q", res.Header.Get("WWW-Authenticate"))
+			}
+			res = attDo(t, e.H1, "POST", e.URL+"/v1/attachments", token, strings.NewReader("hi"), nil)
+			b, _ = io.ReadAll(res.Body)
+			attWantError(t, res, b, 401, "unauthenticated")
+		}
+	})
+
+	step(t, "the same bytes uploaded again are a second upload of one file", func(t *testing.T) {
+		up2 := attUpload(t, e, bob, "image/png", content)
+		if up2.ID == up.ID || up2.SHA256 != up.SHA256 {
+			t.Fatalf("second upload %+v, first %+v", up2, up)
+		}
+		if got := attStored(t, e); len(got) != 1 {
+			t.Fatalf("stored files %v, want one", got)
+		}
+		if n := attRows(t, e); n != 2 {
+			t.Fatalf("%d rows, want 2", n)
+		}
+	})
 }
 
 func TestAttachmentRange(t *testing.T) {
@@ -357,9 +369,7 @@ func TestAttachmentMultipart(t *testing.T) {
 	res := attDo(t, e.H1, "POST", e.URL+"/v1/attachments", ann.Token, body, http.Header{"Content-Type": {ctype}})
 	up := attCreated(t, res)
 	// The part declared octet-stream; the bytes say PNG.
-	if up.ContentType != "image/png" || up.Size != int64(len(content)) {
-		t.Fatalf("multipart upload %+v", up)
-	}
+	wantProto(t, "multipart upload", attUploaded{ID: up.ID, Size: int64(len(content)), ContentType: "image/png", SHA256: up.SHA256}, up)
 	if res, b := attGet(t, e, ann.Token, up.ID, nil); res.StatusCode != 200 || !bytes.Equal(b, content) {
 		t.Fatalf("download of a multipart upload: %s", res.Status)
 	}

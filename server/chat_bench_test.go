@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 )
 
 // BenchmarkSendMessage is the send path through the real server (Connect
@@ -27,20 +29,10 @@ func BenchmarkSendMessage(b *testing.B) {
 			makeContacts(b, a, c)
 			ps[i] = pair{a, c.ID}
 		}
-		var n atomic.Int64
-		b.SetParallelism(8)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				i := n.Add(1)
-				p := ps[i%pairs]
-				if _, err := p.from.Chat.SendMessage(context.Background(), peerText(p.to, fmt.Sprint("d", i), "hello")); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		sendInParallel(b, func(i int64) (*client, *v1.SendMessageRequest) {
+			p := ps[i%pairs]
+			return p.from, peerText(p.to, fmt.Sprint("d", i), "hello")
 		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
 	b.Run("group100", func(b *testing.B) {
 		e := newEnv(b)
@@ -48,19 +40,27 @@ func BenchmarkSendMessage(b *testing.B) {
 		for i := range members {
 			members[i] = e.register(b, fmt.Sprint("m", i))
 		}
-		g := chatOpenGroup(b, members[0], members[1:]...)
-		var n atomic.Int64
-		b.SetParallelism(8)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				i := n.Add(1)
-				if _, err := members[i%100].Chat.SendMessage(context.Background(), groupText(g.GetId(), fmt.Sprint("g", i), "hello")); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		g := openGroup(b, members[0], members[1:]...)
+		sendInParallel(b, func(i int64) (*client, *v1.SendMessageRequest) {
+			return members[i%100], groupText(g.GetId(), fmt.Sprint("g", i), "hello")
 		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
+}
+
+// sendInParallel runs b.N sends, the ith as message(i) says, from
+// 8×GOMAXPROCS goroutines, and reports messages a second.
+func sendInParallel(b *testing.B, message func(i int64) (*client, *v1.SendMessageRequest)) {
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			from, req := message(n.Add(1))
+			if _, err := from.Chat.SendMessage(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }

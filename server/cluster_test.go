@@ -128,7 +128,7 @@ func TestClusterGroup(t *testing.T) {
 	a, b, c := cl.nodes[0], cl.nodes[1], cl.nodes[2]
 	owner := a.register(t, "owner")
 	members := []*client{a.register(t, "m-a"), a.register(t, "m-b1"), a.register(t, "m-b2"), a.register(t, "m-c")}
-	g := chatGroup(t, a.env, owner, members...)
+	g := newGroup(t, owner, members...)
 	home := []*clusterNode{a, b, b, c}
 	socks := make([]*events, len(members))
 	for i, m := range members {
@@ -258,7 +258,7 @@ func TestClusterNATSRestartConverges(t *testing.T) {
 	a, b, c := cl.nodes[0], cl.nodes[1], cl.nodes[2]
 	s1, s2 := a.register(t, "sender-a"), a.register(t, "sender-c")
 	r1, r2 := a.register(t, "reader-b"), a.register(t, "reader-c")
-	g := chatGroup(t, a.env, s1, s2, r1, r2)
+	g := newGroup(t, s1, s2, r1, r2)
 	direct := makeContacts(t, s2, r1)
 
 	readers := []*resyncClient{

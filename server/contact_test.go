@@ -1,10 +1,8 @@
 package server_test
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,49 +11,87 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 )
 
-// ctPairContacts counts the contact rows between a and b (2 when they are
-// contacts, 0 when not; anything else is a bug).
-func ctPairContacts(t testing.TB, e *env, a, b int64) int {
-	t.Helper()
-	return e.count(t, `SELECT count(*) FROM contacts WHERE (owner_id = $1 AND member_id = $2) OR (owner_id = $2 AND member_id = $1)`, a, b)
+// contactTables are the tables ContactService writes: a refused call leaves
+// them as they were.
+var contactTables = []string{"friend_requests", "contacts", "blocks", "conversations", "conversation_members", "members"}
+
+const (
+	pending  = v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_PENDING
+	accepted = v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_ACCEPTED
+	declined = v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_DECLINED
+	incoming = v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING
+	outgoing = v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_OUTGOING
+)
+
+// request is a friend request from → to as viewer sees it (other is the side
+// that is not viewer), with anyTime; respondedAt is set unless pending.
+func request(id int64, from, to, viewer *client, status v1.FriendRequestStatus, note string) *v1.FriendRequest {
+	r := &v1.FriendRequest{
+		Id: id, FromMemberId: from.ID, ToMemberId: to.ID, Status: status, Note: note, CreatedAt: set, Other: from.public(),
+	}
+	if viewer == from {
+		r.Other = to.public()
+	}
+	if status != pending {
+		r.RespondedAt = set
+	}
+	return r
 }
 
-// ctSnapshot renders every row ContactService can touch, to show that a
-// refused call changed nothing.
-func ctSnapshot(t testing.TB, pool *pgxpool.Pool) string {
+// requestsOf lists c's friend requests in one direction, newest first.
+func requestsOf(t testing.TB, c *client, dir v1.FriendRequestDirection) []*v1.FriendRequest {
 	t.Helper()
-	var b strings.Builder
-	for _, table := range []string{"friend_requests", "contacts", "blocks", "conversations", "conversation_members", "members"} {
-		rows, err := pool.Query(t.Context(), `SELECT row_to_json(t)::text FROM `+table+` t ORDER BY row_to_json(t)::text`)
-		if err != nil {
-			t.Fatalf("snapshot %s: %v", table, err)
-		}
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatalf("snapshot %s: %v", table, err)
+	var out []*v1.FriendRequest
+	for _, page := range pages(t, func(token string) (*v1.ListFriendRequestsResponse, error) {
+		return c.Contacts.ListFriendRequests(context.Background(), &v1.ListFriendRequestsRequest{Direction: dir, PageSize: 100, PageToken: token})
+	}) {
+		out = append(out, page.GetRequests()...)
+	}
+	return out
+}
+
+// statuses maps each of c's requests, both directions, to its status.
+func statuses(t testing.TB, c *client) map[int64]v1.FriendRequestStatus {
+	t.Helper()
+	out := map[int64]v1.FriendRequestStatus{}
+	for _, r := range append(requestsOf(t, c, incoming), requestsOf(t, c, outgoing)...) {
+		out[r.GetId()] = r.GetStatus()
+	}
+	return out
+}
+
+// areContacts reports whether a and b list each other as contacts, and fails
+// the test when only one side does (half a friendship).
+func areContacts(t testing.TB, a, b *client) bool {
+	t.Helper()
+	ab, ba := slices.Contains(contactIDs(t, a), b.ID), slices.Contains(contactIDs(t, b), a.ID)
+	if ab != ba {
+		t.Fatalf("half a friendship: %d lists %d: %v, but %d lists %d: %v", a.ID, b.ID, ab, b.ID, a.ID, ba)
+	}
+	return ab
+}
+
+// directWith is the direct conversation c has with peer in ListConversations,
+// nil when there is none.
+func directWith(t testing.TB, c, peer *client) *v1.Conversation {
+	t.Helper()
+	for _, page := range pages(t, func(token string) (*v1.ListConversationsResponse, error) {
+		return c.Chat.ListConversations(context.Background(), &v1.ListConversationsRequest{PageSize: 100, PageToken: token})
+	}) {
+		for _, cv := range page.GetConversations() {
+			if cv.GetPeer().GetId() == peer.ID {
+				return cv
 			}
-			fmt.Fprintf(&b, "%s %s\n", table, s)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatalf("snapshot %s: %v", table, err)
 		}
 	}
-	return b.String()
-}
-
-// wantInvalid fails unless err is InvalidArgument naming field.
-func wantInvalid(t testing.TB, err error, field string) {
-	t.Helper()
-	wantCode(t, err, connect.CodeInvalidArgument)
-	if !strings.Contains(err.Error(), field) {
-		t.Fatalf("error %q does not name %s", err, field)
-	}
+	return nil
 }
 
 // TestContactLifecycle walks request → list → accept → contacts (with the
@@ -66,101 +102,89 @@ func TestContactLifecycle(t *testing.T) {
 	ctx := t.Context()
 	a, b := e.register(t, "Alice"), e.register(t, "Bob")
 	bg := e.grpcClients(b.Token)
-	bg.ID = b.ID
+	bg.ID, bg.Nickname = b.ID, b.Nickname
+	var r *v1.FriendRequest
+	var conv int64
 
-	sent, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: "  hi, it's Alice  "})
-	if err != nil {
-		t.Fatalf("SendFriendRequest: %v", err)
-	}
-	r := sent.GetRequest()
-	if r.GetId() == 0 || r.GetFromMemberId() != a.ID || r.GetToMemberId() != b.ID ||
-		r.GetStatus() != v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_PENDING || r.GetNote() != "hi, it's Alice" ||
-		r.GetOther().GetId() != b.ID || r.GetOther().GetPhone() != "" || r.GetCreatedAt() == nil || r.GetRespondedAt() != nil {
-		t.Fatalf("SendFriendRequest returned %v", r)
-	}
+	step(t, "a request is pending on both sides", func(t *testing.T) {
+		sent, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: "  hi, it's Alice  "})
+		if err != nil {
+			t.Fatalf("SendFriendRequest: %v", err)
+		}
+		r = sent.GetRequest()
+		if r.GetId() == 0 {
+			t.Fatalf("SendFriendRequest returned no id: %v", r)
+		}
+		wantProto(t, "sent request", request(r.GetId(), a, b, a, pending, "hi, it's Alice"), r, anyTime)
+		wantProto(t, "b's incoming requests", []*v1.FriendRequest{request(r.GetId(), a, b, b, pending, "hi, it's Alice")}, requestsOf(t, bg, incoming), anyTime)
+		wantProto(t, "a's outgoing requests", []*v1.FriendRequest{r}, requestsOf(t, a, outgoing))
+	})
 
-	in, err := bg.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING})
-	if err != nil {
-		t.Fatalf("ListFriendRequests incoming: %v", err)
-	}
-	if len(in.GetRequests()) != 1 || in.GetRequests()[0].GetId() != r.GetId() || in.GetRequests()[0].GetOther().GetNickname() != "Alice" ||
-		in.GetRequests()[0].GetOther().GetPhone() != "" {
-		t.Fatalf("incoming = %v", in.GetRequests())
-	}
-	out, err := a.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_OUTGOING})
-	if err != nil {
-		t.Fatalf("ListFriendRequests outgoing: %v", err)
-	}
-	if len(out.GetRequests()) != 1 || out.GetRequests()[0].GetOther().GetNickname() != "Bob" {
-		t.Fatalf("outgoing = %v", out.GetRequests())
-	}
+	step(t, "accepting makes both sides contacts with one direct conversation", func(t *testing.T) {
+		acc, err := bg.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: r.GetId(), Accept: true})
+		if err != nil {
+			t.Fatalf("accept: %v", err)
+		}
+		if conv = acc.GetContact().GetConversationId(); conv == 0 {
+			t.Fatalf("accept opened no conversation: %v", acc)
+		}
+		wantProto(t, "accept", &v1.RespondFriendRequestResponse{
+			Request: request(r.GetId(), a, b, b, accepted, "hi, it's Alice"),
+			Contact: &v1.Contact{Member: a.public(), ConversationId: conv, CreatedAt: set},
+		}, acc, anyTime)
+		wantProto(t, "a's contacts", []*v1.Contact{{Member: b.public(), ConversationId: conv, CreatedAt: set}}, contactsOf(t, a), anyTime)
+		wantProto(t, "b's contacts", []*v1.Contact{{Member: a.public(), ConversationId: conv, CreatedAt: set}}, contactsOf(t, bg), anyTime)
+		for _, side := range [][2]*client{{a, b}, {b, a}} {
+			wantProto(t, "the pair's direct conversation", &v1.Conversation{
+				Id: conv, Kind: v1.ConversationKind_CONVERSATION_KIND_DIRECT,
+				With: &v1.Conversation_Peer{Peer: side[1].public()}, UpdatedAt: set,
+			}, directWith(t, side[0], side[1]), anyTime)
+		}
+	})
 
-	acc, err := bg.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: r.GetId(), Accept: true})
-	if err != nil {
-		t.Fatalf("accept: %v", err)
-	}
-	conv := acc.GetContact().GetConversationId()
-	if acc.GetRequest().GetStatus() != v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_ACCEPTED || acc.GetRequest().GetRespondedAt() == nil ||
-		acc.GetContact().GetMember().GetId() != a.ID || conv == 0 {
-		t.Fatalf("accept returned %v", acc)
-	}
-	if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
-		t.Fatalf("%d contact rows, want 2", n)
-	}
-	if n := e.count(t, `SELECT count(*) FROM conversation_members WHERE conversation_id = $1 AND role = 0 AND member_id IN ($2, $3)`, conv, a.ID, b.ID); n != 2 {
-		t.Fatalf("%d conversation members, want 2", n)
-	}
-	if n := e.count(t, `SELECT count(*) FROM conversations WHERE id = $1 AND kind = 1 AND member_lo = least($2::bigint, $3::bigint) AND member_hi = greatest($2::bigint, $3::bigint)`, conv, a.ID, b.ID); n != 1 {
-		t.Fatal("accept did not open the pair's direct conversation")
-	}
+	step(t, "contacts cannot ask again either way round", func(t *testing.T) {
+		_, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID})
+		wantCode(t, err, connect.CodeAlreadyExists)
+		_, err = bg.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
+		wantCode(t, err, connect.CodeAlreadyExists)
+	})
 
-	// Contacts now: a second request is refused, either way round.
-	_, err = a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID})
-	wantCode(t, err, connect.CodeAlreadyExists)
-	_, err = bg.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
-	wantCode(t, err, connect.CodeAlreadyExists)
+	step(t, "a remark is the caller's alone", func(t *testing.T) {
+		rem, err := a.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: " Bobby "})
+		if err != nil {
+			t.Fatalf("SetContactRemark: %v", err)
+		}
+		bobby := &v1.Contact{Member: b.public(), Remark: "Bobby", ConversationId: conv, CreatedAt: set}
+		wantProto(t, "SetContactRemark", bobby, rem.GetContact(), anyTime)
+		la, err := a.Contacts.ListContacts(ctx, &v1.ListContactsRequest{})
+		if err != nil {
+			t.Fatalf("ListContacts: %v", err)
+		}
+		wantProto(t, "a's contacts", &v1.ListContactsResponse{Contacts: []*v1.Contact{bobby}}, la, anyTime)
+		wantProto(t, "b's contacts", []*v1.Contact{{Member: a.public(), ConversationId: conv, CreatedAt: set}}, contactsOf(t, bg), anyTime)
+	})
 
-	// The remark is the caller's alone.
-	rem, err := a.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: " Bobby "})
-	if err != nil {
-		t.Fatalf("SetContactRemark: %v", err)
-	}
-	if rem.GetContact().GetRemark() != "Bobby" || rem.GetContact().GetMember().GetId() != b.ID || rem.GetContact().GetConversationId() != conv {
-		t.Fatalf("SetContactRemark returned %v", rem.GetContact())
-	}
-	la, err := a.Contacts.ListContacts(ctx, &v1.ListContactsRequest{})
-	if err != nil {
-		t.Fatalf("ListContacts: %v", err)
-	}
-	if len(la.GetContacts()) != 1 || la.GetContacts()[0].GetRemark() != "Bobby" || la.GetContacts()[0].GetMember().GetNickname() != "Bob" ||
-		la.GetContacts()[0].GetConversationId() != conv || la.GetNextPageToken() != "" {
-		t.Fatalf("a's contacts = %v", la)
-	}
-	lb, err := bg.Contacts.ListContacts(ctx, &v1.ListContactsRequest{})
-	if err != nil {
-		t.Fatalf("ListContacts: %v", err)
-	}
-	if len(lb.GetContacts()) != 1 || lb.GetContacts()[0].GetRemark() != "" || lb.GetContacts()[0].GetMember().GetId() != a.ID {
-		t.Fatalf("b's contacts = %v", lb)
-	}
+	step(t, "removing drops both sides and keeps the conversation", func(t *testing.T) {
+		if _, err := bg.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: a.ID}); err != nil {
+			t.Fatalf("RemoveContact: %v", err)
+		}
+		if areContacts(t, a, b) {
+			t.Fatal("still contacts after RemoveContact")
+		}
+		if cv := directWith(t, a, b); cv.GetId() != conv {
+			t.Fatalf("a's conversation with b after the remove: %v", cv)
+		}
+		_, err := a.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: b.ID})
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = a.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: "x"})
+		wantCode(t, err, connect.CodeNotFound)
+	})
 
-	// Removing drops both sides; the conversation and its members stay.
-	if _, err := bg.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: a.ID}); err != nil {
-		t.Fatalf("RemoveContact: %v", err)
-	}
-	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
-		t.Fatalf("%d contact rows after remove, want 0", n)
-	}
-	_, err = a.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: b.ID})
-	wantCode(t, err, connect.CodeNotFound)
-	_, err = a.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: "x"})
-	wantCode(t, err, connect.CodeNotFound)
-
-	// Befriending again finds the same conversation.
-	conv2 := makeContacts(t, bg, a)
-	if conv2 != conv {
-		t.Fatalf("re-befriended into conversation %d, want %d", conv2, conv)
-	}
+	step(t, "befriending again finds the same conversation", func(t *testing.T) {
+		if conv2 := makeContacts(t, bg, a); conv2 != conv {
+			t.Fatalf("re-befriended into conversation %d, want %d", conv2, conv)
+		}
+	})
 }
 
 // TestSendFriendRequestRefusals covers every refusal of SendFriendRequest.
@@ -176,7 +200,8 @@ func TestSendFriendRequestRefusals(t *testing.T) {
 	wantCode(t, err, connect.CodeNotFound)
 
 	// A duplicate pending request.
-	if _, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID}); err != nil {
+	first, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID})
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: "again"})
@@ -194,16 +219,12 @@ func TestSendFriendRequestRefusals(t *testing.T) {
 	// The blocker is told to unblock first.
 	_, err = c.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
 	wantCode(t, err, connect.CodeFailedPrecondition)
-	if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE $1 IN (from_member_id, to_member_id)`, c.ID); n != 0 {
-		t.Fatalf("%d requests involving c, want 0", n)
+	if got := statuses(t, c); len(got) != 0 {
+		t.Fatalf("requests involving c: %v, want none", got)
 	}
 
 	// After a decline, asking again is allowed.
-	in, err := b.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: in.GetRequests()[0].GetId()}); err != nil {
+	if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: first.GetRequest().GetId()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID}); err != nil {
@@ -228,21 +249,17 @@ func TestSendFriendRequestMeetsReverse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reverse request: %v", err)
 	}
-	got := res.GetRequest()
-	if got.GetId() != first.GetRequest().GetId() || got.GetStatus() != v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_ACCEPTED ||
-		got.GetFromMemberId() != b.ID || got.GetOther().GetId() != b.ID {
-		t.Fatalf("reverse request returned %v, want b's request accepted", got)
+	id := first.GetRequest().GetId()
+	wantProto(t, "the reverse request's answer: b's request, accepted", request(id, b, a, a, accepted, "from b"), res.GetRequest(), anyTime)
+	if !areContacts(t, a, b) {
+		t.Fatal("not contacts")
 	}
-	if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
-		t.Fatalf("%d contact rows, want 2", n)
-	}
-	if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE status = 1`); n != 0 {
-		t.Fatalf("%d pending requests left, want 0", n)
+	// Nothing is left pending, either way.
+	for _, c := range []*client{a, b} {
+		wantProto(t, "requests", map[int64]v1.FriendRequestStatus{id: accepted}, statuses(t, c))
 	}
 	ev := bev.nextWhere(func(ev *v1.Event) bool { return ev.GetFriendRequestAnswered() != nil })
-	if ev.GetFriendRequestAnswered().GetId() != got.GetId() || ev.GetFriendRequestAnswered().GetOther().GetId() != a.ID {
-		t.Fatalf("b got %v", ev)
-	}
+	wantProto(t, "b's event", request(id, b, a, b, accepted, "from b"), ev.GetFriendRequestAnswered(), anyTime)
 }
 
 // TestListFriendRequests pages newest first in both directions and shows
@@ -258,66 +275,38 @@ func TestListFriendRequests(t *testing.T) {
 	_, err = me.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: 7})
 	wantInvalid(t, err, "direction")
 
-	var want []int64 // incoming request ids, oldest first
+	var want []*v1.FriendRequest // newest first
 	for i := range 5 {
 		o := e.register(t, fmt.Sprintf("sender %d", i))
 		res, err := o.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: me.ID, Note: strconv.Itoa(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, res.GetRequest().GetId())
+		status := pending
+		if i == 1 {
+			status = declined // below
+		}
+		want = append([]*v1.FriendRequest{request(res.GetRequest().GetId(), o, me, me, status, strconv.Itoa(i))}, want...)
 	}
-	if _, err := me.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: want[1]}); err != nil {
+	if _, err := me.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: want[3].GetId()}); err != nil {
 		t.Fatal(err)
 	}
-	slices.Reverse(want)
 
-	var got []*v1.FriendRequest
-	token, pages := "", 0
-	for {
-		res, err := me.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{
-			Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING, PageSize: 2, PageToken: token,
-		})
-		if err != nil {
-			t.Fatalf("page %d: %v", pages, err)
-		}
-		pages++
-		got = append(got, res.GetRequests()...)
-		if token = res.GetNextPageToken(); token == "" {
-			break
-		}
-	}
-	if pages != 3 {
-		t.Fatalf("%d pages, want 3", pages)
-	}
-	var ids []int64
-	for _, r := range got {
-		ids = append(ids, r.GetId())
-		if r.GetToMemberId() != me.ID || r.GetOther().GetId() != r.GetFromMemberId() {
-			t.Fatalf("request %v: wrong sides", r)
-		}
-		wantStatus := v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_PENDING
-		if r.GetId() == want[3] { // the second one sent, declined above
-			wantStatus = v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_DECLINED
-		}
-		if r.GetStatus() != wantStatus {
-			t.Fatalf("request %d status %v, want %v", r.GetId(), r.GetStatus(), wantStatus)
-		}
-	}
-	if !slices.Equal(ids, want) {
-		t.Fatalf("incoming ids %v, want %v (newest first)", ids, want)
-	}
-
-	out, err := me.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_OUTGOING})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out.GetRequests()) != 0 {
-		t.Fatalf("outgoing = %v, want none", out.GetRequests())
-	}
-	_, err = me.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{
-		Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING, PageToken: "not-a-token",
+	ps := pages(t, func(token string) (*v1.ListFriendRequestsResponse, error) {
+		return me.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: incoming, PageSize: 2, PageToken: token})
 	})
+	if len(ps) != 3 {
+		t.Fatalf("%d pages, want 3", len(ps))
+	}
+	var got []*v1.FriendRequest
+	for _, p := range ps {
+		got = append(got, p.GetRequests()...)
+	}
+	wantProto(t, "incoming requests, newest first", want, got, anyTime)
+	if out := requestsOf(t, me, outgoing); len(out) != 0 {
+		t.Fatalf("outgoing = %v, want none", out)
+	}
+	_, err = me.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: incoming, PageToken: "not-a-token"})
 	wantInvalid(t, err, "page_token")
 }
 
@@ -348,19 +337,17 @@ func TestRespondFriendRequest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decline: %v", err)
 	}
-	if dec.GetRequest().GetStatus() != v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_DECLINED || dec.GetContact() != nil ||
-		dec.GetRequest().GetRespondedAt() == nil || dec.GetRequest().GetOther().GetId() != a.ID {
-		t.Fatalf("decline returned %v", dec)
-	}
+	wantProto(t, "decline", &v1.RespondFriendRequestResponse{Request: request(id, a, b, b, declined, "")}, dec, anyTime)
 	for _, accept := range []bool{true, false} {
 		_, err = b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: id, Accept: accept})
 		wantCode(t, err, connect.CodeFailedPrecondition)
 	}
-	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
-		t.Fatalf("%d contact rows after decline, want 0", n)
+	if areContacts(t, a, b) {
+		t.Fatal("contacts after a decline")
 	}
-	if n := e.count(t, `SELECT count(*) FROM conversations`); n != 0 {
-		t.Fatalf("%d conversations after decline, want 0", n)
+	// No conversation was opened, not even one nobody can see.
+	if rows := e.dbRows(t, "conversations", "true"); len(rows) != 0 {
+		t.Fatalf("conversations after decline: %v", rows)
 	}
 }
 
@@ -373,63 +360,59 @@ func TestContactEvents(t *testing.T) {
 	a, b, c := e.register(t, "Ann"), e.register(t, "Ben"), e.register(t, "Cat")
 	a2 := e.login(t, a.Phone, a.Password) // a's second device
 	aev, a2ev, bev := e.connect(t, a), e.connect(t, a2), e.connect(t, b)
+	var id int64
 
-	sent, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: "hello"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := bev.next()
-	rcv := ev.GetFriendRequestReceived()
-	if rcv.GetId() != sent.GetRequest().GetId() || rcv.GetOther().GetId() != a.ID || rcv.GetOther().GetNickname() != "Ann" ||
-		rcv.GetNote() != "hello" || ev.GetAt() == nil {
-		t.Fatalf("b got %v, want friend_request_received from a", ev)
-	}
+	step(t, "a request reaches the addressee", func(t *testing.T) {
+		sent, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: "hello"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = sent.GetRequest().GetId()
+		wantProto(t, "b's event", &v1.Event{At: set, Kind: &v1.Event_FriendRequestReceived{
+			FriendRequestReceived: request(id, a, b, b, pending, "hello"),
+		}}, bev.next(), anyTime)
+	})
 
-	if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: rcv.GetId(), Accept: true}); err != nil {
-		t.Fatal(err)
-	}
-	ans := aev.next().GetFriendRequestAnswered()
-	if ans.GetId() != rcv.GetId() || ans.GetStatus() != v1.FriendRequestStatus_FRIEND_REQUEST_STATUS_ACCEPTED || ans.GetOther().GetId() != b.ID {
-		t.Fatalf("a got %v, want friend_request_answered (accepted)", ans)
-	}
-	if got := a2ev.next().GetFriendRequestAnswered(); got.GetId() != rcv.GetId() {
-		t.Fatalf("a's second device got %v", got)
-	}
+	step(t, "the answer reaches every device of the requester", func(t *testing.T) {
+		if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: id, Accept: true}); err != nil {
+			t.Fatal(err)
+		}
+		answered := request(id, a, b, a, accepted, "hello")
+		wantProto(t, "a's event", answered, aev.next().GetFriendRequestAnswered(), anyTime)
+		wantProto(t, "a's second device's event", answered, a2ev.next().GetFriendRequestAnswered(), anyTime)
+	})
 
-	if _, err := a.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: b.ID}); err != nil {
-		t.Fatal(err)
-	}
-	if got := bev.next().GetContactRemoved(); got.GetMemberId() != a.ID {
-		t.Fatalf("b got contact_removed %v, want member_id %d", got, a.ID)
-	}
-	if got := a2ev.next().GetContactRemoved(); got.GetMemberId() != b.ID {
-		t.Fatalf("a's other device got contact_removed %v, want member_id %d", got, b.ID)
-	}
+	step(t, "a removal reaches the other side and the remover's other devices", func(t *testing.T) {
+		if _, err := a.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: b.ID}); err != nil {
+			t.Fatal(err)
+		}
+		wantProto(t, "b's event", &v1.ContactRemoved{MemberId: a.ID}, bev.next().GetContactRemoved())
+		wantProto(t, "a's other device's event", &v1.ContactRemoved{MemberId: b.ID}, a2ev.next().GetContactRemoved())
+	})
 
-	// Befriend again, then a blocks b: b must hear nothing of it. The next
-	// event b sees must be c's request, sent after the block.
-	sent, err = a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bev.next() // the request
-	if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: true}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: b.ID}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID}); err != nil {
-		t.Fatal(err)
-	}
-	if ev := bev.next(); ev.GetFriendRequestReceived().GetFromMemberId() != c.ID {
-		t.Fatalf("b's next event after the block is %v, want c's request", ev)
-	}
-	// The blocker's other device drops the contact.
-	got := a2ev.nextWhere(func(ev *v1.Event) bool { return ev.GetContactRemoved() != nil })
-	if got.GetContactRemoved().GetMemberId() != b.ID {
-		t.Fatalf("a's other device got %v", got)
-	}
+	step(t, "a block is not pushed to the blocked member", func(t *testing.T) {
+		sent, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bev.next() // the request
+		if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: b.ID}); err != nil {
+			t.Fatal(err)
+		}
+		// The next event b sees must be c's request, sent after the block.
+		if _, err := c.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := bev.next(); ev.GetFriendRequestReceived().GetFromMemberId() != c.ID {
+			t.Fatalf("b's next event after the block is %v, want c's request", ev)
+		}
+		// The blocker's other device drops the contact.
+		got := a2ev.nextWhere(func(ev *v1.Event) bool { return ev.GetContactRemoved() != nil })
+		wantProto(t, "a's other device's event", &v1.ContactRemoved{MemberId: b.ID}, got.GetContactRemoved())
+	})
 }
 
 // TestBlockMember: a block removes the contact, declines pending requests
@@ -449,73 +432,65 @@ func TestBlockMember(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, m := range []*client{b, c, d} {
-		if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: m.ID}); err != nil {
-			t.Fatalf("block %d: %v", m.ID, err)
-		}
-	}
-	// Blocking twice is fine.
-	if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: b.ID}); err != nil {
-		t.Fatalf("block twice: %v", err)
-	}
-	_, err = a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: a.ID})
-	wantInvalid(t, err, "member_id")
-	_, err = a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: 1 << 50})
-	wantCode(t, err, connect.CodeNotFound)
-
-	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
-		t.Fatalf("%d contact rows after block, want 0", n)
-	}
-	for _, id := range []int64{fromC.GetRequest().GetId(), toD.GetRequest().GetId()} {
-		if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE id = $1 AND status = 3 AND responded_at IS NOT NULL`, id); n != 1 {
-			t.Fatalf("request %d not declined by the block", id)
-		}
-	}
-	if n := e.count(t, `SELECT count(*) FROM blocks WHERE blocker_id = $1`, a.ID); n != 3 {
-		t.Fatalf("%d blocks, want 3", n)
-	}
-	// The blocked members cannot befriend the blocker.
-	for _, m := range []*client{b, c, d} {
-		_, err := m.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
-		wantCode(t, err, connect.CodePermissionDenied)
-	}
-
-	// ListBlocked pages by member id.
-	var listed []int64
-	token := ""
-	for {
-		res, err := a.Contacts.ListBlocked(ctx, &v1.ListBlockedRequest{PageSize: 2, PageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range res.GetMembers() {
-			if m.GetPhone() != "" {
-				t.Fatalf("ListBlocked shows a phone: %v", m)
+	step(t, "a block ends the contact and declines pending requests both ways", func(t *testing.T) {
+		for _, m := range []*client{b, c, d} {
+			if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: m.ID}); err != nil {
+				t.Fatalf("block %d: %v", m.ID, err)
 			}
-			listed = append(listed, m.GetId())
 		}
-		if token = res.GetNextPageToken(); token == "" {
-			break
+		if areContacts(t, a, b) {
+			t.Fatal("still contacts after the block")
 		}
-	}
-	if want := []int64{b.ID, c.ID, d.ID}; !slices.Equal(listed, want) {
-		t.Fatalf("ListBlocked = %v, want %v", listed, want)
-	}
+		byID := map[int64]*v1.FriendRequest{}
+		for _, r := range append(requestsOf(t, a, incoming), requestsOf(t, a, outgoing)...) {
+			byID[r.GetId()] = r
+		}
+		wantProto(t, "c's request to a", request(fromC.GetRequest().GetId(), c, a, a, declined, ""), byID[fromC.GetRequest().GetId()], anyTime)
+		wantProto(t, "a's request to d", request(toD.GetRequest().GetId(), a, d, a, declined, ""), byID[toD.GetRequest().GetId()], anyTime)
+	})
 
-	if _, err := a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: b.ID}); err != nil {
-		t.Fatalf("unblock: %v", err)
-	}
-	_, err = a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: b.ID})
-	wantCode(t, err, connect.CodeNotFound)
-	_, err = a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: 1 << 50})
-	wantCode(t, err, connect.CodeNotFound)
-	// Unblocked, b may ask again (and the old contact is not restored).
-	if n := ctPairContacts(t, e, a.ID, b.ID); n != 0 {
-		t.Fatalf("unblock restored %d contact rows", n)
-	}
-	if _, err := b.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID}); err != nil {
-		t.Fatalf("request after unblock: %v", err)
-	}
+	step(t, "blocking twice is fine, yourself or nobody is not", func(t *testing.T) {
+		if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: b.ID}); err != nil {
+			t.Fatalf("block twice: %v", err)
+		}
+		_, err = a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: a.ID})
+		wantInvalid(t, err, "member_id")
+		_, err = a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: 1 << 50})
+		wantCode(t, err, connect.CodeNotFound)
+	})
+
+	step(t, "the blocked cannot befriend the blocker", func(t *testing.T) {
+		for _, m := range []*client{b, c, d} {
+			_, err := m.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID})
+			wantCode(t, err, connect.CodePermissionDenied)
+		}
+	})
+
+	step(t, "ListBlocked pages by member id, without phones", func(t *testing.T) {
+		var listed []*v1.Member
+		for _, p := range pages(t, func(token string) (*v1.ListBlockedResponse, error) {
+			return a.Contacts.ListBlocked(ctx, &v1.ListBlockedRequest{PageSize: 2, PageToken: token})
+		}) {
+			listed = append(listed, p.GetMembers()...)
+		}
+		wantProto(t, "ListBlocked", []*v1.Member{b.public(), c.public(), d.public()}, listed, anyTime)
+	})
+
+	step(t, "unblocking lets the member ask again and restores nothing", func(t *testing.T) {
+		if _, err := a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: b.ID}); err != nil {
+			t.Fatalf("unblock: %v", err)
+		}
+		_, err = a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: b.ID})
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = a.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: 1 << 50})
+		wantCode(t, err, connect.CodeNotFound)
+		if areContacts(t, a, b) {
+			t.Fatal("unblock restored the contact")
+		}
+		if _, err := b.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID}); err != nil {
+			t.Fatalf("request after unblock: %v", err)
+		}
+	})
 }
 
 // TestContactValidation: malformed ids and over-long fields are
@@ -530,78 +505,32 @@ func TestContactValidation(t *testing.T) {
 		name, field string
 		call        func() error
 	}{
-		{"send id 0", "member_id", func() error {
-			_, err := cc.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: 0})
-			return err
-		}},
-		{"send id negative", "member_id", func() error {
-			_, err := cc.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: -5})
-			return err
-		}},
-		{"send note 257", "note", func() error {
-			_, err := cc.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: strings.Repeat("é", 257)})
-			return err
-		}},
-		{"respond id 0", "request_id", func() error {
-			_, err := cc.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: 0, Accept: true})
-			return err
-		}},
-		{"remark id -1", "member_id", func() error {
-			_, err := cc.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: -1})
-			return err
-		}},
-		{"remark 33", "remark", func() error {
-			_, err := cc.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: strings.Repeat("日", 33)})
-			return err
-		}},
-		{"remove id 0", "member_id", func() error {
-			_, err := cc.RemoveContact(ctx, &v1.RemoveContactRequest{})
-			return err
-		}},
-		{"block id 0", "member_id", func() error {
-			_, err := cc.BlockMember(ctx, &v1.BlockMemberRequest{})
-			return err
-		}},
-		{"unblock id 0", "member_id", func() error {
-			_, err := cc.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: -1})
-			return err
-		}},
-		{"contacts page_size", "page_size", func() error {
-			_, err := cc.ListContacts(ctx, &v1.ListContactsRequest{PageSize: -1})
-			return err
-		}},
-		{"contacts page_token", "page_token", func() error {
-			_, err := cc.ListContacts(ctx, &v1.ListContactsRequest{PageToken: "@@"})
-			return err
-		}},
-		{"blocked page_token", "page_token", func() error {
-			_, err := cc.ListBlocked(ctx, &v1.ListBlockedRequest{PageToken: "AAAA"})
-			return err
-		}},
-		{"requests page_size", "page_size", func() error {
-			_, err := cc.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{
-				Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_OUTGOING, PageSize: -1,
-			})
-			return err
-		}},
+		{"send id 0", "member_id", call(cc.SendFriendRequest, &v1.SendFriendRequestRequest{MemberId: 0})},
+		{"send id negative", "member_id", call(cc.SendFriendRequest, &v1.SendFriendRequestRequest{MemberId: -5})},
+		{"send note 257", "note", call(cc.SendFriendRequest, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: strings.Repeat("é", 257)})},
+		{"respond id 0", "request_id", call(cc.RespondFriendRequest, &v1.RespondFriendRequestRequest{RequestId: 0, Accept: true})},
+		{"remark id -1", "member_id", call(cc.SetContactRemark, &v1.SetContactRemarkRequest{MemberId: -1})},
+		{"remark 33", "remark", call(cc.SetContactRemark, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: strings.Repeat("日", 33)})},
+		{"remove id 0", "member_id", call(cc.RemoveContact, &v1.RemoveContactRequest{})},
+		{"block id 0", "member_id", call(cc.BlockMember, &v1.BlockMemberRequest{})},
+		{"unblock id 0", "member_id", call(cc.UnblockMember, &v1.UnblockMemberRequest{MemberId: -1})},
+		{"contacts page_size", "page_size", call(cc.ListContacts, &v1.ListContactsRequest{PageSize: -1})},
+		{"contacts page_token", "page_token", call(cc.ListContacts, &v1.ListContactsRequest{PageToken: "@@"})},
+		{"blocked page_token", "page_token", call(cc.ListBlocked, &v1.ListBlockedRequest{PageToken: "AAAA"})},
+		{"requests page_size", "page_size", call(cc.ListFriendRequests, &v1.ListFriendRequestsRequest{Direction: outgoing, PageSize: -1})},
 	}
-	before := ctSnapshot(t, e.Pool)
+	before := e.dbSnapshot(t, contactTables...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { wantInvalid(t, tc.call(), tc.field) })
 	}
-	if after := ctSnapshot(t, e.Pool); after != before {
-		t.Fatalf("invalid calls changed the database:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
+	before.wantUnchanged(t, "invalid calls")
 
 	// At the limits, in multi-byte characters, everything is accepted.
-	if _, err := cc.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: strings.Repeat("é", 256)}); err != nil {
+	sent, err := cc.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: b.ID, Note: strings.Repeat("é", 256)})
+	if err != nil {
 		t.Fatalf("256-character note: %v", err)
 	}
-	in, err := b.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: v1.FriendRequestDirection_FRIEND_REQUEST_DIRECTION_INCOMING})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: in.GetRequests()[0].GetId(), Accept: true}); err != nil {
+	if _, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cc.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: b.ID, Remark: strings.Repeat("日", 32)}); err != nil {
@@ -626,102 +555,62 @@ func TestContactAuthorizationMatrix(t *testing.T) {
 	if _, err := a.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: d.ID}); err != nil {
 		t.Fatal(err)
 	}
-	pending, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: x.ID})
+	toX, err := a.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: x.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqID := pending.GetRequest().GetId()
+	reqID := toX.GetRequest().GetId()
 
 	refused := []connect.Code{connect.CodePermissionDenied, connect.CodeNotFound}
 	cases := []struct {
 		name string
-		call func() error // returns nil only when the call was refused as wanted
+		call func() error
+		want []connect.Code // nil: the call succeeds and shows nothing
 	}{
-		{"SendFriendRequest by blocked member", func() error {
-			_, err := d.Contacts.SendFriendRequest(ctx, &v1.SendFriendRequestRequest{MemberId: a.ID, Note: "let me in"})
-			return wantRefused(err, connect.CodePermissionDenied)
-		}},
-		{"RespondFriendRequest accept by requester", func() error {
-			_, err := a.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: reqID, Accept: true})
-			return wantRefused(err, refused...)
-		}},
-		{"RespondFriendRequest decline by requester", func() error {
-			_, err := a.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: reqID})
-			return wantRefused(err, refused...)
-		}},
-		{"RespondFriendRequest accept by stranger", func() error {
-			_, err := stranger.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: reqID, Accept: true})
-			return wantRefused(err, refused...)
-		}},
-		{"RespondFriendRequest accept by blocked member", func() error {
-			_, err := d.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: reqID, Accept: true})
-			return wantRefused(err, refused...)
-		}},
-		{"SetContactRemark by stranger on a", func() error {
-			_, err := stranger.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: a.ID, Remark: "mine"})
-			return wantRefused(err, refused...)
-		}},
-		{"SetContactRemark by blocked member on a", func() error {
-			_, err := d.Contacts.SetContactRemark(ctx, &v1.SetContactRemarkRequest{MemberId: a.ID, Remark: "mine"})
-			return wantRefused(err, refused...)
-		}},
-		{"RemoveContact by stranger of a", func() error {
-			_, err := stranger.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: a.ID})
-			return wantRefused(err, refused...)
-		}},
-		{"RemoveContact by stranger of b", func() error {
-			_, err := stranger.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: b.ID})
-			return wantRefused(err, refused...)
-		}},
-		{"RemoveContact by blocked member", func() error {
-			_, err := d.Contacts.RemoveContact(ctx, &v1.RemoveContactRequest{MemberId: a.ID})
-			return wantRefused(err, refused...)
-		}},
-		{"BlockMember of an unknown member", func() error {
-			_, err := stranger.Contacts.BlockMember(ctx, &v1.BlockMemberRequest{MemberId: 1 << 50})
-			return wantRefused(err, refused...)
-		}},
-		{"UnblockMember by the blocked member", func() error {
-			_, err := d.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: a.ID})
-			return wantRefused(err, refused...)
-		}},
-		{"UnblockMember by stranger", func() error {
-			_, err := stranger.Contacts.UnblockMember(ctx, &v1.UnblockMemberRequest{MemberId: d.ID})
-			return wantRefused(err, refused...)
-		}},
+		{"SendFriendRequest by blocked member", call(d.Contacts.SendFriendRequest, &v1.SendFriendRequestRequest{MemberId: a.ID, Note: "let me in"}), []connect.Code{connect.CodePermissionDenied}},
+		{"RespondFriendRequest accept by requester", call(a.Contacts.RespondFriendRequest, &v1.RespondFriendRequestRequest{RequestId: reqID, Accept: true}), refused},
+		{"RespondFriendRequest decline by requester", call(a.Contacts.RespondFriendRequest, &v1.RespondFriendRequestRequest{RequestId: reqID}), refused},
+		{"RespondFriendRequest accept by stranger", call(stranger.Contacts.RespondFriendRequest, &v1.RespondFriendRequestRequest{RequestId: reqID, Accept: true}), refused},
+		{"RespondFriendRequest accept by blocked member", call(d.Contacts.RespondFriendRequest, &v1.RespondFriendRequestRequest{RequestId: reqID, Accept: true}), refused},
+		{"SetContactRemark by stranger on a", call(stranger.Contacts.SetContactRemark, &v1.SetContactRemarkRequest{MemberId: a.ID, Remark: "mine"}), refused},
+		{"SetContactRemark by blocked member on a", call(d.Contacts.SetContactRemark, &v1.SetContactRemarkRequest{MemberId: a.ID, Remark: "mine"}), refused},
+		{"RemoveContact by stranger of a", call(stranger.Contacts.RemoveContact, &v1.RemoveContactRequest{MemberId: a.ID}), refused},
+		{"RemoveContact by stranger of b", call(stranger.Contacts.RemoveContact, &v1.RemoveContactRequest{MemberId: b.ID}), refused},
+		{"RemoveContact by blocked member", call(d.Contacts.RemoveContact, &v1.RemoveContactRequest{MemberId: a.ID}), refused},
+		{"BlockMember of an unknown member", call(stranger.Contacts.BlockMember, &v1.BlockMemberRequest{MemberId: 1 << 50}), refused},
+		{"UnblockMember by the blocked member", call(d.Contacts.UnblockMember, &v1.UnblockMemberRequest{MemberId: a.ID}), refused},
+		{"UnblockMember by stranger", call(stranger.Contacts.UnblockMember, &v1.UnblockMemberRequest{MemberId: d.ID}), refused},
 		{"ListContacts by stranger", func() error {
-			res, err := stranger.Contacts.ListContacts(ctx, &v1.ListContactsRequest{})
-			if err != nil || len(res.GetContacts()) != 0 {
-				return fmt.Errorf("got %v, %v; want no contacts", res, err)
+			if got := contactsOf(t, stranger); len(got) != 0 {
+				return fmt.Errorf("got %v, want no contacts", got)
 			}
 			return nil
-		}},
+		}, nil},
 		{"ListFriendRequests by stranger", func() error {
-			for _, dir := range []v1.FriendRequestDirection{1, 2} {
-				res, err := stranger.Contacts.ListFriendRequests(ctx, &v1.ListFriendRequestsRequest{Direction: dir})
-				if err != nil || len(res.GetRequests()) != 0 {
-					return fmt.Errorf("direction %v: got %v, %v; want no requests", dir, res, err)
-				}
+			if got := statuses(t, stranger); len(got) != 0 {
+				return fmt.Errorf("got %v, want no requests", got)
 			}
 			return nil
-		}},
+		}, nil},
 		{"ListBlocked by blocked member", func() error {
 			res, err := d.Contacts.ListBlocked(ctx, &v1.ListBlockedRequest{})
 			if err != nil || len(res.GetMembers()) != 0 {
 				return fmt.Errorf("got %v, %v; want nobody", res, err)
 			}
 			return nil
-		}},
+		}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := ctSnapshot(t, e.Pool)
-			if err := tc.call(); err != nil {
+			before := e.dbSnapshot(t, contactTables...)
+			err := tc.call()
+			if tc.want != nil {
+				err = wantRefused(err, tc.want...)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
-			if after := ctSnapshot(t, e.Pool); after != before {
-				t.Fatalf("refused call changed the database:\nbefore:\n%s\nafter:\n%s", before, after)
-			}
+			before.wantUnchanged(t, "refused call")
 		})
 	}
 }
@@ -738,7 +627,7 @@ func wantRefused(err error, codes ...connect.Code) error {
 }
 
 // TestRespondFriendRequestRace: parallel accepts and declines of one request
-// leave exactly one winner and rows that agree with it.
+// leave exactly one winner and a state that agrees with it.
 func TestRespondFriendRequestRace(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -750,6 +639,7 @@ func TestRespondFriendRequestRace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		id := sent.GetRequest().GetId()
 		const n = 6
 		var (
 			wg       sync.WaitGroup
@@ -760,7 +650,7 @@ func TestRespondFriendRequestRace(t *testing.T) {
 		for i := range n {
 			accept := (i+round)%2 == 0
 			wg.Go(func() {
-				_, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: sent.GetRequest().GetId(), Accept: accept})
+				_, err := b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: id, Accept: accept})
 				mu.Lock()
 				defer mu.Unlock()
 				if err == nil {
@@ -777,19 +667,21 @@ func TestRespondFriendRequestRace(t *testing.T) {
 		for _, err := range failures {
 			wantCode(t, err, connect.CodeFailedPrecondition)
 		}
-		wantStatus, wantRows := 3, 0
+		wantStatus, wantContacts := declined, false
 		if wins[0] {
-			wantStatus, wantRows = 2, 2
+			wantStatus, wantContacts = accepted, true
 		}
-		if got := e.count(t, `SELECT status FROM friend_requests WHERE id = $1`, sent.GetRequest().GetId()); got != wantStatus {
-			t.Fatalf("round %d: status %d, want %d", round, got, wantStatus)
+		if got := statuses(t, a)[id]; got != wantStatus {
+			t.Fatalf("round %d: status %v, want %v", round, got, wantStatus)
 		}
-		if got := ctPairContacts(t, e, a.ID, b.ID); got != wantRows {
-			t.Fatalf("round %d: %d contact rows, want %d", round, got, wantRows)
+		if got := areContacts(t, a, b); got != wantContacts {
+			t.Fatalf("round %d: contacts %v, want %v", round, got, wantContacts)
 		}
-		if got := e.count(t, `SELECT count(*) FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id
-			WHERE c.member_lo = least($1::bigint, $2::bigint) AND c.member_hi = greatest($1::bigint, $2::bigint)`, a.ID, b.ID); got != wantRows {
-			t.Fatalf("round %d: %d conversation members, want %d", round, got, wantRows)
+		// Both are in the pair's conversation exactly when they are contacts.
+		for _, side := range [][2]*client{{a, b}, {b, a}} {
+			if got := directWith(t, side[0], side[1]) != nil; got != wantContacts {
+				t.Fatalf("round %d: %d in a conversation with %d: %v, want %v", round, side[0].ID, side[1].ID, got, wantContacts)
+			}
 		}
 	}
 }
@@ -818,35 +710,40 @@ func TestMutualFriendRequestsRace(t *testing.T) {
 					t.Fatalf("round %d: %v", round, err)
 				}
 			}
-			if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
-				t.Fatalf("round %d: %d contact rows, want 2", round, n)
+			if !areContacts(t, a, b) {
+				t.Fatalf("round %d: not contacts", round)
 			}
-			if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE $1 IN (from_member_id, to_member_id) AND status <> 2`, a.ID); n != 0 {
-				t.Fatalf("round %d: %d requests not accepted", round, n)
+			for id, status := range statuses(t, a) {
+				if status != accepted {
+					t.Fatalf("round %d: request %d is %v, want accepted", round, id, status)
+				}
 			}
 		}
 	})
 
 	t.Run("accept both ways at once", func(t *testing.T) {
+		q := db.New(e.Pool)
 		for round := range 4 {
 			a, b := e.register(t, fmt.Sprintf("aa%d", round)), e.register(t, fmt.Sprintf("ab%d", round))
 			// Two pending requests opposite ways cannot be made through the
-			// API (the second accepts the first); plant them to check that
-			// answering both at once still yields one friendship.
-			var ab, ba int64
-			if err := e.Pool.QueryRow(ctx, `INSERT INTO friend_requests (from_member_id, to_member_id) VALUES ($1, $2) RETURNING id`, a.ID, b.ID).Scan(&ab); err != nil {
+			// API (the second accepts the first); plant them with the query
+			// SendFriendRequest runs, to check that answering both at once
+			// still yields one friendship.
+			ab, err := q.CreateFriendRequest(ctx, db.CreateFriendRequestParams{FromMemberID: a.ID, ToMemberID: b.ID})
+			if err != nil {
 				t.Fatal(err)
 			}
-			if err := e.Pool.QueryRow(ctx, `INSERT INTO friend_requests (from_member_id, to_member_id) VALUES ($1, $2) RETURNING id`, b.ID, a.ID).Scan(&ba); err != nil {
+			ba, err := q.CreateFriendRequest(ctx, db.CreateFriendRequestParams{FromMemberID: b.ID, ToMemberID: a.ID})
+			if err != nil {
 				t.Fatal(err)
 			}
 			errs := make([]error, 2)
 			var wg sync.WaitGroup
 			wg.Go(func() {
-				_, errs[0] = b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: ab, Accept: true})
+				_, errs[0] = b.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: ab.ID, Accept: true})
 			})
 			wg.Go(func() {
-				_, errs[1] = a.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: ba, Accept: true})
+				_, errs[1] = a.Contacts.RespondFriendRequest(ctx, &v1.RespondFriendRequestRequest{RequestId: ba.ID, Accept: true})
 			})
 			wg.Wait()
 			ok := 0
@@ -860,85 +757,64 @@ func TestMutualFriendRequestsRace(t *testing.T) {
 			if ok != 1 {
 				t.Fatalf("round %d: %d accepts succeeded, want 1 (%v)", round, ok, errs)
 			}
-			if n := ctPairContacts(t, e, a.ID, b.ID); n != 2 {
-				t.Fatalf("round %d: %d contact rows, want 2", round, n)
+			if !areContacts(t, a, b) {
+				t.Fatalf("round %d: not contacts", round)
 			}
-			if n := e.count(t, `SELECT count(*) FROM friend_requests WHERE id IN ($1, $2) AND status = 2`, ab, ba); n != 2 {
-				t.Fatalf("round %d: %d of the two requests accepted, want both settled", round, n)
-			}
+			// Both requests are settled: the one answered, and the other by it.
+			wantProto(t, fmt.Sprintf("round %d: requests", round),
+				map[int64]v1.FriendRequestStatus{ab.ID: accepted, ba.ID: accepted}, statuses(t, a))
 		}
 	})
 }
 
-// TestListContactsPaging10k pages through 10,000 contacts, inserted in bulk
-// with SQL, and finds each exactly once, in order.
-func TestListContactsPaging10k(t *testing.T) {
+// TestSeedContactsMatchesTheAPI: a contact e.seedContacts makes reads the
+// same through every RPC as one made by a friend request and its accept, so
+// the tests that page through thousands of seeded contacts test what the API
+// makes.
+func TestSeedContactsMatchesTheAPI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
-	owner := e.register(t, "popular")
-	const total = 10000
-	_, err := e.Pool.Exec(ctx, `
-		WITH m AS (
-			INSERT INTO members (phone, password_hash, nickname)
-			SELECT '+1999' || lpad(g::text, 7, '0'), 'x', 'bulk ' || g FROM generate_series(1, $2::int) g
-			RETURNING id
-		), c AS (
-			INSERT INTO conversations (kind, member_lo, member_hi)
-			SELECT 1, least($1::bigint, id), greatest($1::bigint, id) FROM m
-			RETURNING id, member_lo, member_hi
-		)
-		INSERT INTO contacts (owner_id, member_id, remark, conversation_id)
-		SELECT $1, CASE WHEN member_lo = $1 THEN member_hi ELSE member_lo END, 'r', id FROM c`, owner.ID, total)
-	if err != nil {
-		t.Fatalf("bulk insert: %v", err)
-	}
+	owner := e.register(t, "owner")
+	made := e.register(t, "member 0") // seeded members are named prefix + index
+	makeContacts(t, made, owner)
+	s := e.seedContacts(t, owner, "member ", 1)[0]
+	seededClient := e.login(t, s.Phone, seedPassword)
 
-	var got []int64
-	token, pages := "", 0
-	for {
-		res, err := owner.Contacts.ListContacts(ctx, &v1.ListContactsRequest{PageSize: 100, PageToken: token})
+	// What each side sees, with what differs by nature (ids, times) left out.
+	volatile := []cmp.Option{anyTime,
+		protocmp.IgnoreFields(&v1.Member{}, "id"),
+		protocmp.IgnoreFields(&v1.Contact{}, "conversation_id"),
+		protocmp.IgnoreFields(&v1.Conversation{}, "id"),
+		protocmp.IgnoreFields(&v1.FriendRequest{}, "id", "from_member_id", "to_member_id"),
+		protocmp.IgnoreFields(&v1.Message{}, "conversation_id", "sender_id", "client_msg_id"),
+	}
+	view := func(t *testing.T, member *client) []any {
+		t.Helper()
+		msg := chatSend(t, member, peerText(owner.ID, "hi", "hello"))
+		reply := chatSend(t, owner, peerText(member.ID, fmt.Sprint("reply to ", member.ID), "hello back"))
+		convs, err := member.Chat.ListConversations(ctx, &v1.ListConversationsRequest{})
 		if err != nil {
-			t.Fatalf("page %d: %v", pages, err)
-		}
-		pages++
-		if len(res.GetContacts()) != 100 {
-			t.Fatalf("page %d has %d contacts, want 100", pages, len(res.GetContacts()))
-		}
-		for _, c := range res.GetContacts() {
-			if c.GetRemark() != "r" || c.GetConversationId() == 0 || !strings.HasPrefix(c.GetMember().GetNickname(), "bulk ") {
-				t.Fatalf("contact %v", c)
-			}
-			got = append(got, c.GetMember().GetId())
-		}
-		if token = res.GetNextPageToken(); token == "" {
-			break
-		}
-		if pages > total/100 {
-			t.Fatal("paging does not end")
-		}
-	}
-	if pages != total/100 {
-		t.Fatalf("%d pages, want %d", pages, total/100)
-	}
-	var want []int64
-	rows, err := e.Pool.Query(ctx, `SELECT member_id FROM contacts WHERE owner_id = $1 ORDER BY member_id`, owner.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, id)
+		return []any{
+			contactsOf(t, member), requestsOf(t, member, outgoing), requestsOf(t, member, incoming),
+			convs, chatHistory(t, owner, msg.GetConversationId()), reply,
+			directWith(t, owner, member),
+		}
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	wantProto(t, "seeded contact, as the API made one", view(t, made), view(t, seededClient), volatile...)
+	// And owner's side: the two contacts and the two requests alike.
+	cs := contactsOf(t, owner)
+	if len(cs) != 2 {
+		t.Fatalf("owner has %d contacts, want 2", len(cs))
 	}
-	if len(want) != total || !slices.Equal(got, want) {
-		t.Fatalf("paged %d ids, want the %d in the table in order (duplicates or gaps)", len(got), len(want))
+	wantProto(t, "owner's seeded contact", cs[0], cs[1], volatile...)
+	in := requestsOf(t, owner, incoming)
+	if len(in) != 2 {
+		t.Fatalf("owner has %d incoming requests, want 2", len(in))
 	}
+	wantProto(t, "owner's seeded request", in[1], in[0], volatile...)
 }
 
 // TestContactServiceJSON speaks to ContactService the way curl does: JSON
@@ -947,47 +823,23 @@ func TestContactServiceJSON(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b := e.register(t, "a"), e.register(t, "b")
-	post := func(c *client, method, body string) (int, map[string]any) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.URL+"/karlmalone.v1.ContactService/"+method, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-		res, err := e.H1.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		raw, err := io.ReadAll(res.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out map[string]any
-		if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&out); err != nil {
-			t.Fatalf("%s: decode %q: %v", method, raw, err)
-		}
-		return res.StatusCode, out
-	}
+	const svc = "/karlmalone.v1.ContactService/"
 
-	status, out := post(a, "SendFriendRequest", fmt.Sprintf(`{"memberId":"%d","note":"hi"}`, b.ID))
+	status, out, raw := e.postJSON(t, svc+"SendFriendRequest", a.Token, fmt.Sprintf(`{"memberId":"%d","note":"hi"}`, b.ID))
 	if status != http.StatusOK {
-		t.Fatalf("SendFriendRequest: %d %v", status, out)
+		t.Fatalf("SendFriendRequest: %d %s", status, raw)
 	}
 	r, _ := out["request"].(map[string]any)
-	if r["toMemberId"] != strconv.FormatInt(b.ID, 10) || r["fromMemberId"] != strconv.FormatInt(a.ID, 10) ||
-		r["status"] != "FRIEND_REQUEST_STATUS_PENDING" {
-		t.Fatalf("request = %v", r)
+	wantFields(t, "request", map[string]any{
+		"toMemberId": strconv.FormatInt(b.ID, 10), "fromMemberId": strconv.FormatInt(a.ID, 10), "status": "FRIEND_REQUEST_STATUS_PENDING",
+	}, r)
+	status, out, raw = e.postJSON(t, svc+"RespondFriendRequest", b.Token, fmt.Sprintf(`{"requestId":%q,"accept":true}`, r["id"]))
+	if contact, _ := out["contact"].(map[string]any); status != http.StatusOK || contact["conversationId"] == nil {
+		t.Fatalf("RespondFriendRequest: %d %s", status, raw)
 	}
-	status, out = post(b, "RespondFriendRequest", fmt.Sprintf(`{"requestId":%q,"accept":true}`, r["id"]))
-	if status != http.StatusOK || out["contact"].(map[string]any)["conversationId"] == nil {
-		t.Fatalf("RespondFriendRequest: %d %v", status, out)
-	}
-	status, out = post(a, "ListContacts", `{"pageSize":10}`)
-	contacts, _ := out["contacts"].([]any)
-	if status != http.StatusOK || len(contacts) != 1 {
-		t.Fatalf("ListContacts: %d %v", status, out)
+	status, out, raw = e.postJSON(t, svc+"ListContacts", a.Token, `{"pageSize":10}`)
+	if contacts, _ := out["contacts"].([]any); status != http.StatusOK || len(contacts) != 1 {
+		t.Fatalf("ListContacts: %d %s", status, raw)
 	}
 
 	for _, bad := range []struct{ method, body, code, field string }{
@@ -997,10 +849,10 @@ func TestContactServiceJSON(t *testing.T) {
 		{"ListFriendRequests", `{"direction":"FRIEND_REQUEST_DIRECTION_SIDEWAYS"}`, "invalid_argument", ""},
 		{"UnblockMember", fmt.Sprintf(`{"memberId":"%d"}`, b.ID), "not_found", ""},
 	} {
-		status, out := post(a, bad.method, bad.body)
+		status, out, raw := e.postJSON(t, svc+bad.method, a.Token, bad.body)
 		msg, _ := out["message"].(string)
 		if status/100 != 4 || out["code"] != bad.code || !strings.Contains(msg, bad.field) {
-			t.Fatalf("%s %s: %d %v, want %s naming %q", bad.method, bad.body, status, out, bad.code, bad.field)
+			t.Fatalf("%s %s: %d %s, want %s naming %q", bad.method, bad.body, status, raw, bad.code, bad.field)
 		}
 	}
 }

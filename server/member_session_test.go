@@ -24,60 +24,65 @@ func TestSessionsEndAtOnce(t *testing.T) {
 	laptop := e.login(t, phoneA.Phone, phoneA.Password)
 	tablet := e.login(t, phoneA.Phone, phoneA.Password)
 
-	list, err := phoneA.Members.ListSessions(ctx, &v1.ListSessionsRequest{})
-	if err != nil {
-		t.Fatalf("ListSessions: %v", err)
-	}
-	if len(list.GetSessions()) != 3 {
-		t.Fatalf("%d sessions, want 3", len(list.GetSessions()))
-	}
-	for _, s := range list.GetSessions() {
-		if s.GetCurrent() != (s.GetId() == phoneA.SessionID) {
-			t.Fatalf("session %d current=%v", s.GetId(), s.GetCurrent())
+	step(t, "ListSessions shows every device and which one asks", func(t *testing.T) {
+		list, err := phoneA.Members.ListSessions(ctx, &v1.ListSessionsRequest{})
+		if err != nil {
+			t.Fatalf("ListSessions: %v", err)
 		}
-	}
+		var want []*v1.Session
+		for _, c := range []*client{phoneA, laptop, tablet} {
+			want = append(want, &v1.Session{
+				Id: c.SessionID, DeviceName: "test", Current: c == phoneA, CreatedAt: set, LastSeenAt: set, ExpiresAt: set,
+			})
+		}
+		wantProto(t, "sessions", want, list.GetSessions(), anyTime)
+	})
 
-	// RevokeSession ends the tablet, and only it.
-	if _, err := phoneA.Members.RevokeSession(ctx, &v1.RevokeSessionRequest{SessionId: tablet.SessionID}); err != nil {
-		t.Fatalf("RevokeSession: %v", err)
-	}
-	_, err = tablet.Members.GetMe(ctx, &v1.GetMeRequest{})
-	wantCode(t, err, connect.CodeUnauthenticated)
-	if _, err := laptop.Members.GetMe(ctx, &v1.GetMeRequest{}); err != nil {
-		t.Fatalf("laptop after revoking the tablet: %v", err)
-	}
+	step(t, "RevokeSession ends that device and only it", func(t *testing.T) {
+		if _, err := phoneA.Members.RevokeSession(ctx, &v1.RevokeSessionRequest{SessionId: tablet.SessionID}); err != nil {
+			t.Fatalf("RevokeSession: %v", err)
+		}
+		_, err := tablet.Members.GetMe(ctx, &v1.GetMeRequest{})
+		wantCode(t, err, connect.CodeUnauthenticated)
+		if _, err := laptop.Members.GetMe(ctx, &v1.GetMeRequest{}); err != nil {
+			t.Fatalf("laptop after revoking the tablet: %v", err)
+		}
+	})
 
-	// Another member's session is not ours to revoke, and looks like none.
-	b := e.register(t, "b")
-	_, err = phoneA.Members.RevokeSession(ctx, &v1.RevokeSessionRequest{SessionId: b.SessionID})
-	wantCode(t, err, connect.CodeNotFound)
-	if _, err := b.Members.GetMe(ctx, &v1.GetMeRequest{}); err != nil {
-		t.Fatalf("b's session was touched: %v", err)
-	}
+	step(t, "another member's session is not ours to revoke and looks like none", func(t *testing.T) {
+		b := e.register(t, "b")
+		_, err := phoneA.Members.RevokeSession(ctx, &v1.RevokeSessionRequest{SessionId: b.SessionID})
+		wantCode(t, err, connect.CodeNotFound)
+		if _, err := b.Members.GetMe(ctx, &v1.GetMeRequest{}); err != nil {
+			t.Fatalf("b's session was touched: %v", err)
+		}
+	})
 
-	// ChangePassword keeps the calling session and ends every other one.
-	_, err = phoneA.Members.ChangePassword(ctx, &v1.ChangePasswordRequest{OldPassword: "wrong-password", NewPassword: "brand-new-pass"})
-	wantCode(t, err, connect.CodePermissionDenied)
-	_, err = phoneA.Members.ChangePassword(ctx, &v1.ChangePasswordRequest{OldPassword: phoneA.Password, NewPassword: phoneA.Password})
-	wantCode(t, err, connect.CodeInvalidArgument)
-	if _, err := phoneA.Members.ChangePassword(ctx, &v1.ChangePasswordRequest{OldPassword: phoneA.Password, NewPassword: "brand-new-pass"}); err != nil {
-		t.Fatalf("ChangePassword: %v", err)
-	}
-	_, err = laptop.Members.GetMe(ctx, &v1.GetMeRequest{})
-	wantCode(t, err, connect.CodeUnauthenticated)
-	if _, err := phoneA.Members.GetMe(ctx, &v1.GetMeRequest{}); err != nil {
-		t.Fatalf("the session that changed the password: %v", err)
-	}
-	_, err = e.clients("").Members.Login(ctx, &v1.LoginRequest{Phone: phoneA.Phone, Password: phoneA.Password})
-	wantCode(t, err, connect.CodeUnauthenticated)
-	e.login(t, phoneA.Phone, "brand-new-pass")
+	step(t, "ChangePassword keeps the calling session and ends every other", func(t *testing.T) {
+		_, err := phoneA.Members.ChangePassword(ctx, &v1.ChangePasswordRequest{OldPassword: "wrong-password", NewPassword: "brand-new-pass"})
+		wantCode(t, err, connect.CodePermissionDenied)
+		_, err = phoneA.Members.ChangePassword(ctx, &v1.ChangePasswordRequest{OldPassword: phoneA.Password, NewPassword: phoneA.Password})
+		wantCode(t, err, connect.CodeInvalidArgument)
+		if _, err := phoneA.Members.ChangePassword(ctx, &v1.ChangePasswordRequest{OldPassword: phoneA.Password, NewPassword: "brand-new-pass"}); err != nil {
+			t.Fatalf("ChangePassword: %v", err)
+		}
+		_, err = laptop.Members.GetMe(ctx, &v1.GetMeRequest{})
+		wantCode(t, err, connect.CodeUnauthenticated)
+		if _, err := phoneA.Members.GetMe(ctx, &v1.GetMeRequest{}); err != nil {
+			t.Fatalf("the session that changed the password: %v", err)
+		}
+		_, err = e.clients("").Members.Login(ctx, &v1.LoginRequest{Phone: phoneA.Phone, Password: phoneA.Password})
+		wantCode(t, err, connect.CodeUnauthenticated)
+		e.login(t, phoneA.Phone, "brand-new-pass")
+	})
 
-	// Logout ends the calling session.
-	if _, err := phoneA.Members.Logout(ctx, &v1.LogoutRequest{}); err != nil {
-		t.Fatalf("Logout: %v", err)
-	}
-	_, err = phoneA.Members.GetMe(ctx, &v1.GetMeRequest{})
-	wantCode(t, err, connect.CodeUnauthenticated)
+	step(t, "Logout ends the calling session", func(t *testing.T) {
+		if _, err := phoneA.Members.Logout(ctx, &v1.LogoutRequest{}); err != nil {
+			t.Fatalf("Logout: %v", err)
+		}
+		_, err := phoneA.Members.GetMe(ctx, &v1.GetMeRequest{})
+		wantCode(t, err, connect.CodeUnauthenticated)
+	})
 }
 
 // TestRevokedSessionLosesItsPushSocket: a revoked session's socket is closed
@@ -92,10 +97,7 @@ func TestRevokedSessionLosesItsPushSocket(t *testing.T) {
 	if _, err := phone.Members.RevokeSession(t.Context(), &v1.RevokeSessionRequest{SessionId: laptop.SessionID}); err != nil {
 		t.Fatalf("RevokeSession: %v", err)
 	}
-	got := phoneEvents.next().GetSessionRevoked()
-	if got.GetSessionId() != laptop.SessionID {
-		t.Fatalf("phone got %v, want session_revoked %d", got, laptop.SessionID)
-	}
+	wantProto(t, "the phone's event", &v1.SessionRevoked{SessionId: laptop.SessionID}, phoneEvents.next().GetSessionRevoked())
 	laptopEvents.wantClosed(4001)
 }
 
@@ -117,46 +119,41 @@ func TestProfileAndSearch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("UpdateProfile: %v", err)
 	}
-	if up.GetMember().GetNickname() != nick || up.GetMember().GetMemo() != memo || up.GetMember().GetPhone() != me.Phone {
-		t.Fatalf("UpdateProfile = %v", up.GetMember())
-	}
+	self := &v1.Member{Id: me.ID, Phone: me.Phone, Nickname: nick, Memo: memo, CreatedAt: set}
+	wantProto(t, "UpdateProfile", self, up.GetMember(), anyTime)
 	avatar := "https://example.com/a.png"
 	up, err = me.Members.UpdateProfile(ctx, &v1.UpdateProfileRequest{Avatar: &avatar})
-	if err != nil || up.GetMember().GetNickname() != nick || up.GetMember().GetAvatar() != avatar {
-		t.Fatalf("partial UpdateProfile = %v, %v (unset fields must stay)", up.GetMember(), err)
+	if err != nil {
+		t.Fatalf("partial UpdateProfile: %v", err)
 	}
+	self.Avatar = avatar // and the unset fields stay
+	wantProto(t, "partial UpdateProfile", self, up.GetMember(), anyTime)
 
 	got, err := me.Members.GetMember(ctx, &v1.GetMemberRequest{MemberId: others[0].ID})
 	if err != nil {
 		t.Fatalf("GetMember: %v", err)
 	}
-	if got.GetMember().GetPhone() != "" || got.GetMember().GetNickname() != "Zed_0" {
-		t.Fatalf("GetMember = %v; another member's phone must stay hidden", got.GetMember())
-	}
+	// Another member's phone stays hidden.
+	wantProto(t, "GetMember", others[0].public(), got.GetMember(), anyTime)
 	_, err = me.Members.GetMember(ctx, &v1.GetMemberRequest{MemberId: 1 << 40})
 	wantCode(t, err, connect.CodeNotFound)
 	_, err = me.Members.GetMember(ctx, &v1.GetMemberRequest{MemberId: -1})
 	wantCode(t, err, connect.CodeInvalidArgument)
 
 	byPhone, err := me.Members.SearchMembers(ctx, &v1.SearchMembersRequest{Query: others[2].Phone})
-	if err != nil || len(byPhone.GetMembers()) != 1 || byPhone.GetMembers()[0].GetId() != others[2].ID {
-		t.Fatalf("search by phone = %v, %v", byPhone, err)
+	if err != nil {
+		t.Fatalf("search by phone: %v", err)
 	}
+	wantProto(t, "search by phone", []*v1.Member{others[2].public()}, byPhone.GetMembers(), anyTime)
 	seen := map[int64]bool{}
-	token := ""
-	for pages := 0; ; pages++ {
-		res, err := me.Members.SearchMembers(ctx, &v1.SearchMembersRequest{Query: "zed_", PageSize: 2, PageToken: token})
-		if err != nil {
-			t.Fatalf("search page %d: %v", pages, err)
-		}
-		for _, m := range res.GetMembers() {
+	for _, page := range pages(t, func(token string) (*v1.SearchMembersResponse, error) {
+		return me.Members.SearchMembers(ctx, &v1.SearchMembersRequest{Query: "zed_", PageSize: 2, PageToken: token})
+	}) {
+		for _, m := range page.GetMembers() {
 			if seen[m.GetId()] {
 				t.Fatalf("member %d on two pages", m.GetId())
 			}
 			seen[m.GetId()] = true
-		}
-		if token = res.GetNextPageToken(); token == "" {
-			break
 		}
 	}
 	if len(seen) != 5 {

@@ -24,66 +24,23 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/push"
 )
 
-// pushDial opens a push socket for token with the given options. The hub
-// registers a socket before the handshake completes, so it is registered
-// when Dial returns.
-func pushDial(t testing.TB, e *env, token string, opts *websocket.DialOptions) *websocket.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if opts.HTTPHeader == nil {
-		opts.HTTPHeader = http.Header{}
-	}
-	opts.HTTPHeader.Set("Authorization", "Bearer "+token)
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.URL, "http")+"/v1/push", opts)
-	if err != nil {
-		t.Fatalf("dial push: %v", err)
-	}
-	t.Cleanup(func() { ws.CloseNow() })
-	return ws
-}
-
-// jsonEvents is a push socket that asked for protojson text frames, as a
+// connectJSON opens c's push socket asking for protojson text frames, as a
 // browser would.
-type jsonEvents struct {
-	t  testing.TB
-	ws *websocket.Conn
-}
-
-func connectJSON(t testing.TB, e *env, c *client) *jsonEvents {
+func connectJSON(t testing.TB, e *env, c *client) *events {
 	t.Helper()
 	ws := pushDial(t, e, c.Token, &websocket.DialOptions{Subprotocols: []string{push.SubprotocolJSON}})
 	if ws.Subprotocol() != push.SubprotocolJSON {
 		t.Fatalf("server chose subprotocol %q", ws.Subprotocol())
 	}
-	return &jsonEvents{t: t, ws: ws}
-}
-
-// next returns the next event and its raw frame.
-func (j *jsonEvents) next() (*v1.Event, string) {
-	j.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, data, err := j.ws.Read(ctx)
-	if err != nil {
-		j.t.Fatalf("read JSON push event: %v", err)
-	}
-	if typ != websocket.MessageText {
-		j.t.Fatalf("JSON push frame type %v, want text", typ)
-	}
-	ev := &v1.Event{}
-	if err := protojson.Unmarshal(data, ev); err != nil {
-		j.t.Fatalf("decode JSON push event %s: %v", data, err)
-	}
-	return ev, string(data)
+	return &events{t: t, ws: ws, json: true}
 }
 
 // subscribe opens ChatService.Subscribe and returns once the response headers
@@ -113,19 +70,13 @@ func nextFromStream(t testing.TB, stream *connect.ServerStreamForClient[v1.Subsc
 	return stream.Msg().GetEvent()
 }
 
-func sameMessage(got, want *v1.Message) bool {
-	return got != nil && got.GetConversationId() == want.GetConversationId() && got.GetSeq() == want.GetSeq() &&
-		got.GetSenderId() == want.GetSenderId() && got.GetClientMsgId() == want.GetClientMsgId() &&
-		got.GetText() == want.GetText() && got.GetSentAt().AsTime().Equal(want.GetSentAt().AsTime())
-}
-
 // 1. One recipient device of every kind gets the same 1:1 and group message.
 func TestPushMessageEveryEncoding(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cat")
 	makeContacts(t, a, b)
-	g := chatGroup(t, e, a, b, c)
+	g := newGroup(t, a, b, c)
 
 	binary := e.connect(t, b)
 	text := connectJSON(t, e, b)
@@ -140,22 +91,17 @@ func TestPushMessageEveryEncoding(t *testing.T) {
 		groupText(g.GetId(), "group-1", "hello group"),
 	} {
 		sent := chatSend(t, a, req)
-		if got := binary.next(); !sameMessage(got.GetMessage(), sent) || got.GetAt() == nil {
-			t.Errorf("binary socket got %v, want %v", got, sent)
-		}
-		got, raw := text.next()
-		if !sameMessage(got.GetMessage(), sent) {
-			t.Errorf("JSON socket got %v, want %v", got, sent)
-		}
+		want := &v1.Event{At: &timestamppb.Timestamp{}, Kind: &v1.Event_Message{Message: sent}}
+		wantProto(t, "binary socket's event", want, binary.next(), anyTime)
+		got, raw := text.nextRaw()
+		wantProto(t, "JSON socket's event", want, got, anyTime)
 		// JSON clients see lowerCamelCase names and ids as strings.
-		if !strings.Contains(raw, `"clientMsgId":"`+sent.GetClientMsgId()+`"`) ||
-			!strings.Contains(raw, fmt.Sprintf(`"conversationId":"%d"`, sent.GetConversationId())) {
+		if !strings.Contains(string(raw), `"clientMsgId":"`+sent.GetClientMsgId()+`"`) ||
+			!strings.Contains(string(raw), fmt.Sprintf(`"conversationId":"%d"`, sent.GetConversationId())) {
 			t.Errorf("JSON frame %s", raw)
 		}
 		for name, s := range streams {
-			if got := nextFromStream(t, s); !sameMessage(got.GetMessage(), sent) {
-				t.Errorf("%s stream got %v, want %v", name, got, sent)
-			}
+			wantProto(t, name+" stream's event", want, nextFromStream(t, s), anyTime)
 		}
 	}
 }
@@ -184,9 +130,7 @@ func TestPushSubscribeSessionRevoked(t *testing.T) {
 
 	nextFromStream(t, stays) // the same session_revoked, for the other device
 	sent := chatSend(t, a, peerText(b.ID, "after", "still here"))
-	if ev := nextFromStream(t, stays); !sameMessage(ev.GetMessage(), sent) {
-		t.Fatalf("other device got %v", ev)
-	}
+	wantProto(t, "the other device's message", sent, nextFromStream(t, stays).GetMessage())
 }
 
 // 2. Many senders into one large group, every member online: each member
@@ -215,7 +159,7 @@ func TestPushStressGroupFanout(t *testing.T) {
 	for i := range clients {
 		clients[i] = e.register(t, fmt.Sprint("m", i))
 	}
-	g := chatOpenGroup(t, clients[0], clients[1:]...)
+	g := openGroup(t, clients[0], clients[1:]...)
 	conv := g.GetConversationId()
 	socks := make([]*events, members)
 	for i, c := range clients {
@@ -301,11 +245,11 @@ func TestPushStressGroupFanout(t *testing.T) {
 		all = append(all, seqs...)
 	}
 	slices.Sort(all)
-	if !equalSeqs(all, seqRange(1, int64(total))) {
+	if !slices.Equal(all, seqRange(1, int64(total))) {
 		t.Fatalf("acknowledged seqs are not exactly 1…%d (%d of them)", total, len(all))
 	}
 	history := chatHistory(t, clients[members-1], conv)
-	if !equalSeqs(seqsOf(history), seqRange(1, int64(total))) {
+	if !slices.Equal(seqsOf(history), seqRange(1, int64(total))) {
 		t.Fatalf("history has %d messages, not seqs 1…%d", len(history), total)
 	}
 	var want uint64
@@ -370,7 +314,7 @@ func TestPushReconnectResync(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ListMessages: %v", err)
 	}
-	if got := seqsOf(res.GetMessages()); !equalSeqs(got, seqRange(lastSeen+1, lastSeen+20)) || res.GetHasMore() {
+	if got := seqsOf(res.GetMessages()); !slices.Equal(got, seqRange(lastSeen+1, lastSeen+20)) || res.GetHasMore() {
 		t.Fatalf("resync got seqs %v (has_more %v), want the 20 missed", got, res.GetHasMore())
 	}
 	for i, m := range res.GetMessages() {
@@ -380,18 +324,19 @@ func TestPushReconnectResync(t *testing.T) {
 	}
 	// And the new socket is live.
 	sent := chatSend(t, a, peerText(b.ID, "live", "back online"))
-	if got := again.next(); !sameMessage(got.GetMessage(), sent) {
-		t.Fatalf("reconnected socket got %v", got)
-	}
+	wantProto(t, "the reconnected socket's message", sent, again.next().GetMessage())
 }
 
 // 4. A socket that never reads is closed with 1008 once its queue overflows;
 // the other members get every message.
 func TestPushSlowReaderDropped(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withPushConfig(push.Config{QueueSize: 4}))
+	// The slow client reads nothing, so it answers no ping either: pings wait
+	// past the test, so that only the queue can drop it however long the
+	// sending takes on a busy machine.
+	e := newEnv(t, withPushConfig(push.Config{QueueSize: 4, PingInterval: time.Hour}))
 	a, fast, slow := e.register(t, "ann"), e.register(t, "fast"), e.register(t, "slow")
-	g := chatGroup(t, e, a, fast, slow)
+	g := newGroup(t, a, fast, slow)
 
 	// The slow client's tiny receive buffer lets the server's socket buffer
 	// fill after a few frames, so the writer blocks and the queue overflows.
@@ -452,9 +397,7 @@ func TestPushSlowReaderDropped(t *testing.T) {
 	for i, want := range sent {
 		select {
 		case m := <-got:
-			if !sameMessage(m, want) {
-				t.Fatalf("fast member's message %d is %v, want seq %d", i, m.GetSeq(), want.GetSeq())
-			}
+			wantProto(t, fmt.Sprintf("fast member's message %d", i), want, m)
 		case <-ctx.Done():
 			t.Fatalf("fast member got %d of %d messages", i, len(sent))
 		}
@@ -527,9 +470,7 @@ func TestPushBadClientFrames(t *testing.T) {
 
 	// The server and the other socket carry on.
 	sent := chatSend(t, a, peerText(b.ID, "still", "serving"))
-	if got := bystander.next(); !sameMessage(got.GetMessage(), sent) {
-		t.Fatalf("bystander got %v", got)
-	}
+	wantProto(t, "the bystander's message", sent, bystander.next().GetMessage())
 }
 
 // 8. Shutdown closes sockets with "going away" and ends streams unavailable,
@@ -608,7 +549,7 @@ func TestPushShutdownGoingAway(t *testing.T) {
 		t.Errorf("dial after shutdown: %v %v", res, err)
 	}
 	history := chatHistory(t, b, conv)
-	if !equalSeqs(seqsOf(history), seqRange(1, int64(len(history)))) {
+	if !slices.Equal(seqsOf(history), seqRange(1, int64(len(history)))) {
 		t.Fatalf("history has a gap: %v", seqsOf(history))
 	}
 	missing := 0

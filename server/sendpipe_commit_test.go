@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -89,7 +90,7 @@ func TestSendFailedCommitIsNotAcknowledged(t *testing.T) {
 	for i := range g {
 		g[i] = e.register(t, fmt.Sprint("g", i))
 	}
-	group := chatGroup(t, e, g[0], g[1:]...)
+	group := newGroup(t, g[0], g[1:]...)
 	convs = append(convs, &conversation{
 		id: group.GetConversationId(), senders: g[:3],
 		req: func(id, text string) *v1.SendMessageRequest { return groupText(group.GetId(), id, text) },
@@ -155,7 +156,7 @@ func TestSendFailedCommitIsNotAcknowledged(t *testing.T) {
 		}
 
 		history := chatHistory(t, c.senders[0], c.id)
-		if got := seqsOf(history); !equalSeqs(got, seqRange(1, int64(len(history)))) {
+		if got := seqsOf(history); !slices.Equal(got, seqRange(1, int64(len(history)))) {
 			t.Errorf("conversation %d: seqs %v, want no gap", c.id, got)
 		}
 		stored := map[string]*v1.Message{}
@@ -220,7 +221,7 @@ func TestSendCommitCutConvergesOnRetry(t *testing.T) {
 			t.Errorf("neighbour %d: %v", i, err)
 		}
 	}
-	if got := seqsOf(chatHistory(t, a, conv)); !equalSeqs(got, seqRange(1, 1+neighbours)) {
+	if got := seqsOf(chatHistory(t, a, conv)); !slices.Equal(got, seqRange(1, 1+neighbours)) {
 		t.Fatalf("seqs %v after the cut, want 1..%d", got, 1+neighbours)
 	}
 
@@ -234,7 +235,7 @@ func TestSendCommitCutConvergesOnRetry(t *testing.T) {
 		t.Errorf("a second retry got %v, want the stored %v", again, retry)
 	}
 	history := chatHistory(t, a, conv)
-	if got := seqsOf(history); !equalSeqs(got, seqRange(1, 2+neighbours)) {
+	if got := seqsOf(history); !slices.Equal(got, seqRange(1, 2+neighbours)) {
 		t.Errorf("seqs %v, want 1..%d", got, 2+neighbours)
 	}
 	cuts := 0
@@ -294,7 +295,7 @@ func TestSendBatchCommitFailure(t *testing.T) {
 	if rows[0].Seq != 1 || rows[2].Seq != 1 || rows[3].Seq != 2 {
 		t.Errorf("seqs %d, %d, %d; want 1, 1, 2", rows[0].Seq, rows[2].Seq, rows[3].Seq)
 	}
-	if n := e.count(t, `SELECT count(*) FROM messages`); n != 3 {
+	if n := len(e.dbRows(t, "messages", "true")); n != 3 {
 		t.Errorf("%d messages stored, want 3", n)
 	}
 	if l := logs.String(); !strings.Contains(l, "batch=5") || !strings.Contains(l, "poisoned message") {
