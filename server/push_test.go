@@ -152,7 +152,10 @@ func TestPushStressGroupFanout(t *testing.T) {
 	// Each socket may fall behind by up to all of the messages: on 2 cores
 	// under -race, 100 readers share the CPU with the server. This test is
 	// about completeness and order; the slow-consumer policy has its own test.
-	e := newEnv(t, withPushConfig(push.Config{QueueSize: total + 16}))
+	// For the same reason a starved reader must not count as dead: pings and
+	// the write deadline (their own tests cover them) are pushed out of the
+	// way, or a busy machine drops whole shards of sockets at the first ping.
+	e := newEnv(t, withPushConfig(push.Config{QueueSize: total + 16, PingInterval: time.Hour, WriteTimeout: 5 * time.Minute}))
 	began := time.Now()
 
 	clients := make([]*client, members)
