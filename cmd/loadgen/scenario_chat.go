@@ -56,6 +56,16 @@ func openSockets(ctx context.Context, c *config, cl *clients, t *tracker, ms []*
 // closeSockets closes sockets with a normal closure, 256 at a time, and waits
 // for their readers.
 func closeSockets(sockets []*recvSocket) {
+	closeEach(sockets, func(s *recvSocket) {
+		s.closing.Store(true)
+		s.ws.Close(websocket.StatusNormalClosure, "load generator done")
+		<-s.done
+	})
+}
+
+// closeEach runs shut on every non-nil socket, 256 at a time, and returns when
+// all have finished.
+func closeEach[S any](sockets []*S, shut func(*S)) {
 	sem := make(chan struct{}, 256)
 	var wg sync.WaitGroup
 	for _, s := range sockets {
@@ -65,9 +75,7 @@ func closeSockets(sockets []*recvSocket) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			s.closing.Store(true)
-			s.ws.Close(websocket.StatusNormalClosure, "load generator done")
-			<-s.done
+			shut(s)
 		})
 	}
 	wg.Wait()

@@ -130,22 +130,11 @@ func runIdle(ctx context.Context, c *config, cl *clients, st *setup, log *slog.L
 	proc := watch.Stop()
 	stopProgress()
 
-	// Close with a normal closure, 256 at a time.
-	sem := make(chan struct{}, 256)
-	var wg sync.WaitGroup
-	for _, s := range sockets {
-		if s == nil {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			s.closing.Store(true)
-			s.ws.Close(websocket.StatusNormalClosure, "load generator done")
-			<-s.done
-		})
-	}
-	wg.Wait()
+	closeEach(sockets, func(s *idleSocket) {
+		s.closing.Store(true)
+		s.ws.Close(websocket.StatusNormalClosure, "load generator done")
+		<-s.done
+	})
 
 	res := &result{
 		scenario: "idle",
