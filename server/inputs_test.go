@@ -70,6 +70,19 @@ func apiMethods(t testing.TB) []apiMethod {
 	return out
 }
 
+// sweeper registers a member with a contact (peer), a group and a message
+// in each conversation, so that the small ids the generator favours name
+// real rows and bodies get past "not found" into the code that acts.
+func sweeper(t testing.TB, e *env, peer *client) *client {
+	t.Helper()
+	me := e.register(t, "sweeper")
+	makeContacts(t, me, peer)
+	group := newGroup(t, me, peer)
+	chatSend(t, me, peerText(peer.ID, "direct", "hello"))
+	chatSend(t, me, groupText(group.GetId(), "group", "hello all"))
+	return me
+}
+
 // A body goes as protobuf or as JSON.
 const (
 	asProto = iota
@@ -346,9 +359,33 @@ func (a probeAnswer) String() string {
 	return fmt.Sprintf("HTTP %d %v: %s", a.status, a.code, a.msg)
 }
 
-// allowed says whether input may be answered so.
-func (a probeAnswer) allowed() bool {
-	return a.status < 500 && (a.code == 0 || allowedCodes[a.code])
+// verdict says what is wrong with answer a to body, or "" when nothing is.
+// Any input may be refused, never answered with a 5xx; and a body that does
+// not decode into the method's request (as Connect decodes it) must be
+// refused as invalid, unless a missing token or the size limit refused it
+// before it was read.
+func verdict(m apiMethod, encoding int, body []byte, a probeAnswer) string {
+	if a.status >= 500 || (a.code != 0 && !allowedCodes[a.code]) {
+		return "an answer no input may get: " + a.String()
+	}
+	if len(body) == 0 || decodes(m, encoding, body) {
+		return ""
+	}
+	switch a.code {
+	case connect.CodeInvalidArgument, connect.CodeUnauthenticated, connect.CodeResourceExhausted:
+		return ""
+	}
+	return "a body that does not decode was answered " + a.String() + ", want invalid_argument"
+}
+
+// decodes says whether body is a request of m, with Connect's codecs'
+// options (JSON ignores unknown fields).
+func decodes(m apiMethod, encoding int, body []byte) bool {
+	msg := m.input.New().Interface()
+	if encoding == asJSON {
+		return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(body, msg) == nil
+	}
+	return proto.Unmarshal(body, msg) == nil
 }
 
 // probe sends body to m over the Connect protocol with a plain HTTP client,
