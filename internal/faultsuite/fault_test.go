@@ -154,7 +154,10 @@ type server struct {
 	addr    string // host:port, the same across restarts
 	dbURL   string
 	dataDir string
-	logs    *logBuffer // every run's output, shown when the test fails
+	// logs is every run's output, shown when the test fails. Only the
+	// running process's reader goroutine writes it; it is read only once
+	// that process has exited (exited is closed after the reader is done).
+	logs strings.Builder
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
@@ -168,11 +171,11 @@ func startServer(t *testing.T, bin, dbURL string) *server {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &server{t: t, bin: bin, addr: addr, dbURL: dbURL, dataDir: t.TempDir(), logs: &logBuffer{}}
+	s := &server{t: t, bin: bin, addr: addr, dbURL: dbURL, dataDir: t.TempDir()}
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {
-			t.Logf("server output:\n%s", s.logs)
+			t.Logf("server output:\n%s", s.logs.String())
 		}
 	})
 	s.start()
@@ -184,35 +187,40 @@ func (s *server) start() {
 	s.t.Helper()
 	cmd := exec.Command(s.bin, "serve", "-listen", s.addr, "-insecure-fast-password-hash", "-send-rate", "0")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+s.dbURL, "KARLMALONE_ATTACHMENT_DIR="+s.dataDir)
-	stderr, err := cmd.StderrPipe()
+	out, in, err := os.Pipe()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd.Stdout = s.logs
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = in, in
+	err = cmd.Start()
+	in.Close() // the child has its own copy: EOF comes when it exits
+	if err != nil {
+		out.Close()
 		s.t.Fatalf("start the server: %v", err)
 	}
 	s.cmd, s.exited = cmd, make(chan struct{})
 	serving := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(stderr)
+		defer close(s.exited)
+		defer out.Close()
+		sc := bufio.NewScanner(out)
 		once := sync.Once{}
 		for sc.Scan() {
 			line := sc.Text()
-			fmt.Fprintln(s.logs, line)
+			s.logs.WriteString(line + "\n")
 			if strings.Contains(line, "msg=serving") {
 				once.Do(func() { close(serving) })
 			}
 		}
 		cmd.Wait()
-		close(s.exited)
 	}()
 	select {
 	case <-serving:
 	case <-s.exited:
-		s.t.Fatalf("the server exited before serving: %v\n%s", cmd.ProcessState, s.logs)
+		s.t.Fatalf("the server exited before serving: %v", cmd.ProcessState)
 	case <-time.After(time.Minute):
-		s.t.Fatalf("the server did not serve within a minute:\n%s", s.logs)
+		s.kill()
+		s.t.Fatal("the server did not serve within a minute")
 	}
 }
 
@@ -220,7 +228,7 @@ func (s *server) start() {
 func (s *server) kill() {
 	s.cmd.Process.Kill()
 	<-s.exited
-	fmt.Fprintln(s.logs, "----- faultsuite: kill -9 -----")
+	s.logs.WriteString("----- faultsuite: kill -9 -----\n")
 }
 
 // stop ends the server with SIGTERM, as an orchestrator would.
@@ -240,25 +248,6 @@ func (s *server) stop() {
 }
 
 func (s *server) url() string { return "http://" + s.addr }
-
-// logBuffer collects the server's output from the scanning goroutine and
-// the child's stdout.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // member is one signed-in device.
 type member struct {
