@@ -166,9 +166,9 @@ func (s *GroupServer) viewGroup(ctx context.Context, groupID int64) (db.Group, i
 }
 
 type createGroupParams struct {
-	Name       string  `name:"name" validate:"required,max=64"`
-	Avatar     string  `name:"avatar" validate:"omitempty,max=512,http_url"`
-	Notice     string  `name:"notice" validate:"max=1024"`
+	Name       string  `name:"name" validate:"text,required,max=64"`
+	Avatar     string  `name:"avatar" validate:"omitempty,text,max=512,http_url"`
+	Notice     string  `name:"notice" validate:"text,max=1024"`
 	MemberIDs  []int64 `name:"member_ids" validate:"unique,dive,gt=0"`
 	JoinPolicy int32   `name:"join_policy" validate:"oneof=0 1 2"`
 }
@@ -302,9 +302,9 @@ func (s *GroupServer) GetGroup(ctx context.Context, req *v1.GetGroupRequest) (*v
 
 type updateGroupParams struct {
 	GroupID    int64   `name:"group_id" validate:"gt=0"`
-	Name       *string `name:"name" validate:"omitnil,min=1,max=64"`
-	Avatar     *string `name:"avatar" validate:"omitnil,omitempty,max=512,http_url"`
-	Notice     *string `name:"notice" validate:"omitnil,max=1024"`
+	Name       *string `name:"name" validate:"omitnil,text,min=1,max=64"`
+	Avatar     *string `name:"avatar" validate:"omitnil,omitempty,text,max=512,http_url"`
+	Notice     *string `name:"notice" validate:"omitnil,text,max=1024"`
 	JoinPolicy *int32  `name:"join_policy" validate:"omitnil,oneof=1 2"`
 }
 

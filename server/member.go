@@ -44,19 +44,19 @@ var errRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New(
 
 // profileParams are the validated profile fields shared by Register and UpdateProfile.
 type profileParams struct {
-	Nickname *string `name:"nickname" validate:"omitnil,min=1,max=32"`
-	Avatar   *string `name:"avatar" validate:"omitnil,omitempty,max=512,http_url"`
+	Nickname *string `name:"nickname" validate:"omitnil,text,min=1,max=32"`
+	Avatar   *string `name:"avatar" validate:"omitnil,omitempty,text,max=512,http_url"`
 	Gender   *int32  `name:"gender" validate:"omitnil,min=0,max=3"`
-	Memo     *string `name:"memo" validate:"omitnil,max=256"`
+	Memo     *string `name:"memo" validate:"omitnil,text,max=256"`
 }
 
 type registerParams struct {
-	Phone    string `name:"phone" validate:"required,startswith=+,e164"`
-	Password string `name:"password" validate:"min=8,max=128"`
-	Nickname string `name:"nickname" validate:"required,max=32"`
-	Avatar   string `name:"avatar" validate:"omitempty,max=512,http_url"`
+	Phone    string `name:"phone" validate:"text,required,startswith=+,e164"`
+	Password string `name:"password" validate:"text,min=8,max=128"`
+	Nickname string `name:"nickname" validate:"text,required,max=32"`
+	Avatar   string `name:"avatar" validate:"omitempty,text,max=512,http_url"`
 	Gender   int32  `name:"gender" validate:"min=0,max=3"`
-	Memo     string `name:"memo" validate:"max=256"`
+	Memo     string `name:"memo" validate:"text,max=256"`
 }
 
 func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
@@ -90,9 +90,9 @@ func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*
 }
 
 type loginParams struct {
-	Phone      string `name:"phone" validate:"required,startswith=+,e164"`
-	Password   string `name:"password" validate:"required,max=128"`
-	DeviceName string `name:"device_name" validate:"max=64"`
+	Phone      string `name:"phone" validate:"text,required,startswith=+,e164"`
+	Password   string `name:"password" validate:"text,required,max=128"`
+	DeviceName string `name:"device_name" validate:"text,max=64"`
 }
 
 func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.LoginResponse, error) {
@@ -179,8 +179,8 @@ func (s *MemberServer) UpdateProfile(ctx context.Context, req *v1.UpdateProfileR
 }
 
 type changePasswordParams struct {
-	OldPassword string `name:"old_password" validate:"required,max=128"`
-	NewPassword string `name:"new_password" validate:"min=8,max=128,nefield=OldPassword"`
+	OldPassword string `name:"old_password" validate:"text,required,max=128"`
+	NewPassword string `name:"new_password" validate:"text,min=8,max=128,nefield=OldPassword"`
 }
 
 func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswordRequest) (*v1.ChangePasswordResponse, error) {
@@ -234,7 +234,7 @@ func (s *MemberServer) GetMember(ctx context.Context, req *v1.GetMemberRequest) 
 }
 
 type searchParams struct {
-	Query string `name:"query" validate:"required,max=32"`
+	Query string `name:"query" validate:"text,required,max=32"`
 }
 
 func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error) {
