@@ -20,19 +20,22 @@ type MemberServer struct {
 	*base
 	hasher          *password.Hasher
 	registerPerAddr *keyedLimiter[string]
-	loginPerAddr    *keyedLimiter[string]
-	loginPerPhone   *keyedLimiter[string]
+	// Failed logins, per client address and per (phone, address).
+	loginPerAddr      *keyedLimiter[string]
+	loginPerPhoneAddr *keyedLimiter[phoneAddr]
 }
+
+type phoneAddr struct{ phone, addr string }
 
 var _ karlmalonev1connect.MemberServiceHandler = (*MemberServer)(nil)
 
 func newMemberServer(b *base, h *password.Hasher) *MemberServer {
 	return &MemberServer{
-		base:            b,
-		hasher:          h,
-		registerPerAddr: newKeyedLimiter[string](b.cfg.RegisterPerAddr),
-		loginPerAddr:    newKeyedLimiter[string](b.cfg.LoginPerAddr),
-		loginPerPhone:   newKeyedLimiter[string](b.cfg.LoginPerPhone),
+		base:              b,
+		hasher:            h,
+		registerPerAddr:   newKeyedLimiter[string](b.cfg.RegisterPerAddr),
+		loginPerAddr:      newKeyedLimiter[string](b.cfg.LoginPerAddr),
+		loginPerPhoneAddr: newKeyedLimiter[phoneAddr](b.cfg.LoginPerPhoneAddr),
 	}
 }
 
@@ -60,7 +63,7 @@ type registerParams struct {
 }
 
 func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
-	if !s.registerPerAddr.allow(clientAddr(ctx), s.now()) {
+	if !s.registerPerAddr.allow(s.clientKey(ctx), s.now()) {
 		return nil, errRateLimited
 	}
 	p := registerParams{
@@ -100,10 +103,26 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 	if err := check(p); err != nil {
 		return nil, err
 	}
+	// Each attempt takes a token from both buckets before the hash (so a
+	// burst of concurrent guesses cannot all pass), and a success gives them
+	// back: only failures count. The owner, from any other address, still
+	// gets in while someone guesses at their phone.
 	now := s.now()
-	if !s.loginPerAddr.allow(clientAddr(ctx), now) || !s.loginPerPhone.allow(p.Phone, now) {
+	addr := s.clientKey(ctx)
+	pa := phoneAddr{p.Phone, addr}
+	if !s.loginPerAddr.allow(addr, now) {
 		return nil, errRateLimited
 	}
+	if !s.loginPerPhoneAddr.allow(pa, now) {
+		return nil, errRateLimited
+	}
+	succeeded := false
+	defer func() {
+		if succeeded {
+			s.loginPerAddr.refund(addr, now)
+			s.loginPerPhoneAddr.refund(pa, now)
+		}
+	}()
 	m, err := s.q.GetMemberByPhone(ctx, p.Phone)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -116,6 +135,7 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 	if !ok {
 		return nil, errBadCredentials
 	}
+	succeeded = true
 	token, hash := newToken()
 	sess, err := s.q.CreateSession(ctx, db.CreateSessionParams{
 		MemberID: m.ID, TokenHash: hash, DeviceName: p.DeviceName, ExpiresAt: now.Add(s.cfg.TokenTTL),
