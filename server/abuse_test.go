@@ -5,6 +5,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/server"
@@ -95,17 +98,18 @@ func TestAbuseLoginLockout(t *testing.T) {
 				mu.Unlock()
 			}
 		})
-		// A success costs nothing: more logins than any burst, all fine.
-		for range 8 {
-			if c := loginFrom(t, e, home, owner.Phone, owner.Password); c != "" {
-				t.Errorf("the owner's login during the attack: %s", c)
-			}
-		}
 		waitFor(t, "the attacker to be stopped", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return codes[codeExhausted] >= 20
 		})
+		// The attacker is locked out and still at it. A success costs
+		// nothing: more logins than any burst, all fine.
+		for range 8 {
+			if c := loginFrom(t, e, home, owner.Phone, owner.Password); c != "" {
+				t.Errorf("the owner's login during the attack: %s", c)
+			}
+		}
 		close(stop)
 		wg.Wait()
 		// Three guesses, then nothing but resource_exhausted.
@@ -194,4 +198,62 @@ func TestLoginAddressBuckets(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAbuseGroupLockTable: a dozen concurrent CreateGroup calls naming
+// made-up members used to take an advisory lock per id before checking any
+// (about 24,000 locks: "out of shared memory" for everyone). Made-up ids are
+// now refused before any lock, lists past the per-call cap before any
+// query, and others keep being served meanwhile.
+func TestAbuseGroupLockTable(t *testing.T) {
+	t.Parallel()
+	madeUp := func(n int) []int64 {
+		ids := make([]int64, n)
+		for i := range ids {
+			ids[i] = 900_000_000 + int64(i)
+		}
+		return ids
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  func(*server.Config)
+		ids  []int64
+		code connect.Code
+	}{
+		// With the cap lifted, only the check before the locks stands.
+		{"made-up ids are not found before any lock", func(c *server.Config) { c.GroupMaxInvitees = 2000 }, madeUp(1999), connect.CodeNotFound},
+		{"past the per-call cap", func(*server.Config) {}, madeUp(1999), connect.CodeInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withConfig(tc.cfg))
+			attackers := registerN(t, e, "attacker", 3)
+			ann, bob := e.register(t, "ann"), e.register(t, "bob")
+			makeContacts(t, ann, bob)
+			var attack sync.WaitGroup
+			for i := range 12 {
+				attack.Go(func() {
+					start := time.Now()
+					_, err := attackers[i%3].Groups.CreateGroup(t.Context(), &v1.CreateGroupRequest{Name: "flood", MemberIds: tc.ids})
+					if connect.CodeOf(err) != tc.code {
+						t.Errorf("attack %d: %v, want %v", i, err, tc.code)
+					}
+					if d := time.Since(start); d > 10*time.Second {
+						t.Errorf("attack %d took %s", i, d)
+					}
+				})
+			}
+			// Meanwhile ann and bob chat and make a group.
+			for i := range 5 {
+				chatSend(t, ann, peerText(bob.ID, fmt.Sprint("during ", i), "still here"))
+			}
+			if _, err := ann.Groups.CreateGroup(t.Context(), &v1.CreateGroupRequest{Name: "real", MemberIds: []int64{bob.ID}}); err != nil {
+				t.Fatalf("a real CreateGroup during the attack: %v", err)
+			}
+			attack.Wait()
+			if logs := e.Logs.String(); strings.Contains(logs, "shared memory") || strings.Contains(logs, "database unavailable") {
+				t.Fatalf("the database ran short:\n%s", logs)
+			}
+		})
+	}
 }

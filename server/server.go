@@ -66,6 +66,9 @@ type Config struct {
 	SendPerMember RateLimit
 	// GroupMaxMembers is the most members a new group may have.
 	GroupMaxMembers int
+	// GroupMaxInvitees is the most members one CreateGroup or
+	// AddGroupMembers call may add: each holds a contact lock until commit.
+	GroupMaxInvitees int
 	// RecallWindow is how long after sending a sender may recall a message.
 	RecallWindow time.Duration
 	// AttachmentDir is where uploads are stored.
@@ -99,7 +102,10 @@ func DefaultConfig() Config {
 		// typing, low enough to stop a runaway client from flooding a group.
 		SendPerMember:   RateLimit{Every: 50 * time.Millisecond, Burst: 100},
 		GroupMaxMembers: 2000,
-		RecallWindow:    2 * time.Minute,
+		// A dozen concurrent calls hold 2,400 locks: well inside PostgreSQL's
+		// lock table (64 per connection by default).
+		GroupMaxInvitees: 200,
+		RecallWindow:     2 * time.Minute,
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
@@ -113,6 +119,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.TokenTTL, d.TokenTTL)
 	orDefault(&c.MaxRequestBytes, d.MaxRequestBytes)
 	orDefault(&c.GroupMaxMembers, d.GroupMaxMembers)
+	orDefault(&c.GroupMaxInvitees, d.GroupMaxInvitees)
 	orDefault(&c.RecallWindow, d.RecallWindow)
 	orDefault(&c.SessionSweepInterval, d.SessionSweepInterval)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
