@@ -445,13 +445,15 @@ func (s *GroupServer) AddGroupMembers(ctx context.Context, req *v1.AddGroupMembe
 		for _, r := range rows {
 			joinedAt[r.MemberID] = timestamppb.New(r.JoinedAt)
 		}
-		// One event per member added (in id order, as the profiles come).
+		// One event for everyone added (in id order, as the profiles come).
+		addedIDs := make([]int64, 0, len(rows))
 		for _, m := range profiles {
 			if joinedAt[m.ID] != nil {
 				added = append(added, toGroupMember(m, false, store.RoleMember, joinedAt[m.ID]))
-				t.tell(memberJoined(t.g.ID, m.ID, t.me))
+				addedIDs = append(addedIDs, m.ID)
 			}
 		}
+		t.tell(membersAdded(t.g.ID, addedIDs, t.me))
 		return nil
 	})
 	if err != nil {
