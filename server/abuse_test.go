@@ -4,6 +4,7 @@ package server_test
 // everyone else keeps being served while it runs.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/server"
 )
@@ -202,9 +204,10 @@ func TestLoginAddressBuckets(t *testing.T) {
 
 // TestAbuseGroupLockTable: a dozen concurrent CreateGroup calls naming
 // made-up members used to take an advisory lock per id before checking any
-// (about 24,000 locks: "out of shared memory" for everyone). Made-up ids are
-// now refused before any lock, lists past the per-call cap before any
-// query, and others keep being served meanwhile.
+// (about 24,000 locks; on a server with 100 connections, "out of shared
+// memory" for everyone). Made-up ids are now refused before any lock (a
+// held lock proves it), lists past the per-call cap before any query, and
+// others keep being served meanwhile.
 func TestAbuseGroupLockTable(t *testing.T) {
 	t.Parallel()
 	madeUp := func(n int) []int64 {
@@ -230,11 +233,27 @@ func TestAbuseGroupLockTable(t *testing.T) {
 			attackers := registerN(t, e, "attacker", 3)
 			ann, bob := e.register(t, "ann"), e.register(t, "bob")
 			makeContacts(t, ann, bob)
+			// Hold the contact lock of each attacker with the first made-up
+			// id, as a friend request between them would (the server's own
+			// query): a call that locks before it checks waits here and runs
+			// out of time; one that checks first never gets to it.
+			tx, err := e.Pool.Begin(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(context.Background())
+			for _, a := range attackers {
+				if err := db.New(tx).LockContactPair(t.Context(), db.LockContactPairParams{A: a.ID, B: tc.ids[0]}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var attack sync.WaitGroup
 			for i := range 12 {
 				attack.Go(func() {
 					start := time.Now()
-					_, err := attackers[i%3].Groups.CreateGroup(t.Context(), &v1.CreateGroupRequest{Name: "flood", MemberIds: tc.ids})
+					ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+					defer cancel()
+					_, err := attackers[i%3].Groups.CreateGroup(ctx, &v1.CreateGroupRequest{Name: "flood", MemberIds: tc.ids})
 					if connect.CodeOf(err) != tc.code {
 						t.Errorf("attack %d: %v, want %v", i, err, tc.code)
 					}
