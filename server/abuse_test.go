@@ -276,3 +276,61 @@ func TestAbuseGroupLockTable(t *testing.T) {
 		})
 	}
 }
+
+// TestAbuseTypingFlood: one member calling SendTyping in a loop used to send
+// every other member a frame per call (2,000 calls, 600,000 frames). Now one
+// typing event per member and conversation goes out per interval; the calls
+// in between succeed and send nothing, while other members' typing and
+// messages flow as usual and an outsider is refused every time.
+func TestAbuseTypingFlood(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *server.Config) { c.TypingInterval = time.Hour }))
+	ctx := t.Context()
+	flooder, ann, bob := e.register(t, "flooder"), e.register(t, "ann"), e.register(t, "bob")
+	outsider := e.register(t, "outsider")
+	g := newGroup(t, flooder, ann, bob)
+	conv := g.GetConversationId()
+	annEvents, bobEvents := e.connect(t, ann), e.connect(t, bob)
+
+	var flood sync.WaitGroup
+	for range 4 {
+		flood.Go(func() {
+			for range 50 {
+				if _, err := flooder.Chat.SendTyping(ctx, &v1.SendTypingRequest{ConversationId: conv}); err != nil {
+					t.Errorf("SendTyping: %v", err)
+					return
+				}
+			}
+		})
+	}
+	// Meanwhile ann types too (her own turn) and sends a message.
+	if _, err := ann.Chat.SendTyping(ctx, &v1.SendTypingRequest{ConversationId: conv}); err != nil {
+		t.Fatalf("ann's SendTyping: %v", err)
+	}
+	chatSend(t, ann, groupText(g.GetId(), "during", "hi all"))
+	flood.Wait()
+	for range 3 {
+		_, err := outsider.Chat.SendTyping(ctx, &v1.SendTypingRequest{ConversationId: conv})
+		wantCode(t, err, connect.CodeNotFound)
+	}
+	// A message after the flood marks the end of what bob receives.
+	last := chatSend(t, ann, groupText(g.GetId(), "after", "done"))
+
+	got := map[int64]int{} // typing events bob received, by typist
+	for {
+		ev := bobEvents.next()
+		if ev.GetTyping() != nil {
+			got[ev.GetTyping().GetMemberId()]++
+		}
+		if ev.GetMessage().GetSeq() == last.GetSeq() {
+			break
+		}
+	}
+	if got[flooder.ID] != 1 || got[ann.ID] != 1 || len(got) != 2 {
+		t.Fatalf("bob received typing events %v, want one from the flooder (%d) and one from ann (%d)", got, flooder.ID, ann.ID)
+	}
+	// Ann heard the flooder once too, and her messages went out.
+	if ev := annEvents.nextWhere(func(ev *v1.Event) bool { return ev.GetTyping() != nil }); ev.GetTyping().GetMemberId() != flooder.ID {
+		t.Fatalf("ann got %v", ev)
+	}
+}

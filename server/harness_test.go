@@ -104,7 +104,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := server.DefaultConfig()
 	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhoneAddr, cfg.SendPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
-	cfg.PasswordChangePerMember, cfg.LookupPerMember, cfg.TypingInterval = server.RateLimit{}, server.RateLimit{}, 0
+	cfg.PasswordChangePerMember, cfg.PhoneLookupPerMember, cfg.MemberLookupPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	cfg.TypingInterval = 0
 	cfg.AttachmentDir = t.TempDir() // never the working directory's .data
 	d := server.Deps{
 		Log:    log,

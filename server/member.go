@@ -23,6 +23,11 @@ type MemberServer struct {
 	// Failed logins, per client address and per (phone, address).
 	loginPerAddr      *keyedLimiter[string]
 	loginPerPhoneAddr *keyedLimiter[phoneAddr]
+	// Per member: password changes (each a hash), and lookups of one
+	// member by phone or id (against scraping the directory).
+	passwordChanges *keyedLimiter[int64]
+	phoneLookups    *keyedLimiter[int64]
+	memberLookups   *keyedLimiter[int64]
 }
 
 type phoneAddr struct{ phone, addr string }
@@ -36,6 +41,9 @@ func newMemberServer(b *base, h *password.Hasher) *MemberServer {
 		registerPerAddr:   newKeyedLimiter[string](b.cfg.RegisterPerAddr),
 		loginPerAddr:      newKeyedLimiter[string](b.cfg.LoginPerAddr),
 		loginPerPhoneAddr: newKeyedLimiter[phoneAddr](b.cfg.LoginPerPhoneAddr),
+		passwordChanges:   newKeyedLimiter[int64](b.cfg.PasswordChangePerMember),
+		phoneLookups:      newKeyedLimiter[int64](b.cfg.PhoneLookupPerMember),
+		memberLookups:     newKeyedLimiter[int64](b.cfg.MemberLookupPerMember),
 	}
 }
 
@@ -44,6 +52,8 @@ func newMemberServer(b *base, h *password.Hasher) *MemberServer {
 var errBadCredentials = connect.NewError(connect.CodeUnauthenticated, errors.New("wrong phone or password"))
 
 var errRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("too many attempts; wait a little and retry"))
+
+var errLookupRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("too many member lookups; wait a little and retry"))
 
 // profileParams are the validated profile fields shared by Register and UpdateProfile.
 type profileParams struct {
@@ -209,6 +219,9 @@ func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswor
 		return nil, err
 	}
 	c := callerFrom(ctx)
+	if !s.passwordChanges.allow(c.MemberID, s.now()) {
+		return nil, errRateLimited
+	}
 	m, err := s.q.GetMemberByID(ctx, c.MemberID)
 	if err != nil {
 		return nil, err
@@ -246,6 +259,9 @@ func (s *MemberServer) GetMember(ctx context.Context, req *v1.GetMemberRequest) 
 	if req.GetMemberId() <= 0 {
 		return nil, invalid("member_id: must be a member id")
 	}
+	if !s.memberLookups.allow(callerFrom(ctx).MemberID, s.now()) {
+		return nil, errLookupRateLimited
+	}
 	m, err := s.q.GetMemberByID(ctx, req.GetMemberId())
 	if err != nil {
 		return nil, err
@@ -268,6 +284,9 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 	}
 	me := callerFrom(ctx).MemberID
 	if strings.HasPrefix(p.Query, "+") {
+		if !s.phoneLookups.allow(me, s.now()) {
+			return nil, errLookupRateLimited
+		}
 		// A phone finds exactly one member, on one page.
 		m, err := s.q.GetMemberByPhone(ctx, p.Query)
 		if errors.Is(err, store.ErrNotFound) || pg.after != 0 {

@@ -53,9 +53,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// PasswordChangePerMember throttles ChangePassword (each costs a hash).
 	PasswordChangePerMember RateLimit
-	// LookupPerMember throttles lookups of one member by phone or id
-	// (SearchMembers by phone, GetMember), against scraping the directory.
-	LookupPerMember RateLimit
+	// PhoneLookupPerMember throttles SearchMembers by exact phone, and
+	// MemberLookupPerMember GetMember: against scraping who has an account,
+	// and the directory. GetMember's is looser: clients use it to name the
+	// senders of a group they do not know.
+	PhoneLookupPerMember  RateLimit
+	MemberLookupPerMember RateLimit
 	// TypingInterval is the least time between two typing events of one
 	// member in one conversation; calls in between succeed and send nothing.
 	TypingInterval time.Duration
@@ -94,10 +97,12 @@ func DefaultConfig() Config {
 		LoginPerPhoneAddr: RateLimit{Every: time.Minute, Burst: 10},
 		// Each change costs a 19 MiB hash and revokes sessions.
 		PasswordChangePerMember: RateLimit{Every: time.Minute, Burst: 5},
-		// Looking up people one by one; enough for a person, slow for a scraper.
-		LookupPerMember:      RateLimit{Every: 10 * time.Second, Burst: 30},
-		TypingInterval:       3 * time.Second,
-		SessionSweepInterval: 10 * time.Minute,
+		// Looking up people one by one: enough for a person, slow for a
+		// scraper (360 phones an hour after the first 30).
+		PhoneLookupPerMember:  RateLimit{Every: 10 * time.Second, Burst: 30},
+		MemberLookupPerMember: RateLimit{Every: time.Second, Burst: 200},
+		TypingInterval:        3 * time.Second,
+		SessionSweepInterval:  10 * time.Minute,
 		// 20 messages a second sustained, 100 at once: far above a person
 		// typing, low enough to stop a runaway client from flooding a group.
 		SendPerMember:   RateLimit{Every: 50 * time.Millisecond, Burst: 100},

@@ -156,7 +156,8 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	var trustedProxies string // parsed into server.TrustedProxies below
 	env.String(&trustedProxies, "trusted-proxies", "KARLMALONE_TRUSTED_PROXIES", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client, like 10.0.0.0/8 (empty: none; the peer address counts)")
 	env.Rate(&c.server.PasswordChangePerMember, "login-password-change-rate", "KARLMALONE_LOGIN_PASSWORD_CHANGE_RATE", "password changes per member, as interval/burst (0 disables)")
-	env.Rate(&c.server.LookupPerMember, "search-lookup-rate", "KARLMALONE_SEARCH_LOOKUP_RATE", "member lookups by phone (SearchMembers) or id (GetMember) per member, as interval/burst (0 disables)")
+	env.Rate(&c.server.PhoneLookupPerMember, "search-phone-rate", "KARLMALONE_SEARCH_PHONE_RATE", "SearchMembers by exact phone per member, as interval/burst (0 disables)")
+	env.Rate(&c.server.MemberLookupPerMember, "search-member-rate", "KARLMALONE_SEARCH_MEMBER_RATE", "GetMember calls per member, as interval/burst (0 disables)")
 	env.Duration(&c.server.TypingInterval, "typing-interval", "KARLMALONE_TYPING_INTERVAL", "least time between two typing events of a member in a conversation; calls in between are dropped (0: no limit)")
 	env.Duration(&c.server.SessionSweepInterval, "login-session-sweep-interval", "KARLMALONE_LOGIN_SESSION_SWEEP_INTERVAL", "how often expired sessions are deleted")
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")

@@ -65,7 +65,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 		"db-max-conns", "db-connect-timeout", "shutdown-timeout", "read-header-timeout", "idle-timeout", "max-header-bytes",
 		"token-ttl", "max-request-bytes", "hash-concurrency", "insecure-fast-password-hash",
 		"register-rate", "login-rate-addr", "login-rate-phone-addr", "trusted-proxies", "login-password-change-rate",
-		"search-lookup-rate", "typing-interval", "login-session-sweep-interval", "group-max-invitees",
+		"search-phone-rate", "search-member-rate", "typing-interval", "login-session-sweep-interval", "group-max-invitees",
 		"attachment-dir", "max-attachment-bytes", "cors-origins",
 		"push-shards", "push-queue-size", "push-write-timeout", "push-ping-interval", "push-ping-timeout", "push-read-limit",
 		"nats-url", "node-name", "s3-endpoint", "s3-bucket", "s3-prefix", "s3-region", "s3-path-style",
