@@ -3,9 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/karlmalone/karlmalone/gen/db"
@@ -146,6 +150,7 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 		return nil, errBadCredentials
 	}
 	succeeded = true
+	s.rehash(ctx, m, p.Password)
 	token, hash := newToken()
 	sess, err := s.q.CreateSession(ctx, db.CreateSessionParams{
 		MemberID: m.ID, TokenHash: hash, DeviceName: p.DeviceName, ExpiresAt: now.Add(s.cfg.TokenTTL),
@@ -161,6 +166,76 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 		Member:      toMember(m, true),
 		SessionId:   sess.ID,
 	}, nil
+}
+
+// rehash upgrades m's password hash to the hasher's parameters when they
+// have risen since it was made: the only moment the server holds the
+// password. A failure is logged and the login goes on; the next one retries.
+func (s *MemberServer) rehash(ctx context.Context, m db.Member, password string) {
+	if !s.hasher.NeedsRehash(m.PasswordHash) {
+		return
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err == nil {
+		_, err = s.q.RehashMemberPassword(ctx, db.RehashMemberPasswordParams{ID: m.ID, NewHash: hash, OldHash: m.PasswordHash})
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "rehash password", "member_id", m.ID, "err", err)
+		return
+	}
+	s.log.InfoContext(ctx, "password rehashed with current parameters", "member_id", m.ID)
+}
+
+// sessionSweepBatch and sessionSweepBatches bound one run of the sweep:
+// batches of this many rows, each its own short statement, at most this
+// many batches (what is left waits for the next run).
+const (
+	sessionSweepBatch   = 1000
+	sessionSweepBatches = 10
+)
+
+// SweepSessions deletes expired sessions every interval (0: never) until
+// ctx ends. An expired session already fails authentication; the sweep only
+// keeps the table from growing for ever.
+func SweepSessions(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := SweepExpiredSessions(ctx, pool, sessionSweepBatch, sessionSweepBatches)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.WarnContext(ctx, "sweep expired sessions", "deleted", n, "err", err)
+		case n > 0:
+			log.InfoContext(ctx, "swept expired sessions", "deleted", n)
+		}
+	}
+}
+
+// SweepExpiredSessions is one run of the sweep: up to batches statements
+// deleting up to batch expired sessions each, stopping at the first that
+// finds fewer. It returns how many it deleted.
+func SweepExpiredSessions(ctx context.Context, pool *pgxpool.Pool, batch, batches int) (int64, error) {
+	q := store.New(pool).Queries()
+	var total int64
+	for range batches {
+		n, err := q.DeleteExpiredSessions(ctx, int32(batch))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("delete expired sessions: %w", err)
+		}
+		if n < int64(batch) {
+			break
+		}
+	}
+	return total, nil
 }
 
 func (s *MemberServer) Logout(ctx context.Context, _ *v1.LogoutRequest) (*v1.LogoutResponse, error) {

@@ -61,9 +61,10 @@ type Config struct {
 	MemberLookupPerMember RateLimit
 	// TypingInterval is the least time between two typing events of one
 	// member in one conversation; calls in between succeed and send nothing.
+	// 0 is no limit.
 	TypingInterval time.Duration
 	// SessionSweepInterval is how often expired sessions are deleted
-	// (SweepSessions), at most sessionSweepBatch rows a run.
+	// (SweepSessions, a bounded number of rows a run); 0 turns it off.
 	SessionSweepInterval time.Duration
 	// SendPerMember throttles SendMessage per member (all devices together).
 	SendPerMember RateLimit
@@ -126,7 +127,6 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.GroupMaxMembers, d.GroupMaxMembers)
 	orDefault(&c.GroupMaxInvitees, d.GroupMaxInvitees)
 	orDefault(&c.RecallWindow, d.RecallWindow)
-	orDefault(&c.SessionSweepInterval, d.SessionSweepInterval)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
 	return c

@@ -159,7 +159,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Rate(&c.server.PhoneLookupPerMember, "search-phone-rate", "KARLMALONE_SEARCH_PHONE_RATE", "SearchMembers by exact phone per member, as interval/burst (0 disables)")
 	env.Rate(&c.server.MemberLookupPerMember, "search-member-rate", "KARLMALONE_SEARCH_MEMBER_RATE", "GetMember calls per member, as interval/burst (0 disables)")
 	env.Duration(&c.server.TypingInterval, "typing-interval", "KARLMALONE_TYPING_INTERVAL", "least time between two typing events of a member in a conversation; calls in between are dropped (0: no limit)")
-	env.Duration(&c.server.SessionSweepInterval, "login-session-sweep-interval", "KARLMALONE_LOGIN_SESSION_SWEEP_INTERVAL", "how often expired sessions are deleted")
+	env.Duration(&c.server.SessionSweepInterval, "login-session-sweep-interval", "KARLMALONE_LOGIN_SESSION_SWEEP_INTERVAL", "how often expired sessions are deleted (0: never)")
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
@@ -291,6 +291,15 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
 		Hub: hub, Attachments: store, Config: c.server,
 	})
+	// Expired sessions are deleted in the background until shutdown, and the
+	// sweep is done before the pool closes.
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		server.SweepSessions(sweepCtx, pool, log, c.server.SessionSweepInterval)
+	}()
+	defer func() { stopSweep(); <-sweepDone }()
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
