@@ -44,7 +44,7 @@ type contactMemberParams struct {
 
 type sendFriendRequestParams struct {
 	MemberID int64  `name:"member_id" validate:"gt=0"`
-	Note     string `name:"note" validate:"max=256"`
+	Note     string `name:"note" validate:"text,max=256"`
 }
 
 func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFriendRequestRequest) (*v1.SendFriendRequestResponse, error) {
@@ -294,7 +294,7 @@ func (s *ContactServer) ListContacts(ctx context.Context, req *v1.ListContactsRe
 
 type setRemarkParams struct {
 	MemberID int64  `name:"member_id" validate:"gt=0"`
-	Remark   string `name:"remark" validate:"max=32"`
+	Remark   string `name:"remark" validate:"text,max=32"`
 }
 
 func (s *ContactServer) SetContactRemark(ctx context.Context, req *v1.SetContactRemarkRequest) (*v1.SetContactRemarkResponse, error) {

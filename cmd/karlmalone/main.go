@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -145,12 +146,20 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", "access token lifetime")
 	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", "largest RPC request body")
 	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", "most members a new group may have")
+	env.Int(&c.server.GroupMaxInvitees, "group-max-invitees", "KARLMALONE_GROUP_MAX_INVITEES", "most members one CreateGroup or AddGroupMembers call may add")
 	env.Duration(&c.server.RecallWindow, "recall-window", "KARLMALONE_RECALL_WINDOW", "how long after sending a message its sender may recall it")
 	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", "most password hashes computed at once (each takes 19 MiB)")
 	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", "benchmarks only: hash passwords with trivial argon2id parameters")
 	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")
-	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "logins per client address, as interval/burst (0 disables)")
-	env.Rate(&c.server.LoginPerPhone, "login-rate-phone", "KARLMALONE_LOGIN_RATE_PHONE", "logins per phone, as interval/burst (0 disables)")
+	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "failed logins per client address, as interval/burst (0 disables)")
+	env.Rate(&c.server.LoginPerPhoneAddr, "login-rate-phone-addr", "KARLMALONE_LOGIN_RATE_PHONE_ADDR", "failed logins per phone from one client address, as interval/burst (0 disables)")
+	var trustedProxies string // parsed into server.TrustedProxies below
+	env.String(&trustedProxies, "trusted-proxies", "KARLMALONE_TRUSTED_PROXIES", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client, like 10.0.0.0/8 (empty: none; the peer address counts)")
+	env.Rate(&c.server.PasswordChangePerMember, "login-password-change-rate", "KARLMALONE_LOGIN_PASSWORD_CHANGE_RATE", "password changes per member, as interval/burst (0 disables)")
+	env.Rate(&c.server.PhoneLookupPerMember, "search-phone-rate", "KARLMALONE_SEARCH_PHONE_RATE", "SearchMembers by exact phone per member, as interval/burst (0 disables)")
+	env.Rate(&c.server.MemberLookupPerMember, "search-member-rate", "KARLMALONE_SEARCH_MEMBER_RATE", "GetMember calls per member, as interval/burst (0 disables)")
+	env.Duration(&c.server.TypingInterval, "typing-interval", "KARLMALONE_TYPING_INTERVAL", "least time between two typing events of a member in a conversation; calls in between are dropped (0: no limit)")
+	env.Duration(&c.server.SessionSweepInterval, "login-session-sweep-interval", "KARLMALONE_LOGIN_SESSION_SWEEP_INTERVAL", "how often expired sessions are deleted (0: never)")
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
@@ -194,6 +203,16 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	for p := range strings.SplitSeq(trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies: %w", err)
+		}
+		c.server.TrustedProxies = append(c.server.TrustedProxies, prefix.Masked())
 	}
 	for o := range strings.SplitSeq(corsOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -282,6 +301,15 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
 		Hub: hub, Attachments: store, Config: c.server,
 	})
+	// Expired sessions are deleted in the background until shutdown, and the
+	// sweep is done before the pool closes.
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		server.SweepSessions(sweepCtx, pool, log, c.server.SessionSweepInterval)
+	}()
+	defer func() { stopSweep(); <-sweepDone }()
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

@@ -126,6 +126,26 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 	return items, nil
 }
 
+const rehashMemberPassword = `-- name: RehashMemberPassword :execrows
+UPDATE members SET password_hash = $1 WHERE id = $2 AND password_hash = $3
+`
+
+type RehashMemberPasswordParams struct {
+	NewHash string
+	ID      int64
+	OldHash string
+}
+
+// Replaces a hash made with older parameters by one of the same password
+// made with today's, unless the password changed meanwhile (old_hash).
+func (q *Queries) RehashMemberPassword(ctx context.Context, arg RehashMemberPasswordParams) (int64, error) {
+	result, err := q.db.Exec(ctx, rehashMemberPassword, arg.NewHash, arg.ID, arg.OldHash)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const searchMembersByNicknamePrefix = `-- name: SearchMembersByNicknamePrefix :many
 SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members
 WHERE lower(nickname) LIKE $1::text AND id > $2

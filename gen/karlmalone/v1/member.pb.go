@@ -1378,7 +1378,7 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x12GENDER_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vGENDER_MALE\x10\x01\x12\x11\n" +
 	"\rGENDER_FEMALE\x10\x02\x12\x10\n" +
-	"\fGENDER_OTHER\x10\x032\xdb\x06\n" +
+	"\fGENDER_OTHER\x10\x032\xd6\x06\n" +
 	"\rMemberService\x12K\n" +
 	"\bRegister\x12\x1e.karlmalone.v1.RegisterRequest\x1a\x1f.karlmalone.v1.RegisterResponse\x12B\n" +
 	"\x05Login\x12\x1b.karlmalone.v1.LoginRequest\x1a\x1c.karlmalone.v1.LoginResponse\x12E\n" +
@@ -1386,8 +1386,8 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x05GetMe\x12\x1b.karlmalone.v1.GetMeRequest\x1a\x1c.karlmalone.v1.GetMeResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\rUpdateProfile\x12#.karlmalone.v1.UpdateProfileRequest\x1a$.karlmalone.v1.UpdateProfileResponse\x12]\n" +
 	"\x0eChangePassword\x12$.karlmalone.v1.ChangePasswordRequest\x1a%.karlmalone.v1.ChangePasswordResponse\x12S\n" +
-	"\tGetMember\x12\x1f.karlmalone.v1.GetMemberRequest\x1a .karlmalone.v1.GetMemberResponse\"\x03\x90\x02\x01\x12_\n" +
-	"\rSearchMembers\x12#.karlmalone.v1.SearchMembersRequest\x1a$.karlmalone.v1.SearchMembersResponse\"\x03\x90\x02\x01\x12\\\n" +
+	"\tGetMember\x12\x1f.karlmalone.v1.GetMemberRequest\x1a .karlmalone.v1.GetMemberResponse\"\x03\x90\x02\x01\x12Z\n" +
+	"\rSearchMembers\x12#.karlmalone.v1.SearchMembersRequest\x1a$.karlmalone.v1.SearchMembersResponse\x12\\\n" +
 	"\fListSessions\x12\".karlmalone.v1.ListSessionsRequest\x1a#.karlmalone.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\rRevokeSession\x12#.karlmalone.v1.RevokeSessionRequest\x1a$.karlmalone.v1.RevokeSessionResponseB\xb6\x01\n" +
 	"\x11com.karlmalone.v1B\vMemberProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"

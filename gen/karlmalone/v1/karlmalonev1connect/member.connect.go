@@ -78,6 +78,9 @@ type MemberServiceClient interface {
 	// GetMember returns another member's public profile (no phone).
 	GetMember(context.Context, *v1.GetMemberRequest) (*v1.GetMemberResponse, error)
 	// SearchMembers finds members by exact phone (E.164) or nickname prefix.
+	// Not marked NO_SIDE_EFFECTS on purpose: that would serve it over HTTP
+	// GET, with the phone in the URL, where proxies and access logs keep it.
+	// Lookups by phone are rate-limited per member.
 	SearchMembers(context.Context, *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error)
 	// ListSessions lists the caller's live sessions (devices).
 	ListSessions(context.Context, *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error)
@@ -144,7 +147,6 @@ func NewMemberServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			httpClient,
 			baseURL+MemberServiceSearchMembersProcedure,
 			connect.WithSchema(memberServiceMethods.ByName("SearchMembers")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		listSessions: connect.NewClient[v1.ListSessionsRequest, v1.ListSessionsResponse](
@@ -285,6 +287,9 @@ type MemberServiceHandler interface {
 	// GetMember returns another member's public profile (no phone).
 	GetMember(context.Context, *v1.GetMemberRequest) (*v1.GetMemberResponse, error)
 	// SearchMembers finds members by exact phone (E.164) or nickname prefix.
+	// Not marked NO_SIDE_EFFECTS on purpose: that would serve it over HTTP
+	// GET, with the phone in the URL, where proxies and access logs keep it.
+	// Lookups by phone are rate-limited per member.
 	SearchMembers(context.Context, *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error)
 	// ListSessions lists the caller's live sessions (devices).
 	ListSessions(context.Context, *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error)
@@ -347,7 +352,6 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 		MemberServiceSearchMembersProcedure,
 		svc.SearchMembers,
 		connect.WithSchema(memberServiceMethods.ByName("SearchMembers")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	memberServiceListSessionsHandler := connect.NewUnaryHandlerSimple(
