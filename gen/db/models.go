@@ -84,6 +84,7 @@ type Member struct {
 	Memo         string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	DeletedAt    *time.Time
 }
 
 type Message struct {
