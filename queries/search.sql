@@ -5,30 +5,31 @@
 -- is a member of now (a group it left, or one dissolved, is no longer
 -- searched at all), never a recalled message.
 -- TODO(h14a floor): when conversation_members gains the per-member "clear
--- history" floor, add `AND m.seq > cm.<floor column>` to both queries below.
+-- history" floor, add `AND m.seq > cm.<floor column>` to the inner WHERE.
+
+-- name: SearchMessages :many
 -- Newest first, keyed on (sent_at, conversation_id, seq), which never changes
--- for a message; the first page passes the largest key.
-
--- name: SearchMessagesInConversation :many
+-- for a message; the first page passes a key above every message. One
+-- conversation, or all the member's (@conversation_id 0).
+-- Each conversation is searched on its own (the LATERAL) for its newest
+-- max_rows matches, and those few are merged: within a conversation seq
+-- order is sent_at order (CreateMessage stamps sent_at under the
+-- conversation's lock), so the planner may walk a conversation backwards on
+-- its primary key and stop at max_rows matches when a word is common, or
+-- take the GIN index when it is rare (docs/BENCHMARKS.md, "Search").
 SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
 FROM conversation_members cm
-JOIN messages m ON m.conversation_id = cm.conversation_id
+CROSS JOIN LATERAL (
+    SELECT mm.seq FROM messages mm
+    WHERE mm.conversation_id = cm.conversation_id
+      AND message_search_vector(mm.body, mm.caption) @@ websearch_to_tsquery('simple', @query::text)
+      AND mm.recalled_at IS NULL
+      AND (mm.sent_at, mm.conversation_id, mm.seq) < (@before_sent_at::timestamptz, @before_conversation_id::bigint, @before_seq::bigint)
+    ORDER BY mm.seq DESC
+    LIMIT @max_rows
+) hit
+JOIN messages m ON m.conversation_id = cm.conversation_id AND m.seq = hit.seq
 LEFT JOIN attachments a ON a.id = m.attachment_id
-WHERE cm.member_id = @member_id AND cm.conversation_id = @conversation_id
-  AND message_search_vector(m.body, m.caption) @@ websearch_to_tsquery('simple', @query::text)
-  AND m.recalled_at IS NULL
-  AND (m.sent_at, m.conversation_id, m.seq) < (@before_sent_at::timestamptz, @before_conversation_id::bigint, @before_seq::bigint)
-ORDER BY m.sent_at DESC, m.conversation_id DESC, m.seq DESC
-LIMIT @max_rows;
-
--- name: SearchMessagesAll :many
-SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
-FROM conversation_members cm
-JOIN messages m ON m.conversation_id = cm.conversation_id
-LEFT JOIN attachments a ON a.id = m.attachment_id
-WHERE cm.member_id = @member_id
-  AND message_search_vector(m.body, m.caption) @@ websearch_to_tsquery('simple', @query::text)
-  AND m.recalled_at IS NULL
-  AND (m.sent_at, m.conversation_id, m.seq) < (@before_sent_at::timestamptz, @before_conversation_id::bigint, @before_seq::bigint)
+WHERE cm.member_id = @member_id AND (@conversation_id::bigint = 0 OR cm.conversation_id = @conversation_id::bigint)
 ORDER BY m.sent_at DESC, m.conversation_id DESC, m.seq DESC
 LIMIT @max_rows;

@@ -43,26 +43,14 @@ func (s *ChatServer) SearchMessages(ctx context.Context, req *v1.SearchMessagesR
 	if key == nil {
 		key = searchEnd
 	}
-	arg := db.SearchMessagesAllParams{
-		MemberID: me, Query: p.Query, MaxRows: size + 1,
+	rows, err := s.q.SearchMessages(ctx, db.SearchMessagesParams{
+		MemberID: me, ConversationID: p.ConversationID, Query: p.Query, MaxRows: size + 1,
 		BeforeSentAt: time.UnixMicro(key[0]), BeforeConversationID: key[1], BeforeSeq: key[2],
-	}
-	var rows []db.SearchMessagesAllRow
-	if p.ConversationID != 0 {
-		found, err := s.q.SearchMessagesInConversation(ctx, db.SearchMessagesInConversationParams{
-			MemberID: arg.MemberID, ConversationID: p.ConversationID, Query: arg.Query, MaxRows: arg.MaxRows,
-			BeforeSentAt: arg.BeforeSentAt, BeforeConversationID: arg.BeforeConversationID, BeforeSeq: arg.BeforeSeq,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("search messages in conversation: %w", err)
-		}
-		for _, r := range found {
-			rows = append(rows, db.SearchMessagesAllRow(r))
-		}
-	} else if rows, err = s.q.SearchMessagesAll(ctx, arg); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("search messages: %w", err)
 	}
-	rows, next := trimPage(rows, size, func(r db.SearchMessagesAllRow) []int64 {
+	rows, next := trimPage(rows, size, func(r db.SearchMessagesRow) []int64 {
 		return []int64{r.Message.SentAt.UnixMicro(), r.Message.ConversationID, r.Message.Seq}
 	})
 	res := &v1.SearchMessagesResponse{NextPageToken: next}
