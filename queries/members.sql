@@ -30,6 +30,6 @@ UPDATE members SET password_hash = @password_hash, updated_at = now() WHERE id =
 -- name: SearchMembersByNicknamePrefix :many
 -- @pattern is the escaped, lower-cased prefix followed by '%'.
 SELECT * FROM members
-WHERE lower(nickname) LIKE @pattern::text AND id > @after_id
+WHERE lower(nickname) LIKE @pattern::text AND id > @after_id AND deleted_at IS NULL
 ORDER BY id
 LIMIT @max_rows;

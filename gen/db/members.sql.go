@@ -132,7 +132,7 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 
 const searchMembersByNicknamePrefix = `-- name: SearchMembersByNicknamePrefix :many
 SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members
-WHERE lower(nickname) LIKE $1::text AND id > $2
+WHERE lower(nickname) LIKE $1::text AND id > $2 AND deleted_at IS NULL
 ORDER BY id
 LIMIT $3
 `
