@@ -43,7 +43,8 @@ func (s *ChatServer) SearchMessages(ctx context.Context, req *v1.SearchMessagesR
 	if key == nil {
 		key = searchEnd
 	}
-	rows, err := s.q.SearchMessages(ctx, db.SearchMessagesParams{
+	// Planned for its words every time (store.CustomPlans).
+	rows, err := s.store.CustomPlans().SearchMessages(ctx, db.SearchMessagesParams{
 		MemberID: me, ConversationID: p.ConversationID, Query: p.Query, MaxRows: size + 1,
 		BeforeSentAt: time.UnixMicro(key[0]), BeforeConversationID: key[1], BeforeSeq: key[2],
 	})

@@ -32,6 +32,7 @@ import (
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	"github.com/karlmalone/karlmalone/schema"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 func main() {
@@ -183,7 +184,7 @@ var words = []string{"w0", "w9", "zebra"}
 // bench times the first page (20 messages, as SearchMessages asks by
 // default) of each case.
 func bench(ctx context.Context, pool *pgxpool.Pool, c config) error {
-	q := db.New(pool)
+	q := store.New(pool).CustomPlans() // as the handler runs it
 	var me, conv int64
 	if err := pool.QueryRow(ctx, "SELECT min(id) FROM members").Scan(&me); err != nil {
 		return err
