@@ -64,9 +64,9 @@ RETURNING *;
 
 -- name: ListConversationsForExport :many
 -- The member's conversations, by id, with the peer of a direct one and the
--- group of a group one.
+-- group of a group one (peer_id 0 for a group).
 SELECT c.id, c.kind, c.last_seq, cm.read_seq, cm.role, cm.joined_at,
-       CASE WHEN c.kind = 1 THEN CASE WHEN c.member_lo = @member_id::bigint THEN c.member_hi ELSE c.member_lo END END::bigint AS peer_id,
+       coalesce(CASE WHEN c.kind = 1 THEN CASE WHEN c.member_lo = @member_id::bigint THEN c.member_hi ELSE c.member_lo END END, 0)::bigint AS peer_id,
        g.id AS group_id, g.name AS group_name
 FROM conversation_members cm
 JOIN conversations c ON c.id = cm.conversation_id

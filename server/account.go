@@ -1,12 +1,18 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
@@ -166,4 +172,200 @@ func leaveForGood(ctx context.Context, q *db.Queries, g db.Group, role int16, me
 	out.to = ids
 	out.events = append(out.events, memberLeft(g.ID, me))
 	return out, nil
+}
+
+// exportPage is how many rows the export reads at a time: memory stays
+// bounded by one page whatever the size of the history. A variable for the
+// tests, which page through small histories with a tiny page.
+var exportPage int32 = 500
+
+// exportServer serves GET /v1/export: the caller's data as one JSON document,
+// streamed as it is read (never held whole in memory), for a member to take
+// along before DeleteAccount:
+//
+//	{"exportedAt": …, "member": Member (phone included),
+//	 "contacts": [Contact…], "groups": [Group…],
+//	 "conversations": [{"id", "kind", "peerId" | "groupId", "readSeq",
+//	                    "messages": [Message…]}…]}
+//
+// Members, contacts, groups and messages are written as the API's protojson.
+// It reads page by page, not in one snapshot: a message sent during the
+// export may or may not be in it. An error after the first byte aborts the
+// response, so a client never takes a truncated document for a whole one.
+type exportServer struct {
+	*base
+	authn *Authenticator
+	errs  *connect.ErrorWriter
+}
+
+func (s *exportServer) export(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	c, err := s.authn.AuthenticateRequest(r)
+	if err == nil {
+		var m db.Member
+		if m, err = s.q.GetMemberByID(ctx, c.MemberID); err == nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="karlmalone-export-%d.json"`, c.MemberID))
+			bw := bufio.NewWriterSize(w, 32<<10)
+			err = s.write(ctx, &exportWriter{w: bw}, m)
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil {
+				s.log.WarnContext(ctx, "export aborted", "member_id", c.MemberID, "err", err)
+				panic(http.ErrAbortHandler)
+			}
+			return
+		}
+	}
+	cerr, ok := errors.AsType[*connect.Error](toConnectError(ctx, s.log, "export", err))
+	if !ok {
+		return // the client is gone
+	}
+	s.errs.Write(w, r, cerr)
+}
+
+// write streams the document, one page of rows at a time.
+func (s *exportServer) write(ctx context.Context, w *exportWriter, m db.Member) error {
+	me := m.ID
+	w.raw(`{"exportedAt":`)
+	w.json(s.now().UTC().Format(time.RFC3339Nano))
+	w.raw(`,"member":`)
+	w.proto(toMember(m, true))
+	w.raw(`,"contacts":[`)
+	list := w.list()
+	for after := int64(0); ; {
+		rows, err := s.q.ListContactsByOwner(ctx, db.ListContactsByOwnerParams{OwnerID: me, AfterMemberID: after, MaxRows: exportPage})
+		if err != nil {
+			return fmt.Errorf("list contacts: %w", err)
+		}
+		for _, r := range rows {
+			list.item()
+			w.proto(toContact(r.Contact, r.Member))
+			after = r.Contact.MemberID
+		}
+		if len(rows) < int(exportPage) || w.err != nil {
+			break
+		}
+	}
+	w.raw(`],"groups":[`)
+	list = w.list()
+	for after := int64(0); ; {
+		rows, err := s.q.ListGroupsByMember(ctx, db.ListGroupsByMemberParams{MemberID: me, AfterConversationID: after, MaxRows: exportPage})
+		if err != nil {
+			return fmt.Errorf("list groups: %w", err)
+		}
+		for _, r := range rows {
+			list.item()
+			w.proto(toGroup(r.Group))
+			after = r.Group.ConversationID
+		}
+		if len(rows) < int(exportPage) || w.err != nil {
+			break
+		}
+	}
+	w.raw(`],"conversations":[`)
+	list = w.list()
+	for after := int64(0); ; {
+		convs, err := s.q.ListConversationsForExport(ctx, db.ListConversationsForExportParams{MemberID: me, AfterID: after, MaxRows: exportPage})
+		if err != nil {
+			return fmt.Errorf("list conversations: %w", err)
+		}
+		for _, cv := range convs {
+			list.item()
+			if err := s.writeConversation(ctx, w, cv); err != nil {
+				return err
+			}
+			after = cv.ID
+		}
+		if len(convs) < int(exportPage) || w.err != nil {
+			break
+		}
+	}
+	w.raw("]}\n")
+	return w.err
+}
+
+func (s *exportServer) writeConversation(ctx context.Context, w *exportWriter, cv db.ListConversationsForExportRow) error {
+	head := struct {
+		ID      int64  `json:"id,string"`
+		Kind    string `json:"kind"`
+		PeerID  int64  `json:"peerId,string,omitempty"`
+		GroupID int64  `json:"groupId,string,omitempty"`
+		ReadSeq int64  `json:"readSeq,string"`
+	}{ID: cv.ID, Kind: v1.ConversationKind(cv.Kind).String(), PeerID: cv.PeerID, GroupID: deref(cv.GroupID), ReadSeq: cv.ReadSeq}
+	b, err := json.Marshal(head)
+	if err != nil {
+		return err
+	}
+	w.raw(string(b[:len(b)-1]) + `,"messages":[`)
+	list := w.list()
+	for after := int64(0); ; {
+		rows, err := s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{ConversationID: cv.ID, AfterSeq: after, MaxRows: exportPage})
+		if err != nil {
+			return fmt.Errorf("list messages: %w", err)
+		}
+		for _, r := range rows {
+			list.item()
+			w.proto(toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+			after = r.Message.Seq
+		}
+		if len(rows) < int(exportPage) || w.err != nil {
+			break
+		}
+	}
+	w.raw("]}")
+	return w.err
+}
+
+// exportWriter writes JSON pieces and keeps the first error, so the document
+// reads as a template.
+type exportWriter struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (w *exportWriter) raw(s string) {
+	if w.err == nil {
+		_, w.err = w.w.WriteString(s)
+	}
+}
+
+func (w *exportWriter) json(v any) {
+	if w.err != nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		w.err = err
+		return
+	}
+	_, w.err = w.w.Write(b)
+}
+
+func (w *exportWriter) proto(m proto.Message) {
+	if w.err != nil {
+		return
+	}
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		w.err = err
+		return
+	}
+	_, w.err = w.w.Write(b)
+}
+
+// list separates the items of a JSON array.
+func (w *exportWriter) list() *exportList { return &exportList{w: w} }
+
+type exportList struct {
+	w    *exportWriter
+	more bool
+}
+
+func (l *exportList) item() {
+	if l.more {
+		l.w.raw(",")
+	}
+	l.more = true
 }

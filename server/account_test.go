@@ -2,12 +2,18 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/server"
 )
 
 func TestDeleteAccount(t *testing.T) {
@@ -134,5 +140,79 @@ func TestDeleteAccount(t *testing.T) {
 		if status != 401 {
 			t.Fatalf("after: %d %s", status, raw)
 		}
+	})
+}
+
+func TestExportMyData(t *testing.T) {
+	// Two rows a page: every list is read over several pages.
+	t.Cleanup(server.SetExportPageForTest(2))
+	e := newEnv(t)
+	alice, bob, carol := e.register(t, "alice"), e.register(t, "bob"), e.register(t, "carol")
+	direct := makeContacts(t, alice, bob)
+	g := newGroup(t, alice, bob)
+	chatSend(t, alice, peerText(bob.ID, "a1", "hi bob"))
+	chatSend(t, bob, peerText(alice.ID, "b1", "hi alice"))
+	chatSend(t, bob, peerText(alice.ID, "b0", "still there?"))
+	chatSend(t, bob, groupText(g.GetId(), "b2", "hi group"))
+	makeContacts(t, bob, carol)
+	chatSend(t, bob, peerText(carol.ID, "b3", "not alice's business"))
+
+	get := func(token string) (*http.Response, []byte) {
+		t.Helper()
+		res := attDo(t, e.H1, "GET", e.URL+"/v1/export", token, nil, nil)
+		b, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, b
+	}
+	step(t, "the caller's data, as JSON", func(t *testing.T) {
+		res, body := get(alice.Token)
+		if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/json" ||
+			!strings.HasPrefix(res.Header.Get("Content-Disposition"), "attachment;") {
+			t.Fatalf("%s %v: %s", res.Status, res.Header, body)
+		}
+		var doc struct {
+			Member        json.RawMessage
+			Contacts      []json.RawMessage
+			Groups        []json.RawMessage
+			Conversations []struct {
+				ID       string
+				Kind     string
+				PeerID   string
+				GroupID  string
+				Messages []json.RawMessage
+			}
+		}
+		if err := json.Unmarshal(body, &doc); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, body)
+		}
+		member := &v1.Member{}
+		if err := protojson.Unmarshal(doc.Member, member); err != nil {
+			t.Fatal(err)
+		}
+		wantProto(t, "member", &v1.Member{Id: alice.ID, Phone: alice.Phone, Nickname: "alice", CreatedAt: set}, member, anyTime)
+		if len(doc.Contacts) != 1 || len(doc.Groups) != 1 || len(doc.Conversations) != 2 {
+			t.Fatalf("contacts, groups, conversations: %s", body)
+		}
+		var texts []string
+		for _, cv := range doc.Conversations {
+			for _, raw := range cv.Messages {
+				m := &v1.Message{}
+				if err := protojson.Unmarshal(raw, m); err != nil {
+					t.Fatal(err)
+				}
+				texts = append(texts, m.GetText())
+			}
+		}
+		wantProto(t, "messages", []string{"hi bob", "hi alice", "still there?", "hi group"}, texts)
+		if doc.Conversations[0].ID != fmt.Sprint(direct) || doc.Conversations[0].PeerID != fmt.Sprint(bob.ID) ||
+			doc.Conversations[1].GroupID != fmt.Sprint(g.GetId()) {
+			t.Fatalf("conversations: %s", body)
+		}
+	})
+	step(t, "no token", func(t *testing.T) {
+		res, body := get("")
+		attWantError(t, res, body, http.StatusUnauthorized, "unauthenticated")
 	})
 }

@@ -123,7 +123,7 @@ func (q *Queries) ListContactIDsForDelete(ctx context.Context, ownerID int64) ([
 
 const listConversationsForExport = `-- name: ListConversationsForExport :many
 SELECT c.id, c.kind, c.last_seq, cm.read_seq, cm.role, cm.joined_at,
-       CASE WHEN c.kind = 1 THEN CASE WHEN c.member_lo = $1::bigint THEN c.member_hi ELSE c.member_lo END END::bigint AS peer_id,
+       coalesce(CASE WHEN c.kind = 1 THEN CASE WHEN c.member_lo = $1::bigint THEN c.member_hi ELSE c.member_lo END END, 0)::bigint AS peer_id,
        g.id AS group_id, g.name AS group_name
 FROM conversation_members cm
 JOIN conversations c ON c.id = cm.conversation_id
@@ -152,7 +152,7 @@ type ListConversationsForExportRow struct {
 }
 
 // The member's conversations, by id, with the peer of a direct one and the
-// group of a group one.
+// group of a group one (peer_id 0 for a group).
 func (q *Queries) ListConversationsForExport(ctx context.Context, arg ListConversationsForExportParams) ([]ListConversationsForExportRow, error) {
 	rows, err := q.db.Query(ctx, listConversationsForExport, arg.MemberID, arg.AfterID, arg.MaxRows)
 	if err != nil {
