@@ -16,20 +16,28 @@
 -- order is sent_at order (CreateMessage stamps sent_at under the
 -- conversation's lock), so the planner may walk a conversation backwards on
 -- its primary key and stop at max_rows matches when a word is common, or
--- take the GIN index when it is rare (docs/BENCHMARKS.md, "Search").
-SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
-FROM conversation_members cm
-CROSS JOIN LATERAL (
-    SELECT mm.seq FROM messages mm
-    WHERE mm.conversation_id = cm.conversation_id
-      AND message_search_vector(mm.body, mm.caption) @@ websearch_to_tsquery('simple', @query::text)
-      AND mm.recalled_at IS NULL
-      AND (mm.sent_at, mm.conversation_id, mm.seq) < (@before_sent_at::timestamptz, @before_conversation_id::bigint, @before_seq::bigint)
-    ORDER BY mm.seq DESC
+-- take the GIN index when it is rare (docs/BENCHMARKS.md, "Search"). The
+-- hits are MATERIALIZED, sorted and cut before the messages are read: left
+-- to itself the planner would drive the whole thing from a scan of messages
+-- in sent_at order.
+WITH hits AS MATERIALIZED (
+    SELECT cm.conversation_id, hit.seq, hit.sent_at
+    FROM conversation_members cm
+    CROSS JOIN LATERAL (
+        SELECT mm.seq, mm.sent_at FROM messages mm
+        WHERE mm.conversation_id = cm.conversation_id
+          AND message_search_vector(mm.body, mm.caption) @@ websearch_to_tsquery('simple', @query::text)
+          AND mm.recalled_at IS NULL
+          AND (mm.sent_at, mm.conversation_id, mm.seq) < (@before_sent_at::timestamptz, @before_conversation_id::bigint, @before_seq::bigint)
+        ORDER BY mm.seq DESC
+        LIMIT @max_rows
+    ) hit
+    WHERE cm.member_id = @member_id AND (@conversation_id::bigint = 0 OR cm.conversation_id = @conversation_id::bigint)
+    ORDER BY hit.sent_at DESC, cm.conversation_id DESC, hit.seq DESC
     LIMIT @max_rows
-) hit
-JOIN messages m ON m.conversation_id = cm.conversation_id AND m.seq = hit.seq
+)
+SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
+FROM hits
+JOIN messages m ON m.conversation_id = hits.conversation_id AND m.seq = hits.seq
 LEFT JOIN attachments a ON a.id = m.attachment_id
-WHERE cm.member_id = @member_id AND (@conversation_id::bigint = 0 OR cm.conversation_id = @conversation_id::bigint)
-ORDER BY m.sent_at DESC, m.conversation_id DESC, m.seq DESC
-LIMIT @max_rows;
+ORDER BY m.sent_at DESC, m.conversation_id DESC, m.seq DESC;
