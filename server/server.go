@@ -28,6 +28,7 @@ import (
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/notify"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/store"
 )
@@ -113,6 +114,11 @@ type Deps struct {
 	Config      Config
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Notifier hears of messages for members with no online device
+	// (notifications.go); nil: none.
+	Notifier notify.Notifier
+	// Integrations receives message and membership events (notifications.go); nil: none.
+	Integrations IntegrationSink
 
 	// testHookAuthenticated runs after every accepted token, before the
 	// request goes on (set by tests through export_test.go).
@@ -127,14 +133,18 @@ type base struct {
 	hub   *push.Hub
 	cfg   Config
 	now   func() time.Time
+
+	notifier     notify.Notifier // nil: no offline notifications
+	integrations IntegrationSink // nil: no integration webhook
 }
 
 // publish stamps and sends an event; call it only after the change committed.
 func (b *base) publish(memberIDs []int64, ev *v1.Event) {
+	ev.At = timestamppb.New(b.now())
+	b.integrate(ev) // an integration hears of it even when no member does
 	if len(memberIDs) == 0 {
 		return
 	}
-	ev.At = timestamppb.New(b.now())
 	b.hub.Publish(memberIDs, ev)
 }
 
@@ -151,10 +161,14 @@ func New(d Deps) http.Handler {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	st := store.New(d.Pool)
-	b := &base{store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
+	b := &base{
+		store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now,
+		notifier: d.Notifier, integrations: d.Integrations,
+	}
 	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
 
 	m := newMetrics(d.Pool, d.Hub)
+	registerWebhookMetrics(m.reg, d, d.Log)
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
