@@ -53,23 +53,15 @@ func (s *MemberServer) DeleteAccount(ctx context.Context, req *v1.DeleteAccountR
 		return nil, err
 	}
 	c := callerFrom(ctx)
-	m, err := s.q.GetMemberByID(ctx, c.MemberID)
-	if err != nil {
+	if err := s.checkPassword(ctx, c.MemberID, p.Password, "password"); err != nil {
 		return nil, err
-	}
-	ok, err := s.hasher.Verify(ctx, p.Password, m.PasswordHash)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("password: is wrong"))
 	}
 	var (
 		groups   []groupLeft
 		told     []int64 // contacts and co-members, for member_deleted
 		sessions []int64
 	)
-	err = s.store.InTx(ctx, func(q *db.Queries) error {
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
 		groups, told, sessions = nil, nil, nil
 		if _, err := q.LockMemberForDelete(ctx, c.MemberID); err != nil {
 			return fmt.Errorf("lock member: %w", err)
@@ -233,60 +225,41 @@ func (s *exportServer) write(ctx context.Context, w *exportWriter, m db.Member) 
 	w.raw(`,"member":`)
 	w.proto(toMember(m, true))
 	w.raw(`,"contacts":[`)
-	list := w.list()
-	for after := int64(0); ; {
-		rows, err := s.q.ListContactsByOwner(ctx, db.ListContactsByOwnerParams{OwnerID: me, AfterMemberID: after, MaxRows: exportPage})
-		if err != nil {
-			return fmt.Errorf("list contacts: %w", err)
-		}
-		for _, r := range rows {
-			list.item()
-			w.proto(toContact(r.Contact, r.Member))
-			after = r.Contact.MemberID
-		}
-		if len(rows) < int(exportPage) || w.err != nil {
-			break
-		}
+	err := exportPages(w, func(after int64) ([]db.ListContactsByOwnerRow, error) {
+		return s.q.ListContactsByOwner(ctx, db.ListContactsByOwnerParams{OwnerID: me, AfterMemberID: after, MaxRows: exportPage})
+	}, func(r db.ListContactsByOwnerRow) int64 {
+		w.proto(toContact(r.Contact, r.Member))
+		return r.Contact.MemberID
+	})
+	if err != nil {
+		return fmt.Errorf("list contacts: %w", err)
 	}
 	w.raw(`],"groups":[`)
-	list = w.list()
-	for after := int64(0); ; {
-		rows, err := s.q.ListGroupsByMember(ctx, db.ListGroupsByMemberParams{MemberID: me, AfterConversationID: after, MaxRows: exportPage})
-		if err != nil {
-			return fmt.Errorf("list groups: %w", err)
-		}
-		for _, r := range rows {
-			list.item()
-			w.proto(toGroup(r.Group))
-			after = r.Group.ConversationID
-		}
-		if len(rows) < int(exportPage) || w.err != nil {
-			break
-		}
+	err = exportPages(w, func(after int64) ([]db.ListGroupsByMemberRow, error) {
+		return s.q.ListGroupsByMember(ctx, db.ListGroupsByMemberParams{MemberID: me, AfterConversationID: after, MaxRows: exportPage})
+	}, func(r db.ListGroupsByMemberRow) int64 {
+		w.proto(toGroup(r.Group))
+		return r.Group.ConversationID
+	})
+	if err != nil {
+		return fmt.Errorf("list groups: %w", err)
 	}
 	w.raw(`],"conversations":[`)
-	list = w.list()
-	for after := int64(0); ; {
-		convs, err := s.q.ListConversationsForExport(ctx, db.ListConversationsForExportParams{MemberID: me, AfterID: after, MaxRows: exportPage})
-		if err != nil {
-			return fmt.Errorf("list conversations: %w", err)
-		}
-		for _, cv := range convs {
-			list.item()
-			if err := s.writeConversation(ctx, w, cv); err != nil {
-				return err
-			}
-			after = cv.ID
-		}
-		if len(convs) < int(exportPage) || w.err != nil {
-			break
-		}
+	err = exportPages(w, func(after int64) ([]db.ListConversationsForExportRow, error) {
+		return s.q.ListConversationsForExport(ctx, db.ListConversationsForExportParams{MemberID: me, AfterID: after, MaxRows: exportPage})
+	}, func(cv db.ListConversationsForExportRow) int64 {
+		s.writeConversation(ctx, w, cv)
+		return cv.ID
+	})
+	if err != nil {
+		return err
 	}
 	w.raw("]}\n")
 	return w.err
 }
 
-func (s *exportServer) writeConversation(ctx context.Context, w *exportWriter, cv db.ListConversationsForExportRow) error {
+// writeConversation writes one conversation with its messages; its error is w's.
+func (s *exportServer) writeConversation(ctx context.Context, w *exportWriter, cv db.ListConversationsForExportRow) {
 	head := struct {
 		ID      int64  `json:"id,string"`
 		Kind    string `json:"kind"`
@@ -296,25 +269,40 @@ func (s *exportServer) writeConversation(ctx context.Context, w *exportWriter, c
 	}{ID: cv.ID, Kind: v1.ConversationKind(cv.Kind).String(), PeerID: cv.PeerID, GroupID: deref(cv.GroupID), ReadSeq: cv.ReadSeq}
 	b, err := json.Marshal(head)
 	if err != nil {
-		return err
+		w.err = err
+		return
 	}
 	w.raw(string(b[:len(b)-1]) + `,"messages":[`)
+	err = exportPages(w, func(after int64) ([]db.ListMessagesAfterSeqRow, error) {
+		return s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{ConversationID: cv.ID, AfterSeq: after, MaxRows: exportPage})
+	}, func(r db.ListMessagesAfterSeqRow) int64 {
+		w.proto(toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+		return r.Message.Seq
+	})
+	if err != nil && w.err == nil {
+		w.err = fmt.Errorf("list messages: %w", err)
+	}
+	w.raw("]}")
+}
+
+// exportPages writes the items of a JSON array read a page at a time:
+// fetch reads the page after a key, write writes one row and returns its
+// key. It stops at a short page, or at w's first error.
+func exportPages[R any](w *exportWriter, fetch func(after int64) ([]R, error), write func(R) int64) error {
 	list := w.list()
-	for after := int64(0); ; {
-		rows, err := s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{ConversationID: cv.ID, AfterSeq: after, MaxRows: exportPage})
+	for after := int64(0); w.err == nil; {
+		rows, err := fetch(after)
 		if err != nil {
-			return fmt.Errorf("list messages: %w", err)
+			return err
 		}
 		for _, r := range rows {
 			list.item()
-			w.proto(toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
-			after = r.Message.Seq
+			after = write(r)
 		}
-		if len(rows) < int(exportPage) || w.err != nil {
+		if len(rows) < int(exportPage) {
 			break
 		}
 	}
-	w.raw("]}")
 	return w.err
 }
 

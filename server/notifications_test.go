@@ -47,14 +47,16 @@ func nextBody(t *testing.T, bodies <-chan []byte) []byte {
 	}
 }
 
-// One worker: deliveries arrive in the order they were queued, so a
-// delivery that arrives proves none was queued before it unseen.
-var oneWorker = notify.Config{Secret: hookSecret, Workers: 1, Backoff: time.Millisecond}
+// hookConfig is a webhook to hookGateway with one worker: deliveries arrive
+// in the order they were queued, so a delivery that arrives proves none was
+// queued before it unseen.
+func hookConfig(t *testing.T) (notify.Config, <-chan []byte) {
+	url, bodies := hookGateway(t)
+	return notify.Config{URL: url, Secret: hookSecret, Workers: 1, Backoff: time.Millisecond}, bodies
+}
 
 func TestOfflineNotifications(t *testing.T) {
-	url, bodies := hookGateway(t)
-	cfg := oneWorker
-	cfg.URL = url
+	cfg, bodies := hookConfig(t)
 	hook := notify.NewWebhook(cfg, nil, nil)
 	t.Cleanup(hook.Close)
 	e := newEnv(t, func(d *server.Deps) { d.Notifier = hook })
@@ -115,9 +117,7 @@ func TestOfflineNotifications(t *testing.T) {
 }
 
 func TestIntegrationWebhook(t *testing.T) {
-	url, bodies := hookGateway(t)
-	cfg := oneWorker
-	cfg.URL = url
+	cfg, bodies := hookConfig(t)
 	events := notify.NewEvents(cfg, nil, nil)
 	t.Cleanup(events.Close)
 	e := newEnv(t, func(d *server.Deps) { d.Integrations = events })
