@@ -210,6 +210,7 @@ Push: GET /v1/push (WebSocket)
 API description: /openapi.yaml  (browsable: /docs)
 Health: /healthz, /readyz, gRPC grpc.health.v1.Health; metrics: /metrics
 Attachments: POST /v1/attachments, GET /v1/attachments/{id}
+Your data: GET /v1/export
 `
 
 // clientAddr is the caller's IP address, for per-client rate limits.
