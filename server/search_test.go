@@ -47,6 +47,16 @@ func TestSearchMessages(t *testing.T) {
 		wantProto(t, "alice: without a word", []string{"g1", "d1"}, searchAll(t, alice, 0, "lunch -noon", 0))
 		wantProto(t, "not English", []string{"g2"}, searchAll(t, alice, 0, "привет", 0))
 	})
+	step(t, "attachments by their caption", func(t *testing.T) {
+		up := attUpload(t, e, alice, "image/png", attBytes(pngHeader, 100))
+		chatSend(t, alice, &v1.SendMessageRequest{
+			Target: &v1.SendMessageRequest_PeerId{PeerId: bob.ID}, ClientMsgId: "p1",
+			Content: &v1.SendMessageRequest_Attachment{Attachment: &v1.Attachment{
+				Id: attID(t, up), Kind: v1.AttachmentKind_ATTACHMENT_KIND_IMAGE, Caption: "Holiday photo",
+			}},
+		})
+		wantProto(t, "bob: holiday", []string{"p1"}, searchAll(t, bob, 0, "holiday", 0))
+	})
 	step(t, "one conversation", func(t *testing.T) {
 		wantProto(t, "direct", []string{"d2", "d1"}, searchAll(t, alice, direct, "hello", 0))
 		wantProto(t, "group", []string{"g1"}, searchAll(t, alice, g.GetConversationId(), "hello", 0))
