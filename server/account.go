@@ -138,6 +138,8 @@ func leaveForGood(ctx context.Context, q *db.Queries, g db.Group, role int16, me
 			if _, err := q.DissolveGroup(ctx, g.ID); err != nil {
 				return out, fmt.Errorf("dissolve group: %w", err)
 			}
+			// No member is left to hear of it; an integration webhook is.
+			out.events = append(out.events, groupDissolved(g.ID))
 			return out, nil
 		}
 		if err != nil {

@@ -146,4 +146,17 @@ func TestIntegrationWebhook(t *testing.T) {
 		t.Fatalf("then %v, want the message", ev)
 	}
 	wantProto(t, "then", memberChange(g.GetId(), bob.ID, bob.ID, v1.GroupRole_GROUP_ROLE_UNSPECIFIED), next().GetMemberLeft())
+
+	// What no member hears of, an integration still does: carol, alone in
+	// her group, deletes her account.
+	carol := e.register(t, "carol")
+	alone := newGroup(t, carol)
+	if _, err := carol.Members.DeleteAccount(t.Context(), &v1.DeleteAccountRequest{Password: carol.Password}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(); ev.GetGroupCreated().GetId() != alone.GetId() {
+		t.Fatalf("then %v, want group_created", ev)
+	}
+	wantProto(t, "then", &v1.GroupDissolved{GroupId: alone.GetId()}, next().GetGroupDissolved())
+	wantProto(t, "then", &v1.MemberDeleted{MemberId: carol.ID}, next().GetMemberDeleted())
 }
