@@ -35,6 +35,6 @@ UPDATE members SET password_hash = @new_hash WHERE id = @id AND password_hash = 
 -- name: SearchMembersByNicknamePrefix :many
 -- @pattern is the escaped, lower-cased prefix followed by '%'.
 SELECT * FROM members
-WHERE lower(nickname) LIKE @pattern::text AND id > @after_id
+WHERE lower(nickname) LIKE @pattern::text AND id > @after_id AND deleted_at IS NULL
 ORDER BY id
 LIMIT @max_rows;

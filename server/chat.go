@@ -124,6 +124,7 @@ func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessagePa
 	_, err := s.sends.send(ctx, arg, func(row db.CreateMessageRow) {
 		out = toCreatedMessage(row, att)
 		s.publish(row.RecipientIds, messageSent(out))
+		s.notifyOffline(row)
 	})
 	if err != nil {
 		return nil, err

@@ -69,6 +69,9 @@ func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFrien
 		if peer, err = q.GetMemberByID(ctx, p.MemberID); err != nil {
 			return fmt.Errorf("get addressee: %w", err)
 		}
+		if peer.DeletedAt != nil {
+			return errNotFound // a deleted account (DeleteAccount) takes no requests
+		}
 		blocks, err := q.GetBlocksBetween(ctx, db.GetBlocksBetweenParams{Me: me, Peer: p.MemberID})
 		if err != nil {
 			return fmt.Errorf("get blocks: %w", err)

@@ -86,3 +86,8 @@ func memberRoleChanged(groupID, memberID, actorID int64, role int16) *v1.Event {
 func memberChange(groupID, memberID, actorID int64, role v1.GroupRole) *v1.GroupMemberChange {
 	return &v1.GroupMemberChange{GroupId: groupID, MemberId: memberID, ActorId: actorID, Role: role}
 }
+
+// memberDeleted: memberID deleted its account (DeleteAccount).
+func memberDeleted(memberID int64) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_MemberDeleted{MemberDeleted: &v1.MemberDeleted{MemberId: memberID}}}
+}

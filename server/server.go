@@ -28,6 +28,7 @@ import (
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/notify"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/store"
 )
@@ -161,6 +162,11 @@ type Deps struct {
 	Config      Config
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Notifier hears of messages for members with no online device
+	// (notifications.go); nil: none.
+	Notifier notify.Notifier
+	// Integrations receives message and membership events (notifications.go); nil: none.
+	Integrations IntegrationSink
 
 	// testHookAuthenticated runs after every accepted token, before the
 	// request goes on (set by tests through export_test.go).
@@ -176,14 +182,18 @@ type base struct {
 	cfg   Config
 	now   func() time.Time
 	urls  *attachmentURLs // signs and checks attachment download URLs
+
+	notifier     notify.Notifier // nil: no offline notifications
+	integrations IntegrationSink // nil: no integration webhook
 }
 
 // publish stamps and sends an event; call it only after the change committed.
 func (b *base) publish(memberIDs []int64, ev *v1.Event) {
+	ev.At = timestamppb.New(b.now())
+	b.integrate(ev) // an integration hears of it even when no member does
 	if len(memberIDs) == 0 {
 		return
 	}
-	ev.At = timestamppb.New(b.now())
 	b.hub.Publish(memberIDs, ev)
 }
 
@@ -200,11 +210,15 @@ func New(d Deps) http.Handler {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	st := store.New(d.Pool)
-	b := &base{store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now,
-		urls: newAttachmentURLs(st.Queries(), d.Config, d.Now)}
+	b := &base{
+		store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now,
+		urls:     newAttachmentURLs(st.Queries(), d.Config, d.Now),
+		notifier: d.Notifier, integrations: d.Integrations,
+	}
 	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
 
 	m := newMetrics(d.Pool, d.Hub)
+	registerWebhookMetrics(m.reg, d, d.Log)
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
@@ -246,4 +260,5 @@ Push: GET /v1/push (WebSocket)
 API description: /openapi.yaml  (browsable: /docs)
 Health: /healthz, /readyz, gRPC grpc.health.v1.Health; metrics: /metrics
 Attachments: POST /v1/attachments, GET /v1/attachments/{id}
+Your data: GET /v1/export
 `

@@ -33,6 +33,7 @@ import (
 
 	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/notify"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/schema"
 	"github.com/karlmalone/karlmalone/server"
@@ -63,6 +64,9 @@ type config struct {
 	server          server.Config
 	push            push.Config
 	cluster         clusterConfig
+	// notify is the offline notifications' webhook, webhook the integration
+	// events' (docs/CHAT-FEATURES.md); an empty URL turns either off.
+	notify, webhook notify.Config
 
 	// HTTP server and database connection limits.
 	readHeaderTimeout time.Duration
@@ -83,6 +87,8 @@ func defaultConfig() config {
 		hashConcurrency:   runtime.GOMAXPROCS(0),
 		server:            server.DefaultConfig(),
 		push:              push.DefaultConfig(),
+		notify:            notify.DefaultConfig(),
+		webhook:           notify.DefaultConfig(),
 		readHeaderTimeout: 10 * time.Second,
 		idleTimeout:       2 * time.Minute,
 		maxHeaderBytes:    64 << 10,
@@ -192,8 +198,32 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.String(&cl.s3.Region, "s3-region", "KARLMALONE_S3_REGION", "S3 region (empty: asked of the endpoint)")
 	env.Bool(&cl.s3.PathStyle, "s3-path-style", "KARLMALONE_S3_PATH_STYLE", "bucket in the URL's path, not its host name (MinIO, Ceph)")
 	cl.s3.AccessKey, cl.s3.SecretKey = getenv("KARLMALONE_S3_ACCESS_KEY"), getenv("KARLMALONE_S3_SECRET_KEY")
+	// Webhooks (docs/CHAT-FEATURES.md). Give the secrets in the environment
+	// rather than as flags, which ps shows.
+	for _, w := range []struct {
+		c                     *notify.Config
+		flag, env, what       string
+		tuneFlag, tuneEnvName string // the prefix of the tuning flags
+	}{
+		{&c.notify, "notify-webhook", "KARLMALONE_NOTIFY_WEBHOOK", "offline notifications", "notify", "KARLMALONE_NOTIFY"},
+		{&c.webhook, "webhook", "KARLMALONE_WEBHOOK", "integration events (messages, groups, members)", "webhook", "KARLMALONE_WEBHOOK"},
+	} {
+		env.String(&w.c.URL, w.flag+"-url", w.env+"_URL", "URL that receives "+w.what+" as signed JSON POSTs; empty: off")
+		env.String(&w.c.Secret, w.flag+"-secret", w.env+"_SECRET", "HMAC-SHA256 key signing the "+w.what+" webhook (required with its URL; prefer the environment)")
+		env.Int(&w.c.QueueSize, w.tuneFlag+"-queue-size", w.tuneEnvName+"_QUEUE_SIZE", w.what+" waiting for delivery before new ones are dropped")
+		env.Int(&w.c.Workers, w.tuneFlag+"-workers", w.tuneEnvName+"_WORKERS", w.what+" delivered at once")
+		env.Int(&w.c.Attempts, w.tuneFlag+"-attempts", w.tuneEnvName+"_ATTEMPTS", "tries per delivery of "+w.what+" (retried with backoff on 5xx, 429 and network errors)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	for _, w := range []struct {
+		c    notify.Config
+		flag string
+	}{{c.notify, "notify-webhook"}, {c.webhook, "webhook"}} {
+		if w.c.URL != "" && w.c.Secret == "" {
+			return nil, fmt.Errorf("-%s-url needs -%s-secret: webhooks are always signed", w.flag, w.flag)
+		}
 	}
 	if env.err != nil {
 		return nil, env.err
@@ -297,10 +327,22 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		}
 	}
 	hub := push.NewHub(server.PushEvents(c.push), log)
-	h := server.New(server.Deps{
+	deps := server.Deps{
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
 		Hub: hub, Attachments: store, Config: c.server,
-	})
+	}
+	// Closed last (deferred): requests in flight may still queue deliveries.
+	if c.notify.URL != "" {
+		n := notify.NewWebhook(c.notify, nil, log.With("webhook", "notify"))
+		defer n.Close()
+		deps.Notifier = n
+	}
+	if c.webhook.URL != "" {
+		w := notify.NewEvents(c.webhook, nil, log.With("webhook", "integration"))
+		defer w.Close()
+		deps.Integrations = w
+	}
+	h := server.New(deps)
 	// Expired sessions are deleted in the background until shutdown, and the
 	// sweep is done before the pool closes.
 	sweepCtx, stopSweep := context.WithCancel(ctx)

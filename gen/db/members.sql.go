@@ -12,7 +12,7 @@ import (
 const createMember = `-- name: CreateMember :one
 INSERT INTO members (phone, password_hash, nickname, avatar, gender, memo)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
 `
 
 type CreateMemberParams struct {
@@ -44,12 +44,13 @@ func (q *Queries) CreateMember(ctx context.Context, arg CreateMemberParams) (Mem
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getMemberByID = `-- name: GetMemberByID :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE id = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = $1
 `
 
 func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
@@ -65,12 +66,13 @@ func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getMemberByPhone = `-- name: GetMemberByPhone :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE phone = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE phone = $1
 `
 
 func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, error) {
@@ -86,12 +88,13 @@ func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, e
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const listMembersByIDs = `-- name: ListMembersByIDs :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
 `
 
 // One row per id given; callers bound the ids (the group limit).
@@ -115,6 +118,7 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -147,8 +151,8 @@ func (q *Queries) RehashMemberPassword(ctx context.Context, arg RehashMemberPass
 }
 
 const searchMembersByNicknamePrefix = `-- name: SearchMembersByNicknamePrefix :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members
-WHERE lower(nickname) LIKE $1::text AND id > $2
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members
+WHERE lower(nickname) LIKE $1::text AND id > $2 AND deleted_at IS NULL
 ORDER BY id
 LIMIT $3
 `
@@ -179,6 +183,7 @@ func (q *Queries) SearchMembersByNicknamePrefix(ctx context.Context, arg SearchM
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -212,7 +217,7 @@ UPDATE members SET
     memo       = coalesce($4, memo),
     updated_at = now()
 WHERE id = $5
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
 `
 
 type UpdateMemberProfileParams struct {
@@ -242,6 +247,7 @@ func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfi
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }

@@ -46,6 +46,7 @@ type Event struct {
 	//	*Event_MemberRemoved
 	//	*Event_MemberRoleChanged
 	//	*Event_MembersAdded
+	//	*Event_MemberDeleted
 	//	*Event_SessionRevoked
 	//	*Event_Resync
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
@@ -232,6 +233,15 @@ func (x *Event) GetMembersAdded() *GroupMembersAdded {
 	return nil
 }
 
+func (x *Event) GetMemberDeleted() *MemberDeleted {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_MemberDeleted); ok {
+			return x.MemberDeleted
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetSessionRevoked() *SessionRevoked {
 	if x != nil {
 		if x, ok := x.Kind.(*Event_SessionRevoked); ok {
@@ -331,6 +341,12 @@ type Event_MembersAdded struct {
 	MembersAdded *GroupMembersAdded `protobuf:"bytes,37,opt,name=members_added,json=membersAdded,proto3,oneof"`
 }
 
+type Event_MemberDeleted struct {
+	// A contact or group co-member deleted its account: show it as
+	// "Deleted member" (GetMember now answers with deleted set).
+	MemberDeleted *MemberDeleted `protobuf:"bytes,38,opt,name=member_deleted,json=memberDeleted,proto3,oneof"`
+}
+
 type Event_SessionRevoked struct {
 	// One of the member's sessions was revoked.
 	SessionRevoked *SessionRevoked `protobuf:"bytes,40,opt,name=session_revoked,json=sessionRevoked,proto3,oneof"`
@@ -371,6 +387,8 @@ func (*Event_MemberRemoved) isEvent_Kind() {}
 func (*Event_MemberRoleChanged) isEvent_Kind() {}
 
 func (*Event_MembersAdded) isEvent_Kind() {}
+
+func (*Event_MemberDeleted) isEvent_Kind() {}
 
 func (*Event_SessionRevoked) isEvent_Kind() {}
 
@@ -944,11 +962,60 @@ func (x *SessionRevoked) GetSessionId() int64 {
 	return 0
 }
 
+// MemberDeleted says a member deleted its account. Its messages stay; the
+// contact relation is gone (no contact_removed follows) and it has left every
+// group (member_left follows for each, after any ownership change).
+type MemberDeleted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member whose account was deleted.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberDeleted) Reset() {
+	*x = MemberDeleted{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberDeleted) ProtoMessage() {}
+
+func (x *MemberDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberDeleted.ProtoReflect.Descriptor instead.
+func (*MemberDeleted) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberDeleted) GetMemberId() int64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
 var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\xdd\t\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\xa4\n" +
+	"\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
@@ -967,7 +1034,8 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"memberLeft\x12I\n" +
 	"\x0emember_removed\x18# \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\rmemberRemoved\x12R\n" +
 	"\x13member_role_changed\x18$ \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\x11memberRoleChanged\x12G\n" +
-	"\rmembers_added\x18% \x01(\v2 .karlmalone.v1.GroupMembersAddedH\x00R\fmembersAdded\x12H\n" +
+	"\rmembers_added\x18% \x01(\v2 .karlmalone.v1.GroupMembersAddedH\x00R\fmembersAdded\x12E\n" +
+	"\x0emember_deleted\x18& \x01(\v2\x1c.karlmalone.v1.MemberDeletedH\x00R\rmemberDeleted\x12H\n" +
 	"\x0fsession_revoked\x18( \x01(\v2\x1d.karlmalone.v1.SessionRevokedH\x00R\x0esessionRevoked\x12/\n" +
 	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resyncB\x06\n" +
 	"\x04kind\":\n" +
@@ -1005,7 +1073,9 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\bactor_id\x18\x03 \x01(\x03R\aactorId\"/\n" +
 	"\x0eSessionRevoked\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\x03R\tsessionIdB\xb4\x01\n" +
+	"session_id\x18\x01 \x01(\x03R\tsessionId\",\n" +
+	"\rMemberDeleted\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x03R\bmemberIdB\xb4\x01\n" +
 	"\x11com.karlmalone.v1B\tPushProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
 
 var (
@@ -1020,7 +1090,7 @@ func file_karlmalone_v1_push_proto_rawDescGZIP() []byte {
 	return file_karlmalone_v1_push_proto_rawDescData
 }
 
-var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: karlmalone.v1.Event
 	(*Resync)(nil),                // 1: karlmalone.v1.Resync
@@ -1033,40 +1103,42 @@ var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*GroupMemberChange)(nil),     // 8: karlmalone.v1.GroupMemberChange
 	(*GroupMembersAdded)(nil),     // 9: karlmalone.v1.GroupMembersAdded
 	(*SessionRevoked)(nil),        // 10: karlmalone.v1.SessionRevoked
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*Message)(nil),               // 12: karlmalone.v1.Message
-	(*FriendRequest)(nil),         // 13: karlmalone.v1.FriendRequest
-	(*Group)(nil),                 // 14: karlmalone.v1.Group
-	(GroupRole)(0),                // 15: karlmalone.v1.GroupRole
+	(*MemberDeleted)(nil),         // 11: karlmalone.v1.MemberDeleted
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Message)(nil),               // 13: karlmalone.v1.Message
+	(*FriendRequest)(nil),         // 14: karlmalone.v1.FriendRequest
+	(*Group)(nil),                 // 15: karlmalone.v1.Group
+	(GroupRole)(0),                // 16: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
-	11, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
-	12, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
+	12, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
+	13, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
 	3,  // 2: karlmalone.v1.Event.message_recalled:type_name -> karlmalone.v1.MessageRecalled
 	4,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
 	5,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
-	13, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
-	13, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
+	14, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
+	14, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
 	6,  // 7: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
-	14, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
-	14, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
+	15, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
+	15, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
 	7,  // 10: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
 	8,  // 11: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
 	8,  // 12: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
 	8,  // 13: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
 	8,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
 	9,  // 15: karlmalone.v1.Event.members_added:type_name -> karlmalone.v1.GroupMembersAdded
-	10, // 16: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
-	1,  // 17: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	11, // 18: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 19: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	11, // 20: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	15, // 21: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	11, // 16: karlmalone.v1.Event.member_deleted:type_name -> karlmalone.v1.MemberDeleted
+	10, // 17: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
+	1,  // 18: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
+	12, // 19: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 20: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	12, // 21: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	16, // 22: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -1093,6 +1165,7 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_MemberRemoved)(nil),
 		(*Event_MemberRoleChanged)(nil),
 		(*Event_MembersAdded)(nil),
+		(*Event_MemberDeleted)(nil),
 		(*Event_SessionRevoked)(nil),
 		(*Event_Resync)(nil),
 	}
@@ -1102,7 +1175,7 @@ func file_karlmalone_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_push_proto_rawDesc), len(file_karlmalone_v1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

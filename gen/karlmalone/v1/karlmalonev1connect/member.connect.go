@@ -58,6 +58,9 @@ const (
 	// MemberServiceRevokeSessionProcedure is the fully-qualified name of the MemberService's
 	// RevokeSession RPC.
 	MemberServiceRevokeSessionProcedure = "/karlmalone.v1.MemberService/RevokeSession"
+	// MemberServiceDeleteAccountProcedure is the fully-qualified name of the MemberService's
+	// DeleteAccount RPC.
+	MemberServiceDeleteAccountProcedure = "/karlmalone.v1.MemberService/DeleteAccount"
 )
 
 // MemberServiceClient is a client for the karlmalone.v1.MemberService service.
@@ -86,6 +89,12 @@ type MemberServiceClient interface {
 	ListSessions(context.Context, *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error)
 	// RevokeSession ends one of the caller's sessions at once.
 	RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error)
+	// DeleteAccount deletes the caller's account for good (the password is
+	// asked again): every session is revoked, the profile cleared and the phone
+	// freed, contacts, friend requests and blocks removed, each group passed on
+	// or dissolved, and the messages kept for the others as from a deleted
+	// member. The caller's data can be downloaded first from GET /v1/export.
+	DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error)
 }
 
 // NewMemberServiceClient constructs a client for the karlmalone.v1.MemberService service. By
@@ -162,6 +171,12 @@ func NewMemberServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(memberServiceMethods.ByName("RevokeSession")),
 			connect.WithClientOptions(opts...),
 		),
+		deleteAccount: connect.NewClient[v1.DeleteAccountRequest, v1.DeleteAccountResponse](
+			httpClient,
+			baseURL+MemberServiceDeleteAccountProcedure,
+			connect.WithSchema(memberServiceMethods.ByName("DeleteAccount")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -177,6 +192,7 @@ type memberServiceClient struct {
 	searchMembers  *connect.Client[v1.SearchMembersRequest, v1.SearchMembersResponse]
 	listSessions   *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
 	revokeSession  *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
+	deleteAccount  *connect.Client[v1.DeleteAccountRequest, v1.DeleteAccountResponse]
 }
 
 // Register calls karlmalone.v1.MemberService.Register.
@@ -269,6 +285,15 @@ func (c *memberServiceClient) RevokeSession(ctx context.Context, req *v1.RevokeS
 	return nil, err
 }
 
+// DeleteAccount calls karlmalone.v1.MemberService.DeleteAccount.
+func (c *memberServiceClient) DeleteAccount(ctx context.Context, req *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error) {
+	response, err := c.deleteAccount.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // MemberServiceHandler is an implementation of the karlmalone.v1.MemberService service.
 type MemberServiceHandler interface {
 	// Register creates a member. Open: needs no token.
@@ -295,6 +320,12 @@ type MemberServiceHandler interface {
 	ListSessions(context.Context, *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error)
 	// RevokeSession ends one of the caller's sessions at once.
 	RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error)
+	// DeleteAccount deletes the caller's account for good (the password is
+	// asked again): every session is revoked, the profile cleared and the phone
+	// freed, contacts, friend requests and blocks removed, each group passed on
+	// or dissolved, and the messages kept for the others as from a deleted
+	// member. The caller's data can be downloaded first from GET /v1/export.
+	DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error)
 }
 
 // NewMemberServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -367,6 +398,12 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(memberServiceMethods.ByName("RevokeSession")),
 		connect.WithHandlerOptions(opts...),
 	)
+	memberServiceDeleteAccountHandler := connect.NewUnaryHandlerSimple(
+		MemberServiceDeleteAccountProcedure,
+		svc.DeleteAccount,
+		connect.WithSchema(memberServiceMethods.ByName("DeleteAccount")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/karlmalone.v1.MemberService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MemberServiceRegisterProcedure:
@@ -389,6 +426,8 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 			memberServiceListSessionsHandler.ServeHTTP(w, r)
 		case MemberServiceRevokeSessionProcedure:
 			memberServiceRevokeSessionHandler.ServeHTTP(w, r)
+		case MemberServiceDeleteAccountProcedure:
+			memberServiceDeleteAccountHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -436,4 +475,8 @@ func (UnimplementedMemberServiceHandler) ListSessions(context.Context, *v1.ListS
 
 func (UnimplementedMemberServiceHandler) RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.MemberService.RevokeSession is not implemented"))
+}
+
+func (UnimplementedMemberServiceHandler) DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.MemberService.DeleteAccount is not implemented"))
 }
