@@ -20,7 +20,7 @@ import (
 )
 
 type deleteAccountParams struct {
-	Password string `name:"password" validate:"required,max=128"`
+	Password string `name:"password" validate:"text,required,max=128"`
 }
 
 // groupLeft is what the other members of one group hear when a member

@@ -12,7 +12,7 @@ import (
 )
 
 type searchMessagesParams struct {
-	Query          string `name:"query" validate:"required,max=256"`
+	Query          string `name:"query" validate:"text,required,max=256"`
 	ConversationID int64  `name:"conversation_id" validate:"min=0"`
 }
 
