@@ -51,6 +51,9 @@ var (
 	errNoLongerMember  = connect.NewError(connect.CodePermissionDenied, errors.New("you are no longer a member of this conversation"))
 	errSendRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("sending too fast; slow down and retry"))
 	errClientMsgIDUsed = connect.NewError(connect.CodeAlreadyExists, errors.New("client_msg_id: already used for a message in another conversation"))
+	errNoReplyTarget   = connect.NewError(connect.CodeNotFound, errors.New("reply_to_seq: no such message in this conversation"))
+	errReplyRecalled   = connect.NewError(connect.CodeFailedPrecondition, errors.New("reply_to_seq: that message was recalled"))
+	errForwardRecalled = connect.NewError(connect.CodeFailedPrecondition, errors.New("seq: a recalled message cannot be forwarded"))
 )
 
 type sendMessageParams struct {
@@ -61,6 +64,7 @@ type sendMessageParams struct {
 	AttachmentID   *int64  `name:"attachment.id" validate:"omitnil,gt=0"`
 	AttachmentKind *int32  `name:"attachment.kind" validate:"omitnil,min=1,max=3"`
 	Caption        *string `name:"attachment.caption" validate:"omitnil,max=1024"`
+	ReplyToSeq     *int64  `name:"reply_to_seq" validate:"omitnil,gt=0"`
 }
 
 func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest) (*v1.SendMessageResponse, error) {
@@ -74,7 +78,16 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	}
 	// The insert itself checks that the caller may post to the target; only
 	// when it stores nothing do we ask why (sendTarget), off the hot path.
-	arg := db.CreateMessageParams{PeerID: p.PeerID, GroupID: p.GroupID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text}
+	arg := db.CreateMessageParams{
+		PeerID: p.PeerID, GroupID: p.GroupID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text, ReplyToSeq: p.ReplyToSeq,
+	}
+	var q quoted
+	if p.ReplyToSeq != nil {
+		// A reply costs one more round trip; a plain message none.
+		if q, err = s.replyQuote(ctx, me, p); err != nil {
+			return nil, err
+		}
+	}
 	var att *db.Attachment
 	if p.AttachmentID != nil {
 		a, err := s.q.GetAttachmentByID(ctx, *p.AttachmentID)
@@ -91,8 +104,13 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 		}
 		att, arg.AttachmentID, arg.AttachmentKind, arg.Caption = &a, &a.ID, &kind, &caption
 	}
+	return s.send(ctx, me, p, arg, att, q)
+}
 
-	out, err := s.storeAndPublish(ctx, arg, att)
+// send stores a message (SendMessage, ForwardMessage) and answers with it,
+// or with why it was not stored, or with the message a retry stored before.
+func (s *ChatServer) send(ctx context.Context, me int64, p sendMessageParams, arg db.CreateMessageParams, att *db.Attachment, q quoted) (*v1.SendMessageResponse, error) {
+	out, err := s.storeAndPublish(ctx, arg, att, q)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClientMsgIDReused):
 		// Nothing stored. Either the caller may not post there (sendTarget
@@ -112,10 +130,10 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 
 // storeAndPublish stores a message through the send pipeline, which pushes
 // it to the conversation's members right after the commit, in seq order.
-func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment) (*v1.Message, error) {
+func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment, q quoted) (*v1.Message, error) {
 	var out *v1.Message
 	_, err := s.sends.send(ctx, arg, func(row db.CreateMessageRow) {
-		out = toCreatedMessage(row, att)
+		out = toCreatedMessage(row, att, q)
 		s.publish(row.RecipientIds, messageSent(out))
 	})
 	if err != nil {
@@ -127,6 +145,9 @@ func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessagePa
 // sendParams validates a SendMessage request.
 func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 	p := sendMessageParams{ClientMsgID: req.GetClientMsgId()}
+	if r := req.GetReplyToSeq(); r != 0 {
+		p.ReplyToSeq = &r
+	}
 	switch t := req.GetTarget().(type) {
 	case *v1.SendMessageRequest_PeerId:
 		p.PeerID = &t.PeerId
@@ -164,6 +185,26 @@ func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 		return p, invalid("text: must not be blank")
 	}
 	return p, nil
+}
+
+// replyQuote reads the message a reply quotes, in the conversation the reply
+// goes to. When there is none, the caller may not post there at all
+// (sendTarget says why) or the seq is wrong.
+func (s *ChatServer) replyQuote(ctx context.Context, me int64, p sendMessageParams) (quoted, error) {
+	r, err := s.q.GetReplyQuote(ctx, db.GetReplyQuoteParams{SenderID: me, Seq: *p.ReplyToSeq, PeerID: p.PeerID, GroupID: p.GroupID})
+	if errors.Is(err, store.ErrNotFound) {
+		if _, err := s.sendTarget(ctx, me, p); err != nil {
+			return quoted{}, err
+		}
+		return quoted{}, errNoReplyTarget
+	}
+	if err != nil {
+		return quoted{}, fmt.Errorf("get reply quote: %w", err)
+	}
+	if r.RecalledAt != nil {
+		return quoted{}, errReplyRecalled
+	}
+	return quoted{SenderID: &r.SenderID, Body: r.Body, AttachmentKind: r.AttachmentKind, Caption: r.Caption}, nil
 }
 
 // sendTarget resolves the target of a send to a conversation the caller may
@@ -218,7 +259,7 @@ func (s *ChatServer) storedMessage(ctx context.Context, me int64, clientMsgID st
 	if r.Message.ConversationID != convID {
 		return nil, errClientMsgIDUsed
 	}
-	return &v1.SendMessageResponse{Message: toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize)}, nil
+	return &v1.SendMessageResponse{Message: toReadMessage(messageRow(r))}, nil
 }
 
 func (s *ChatServer) ListConversations(ctx context.Context, req *v1.ListConversationsRequest) (*v1.ListConversationsResponse, error) {
@@ -277,20 +318,21 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 	if limit == 0 {
 		limit = defaultMessageLimit
 	}
-	if _, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: p.ConversationID, MemberID: me}); err != nil {
+	cm, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: p.ConversationID, MemberID: me})
+	if err != nil {
 		return nil, fmt.Errorf("get conversation member: %w", err)
 	}
 	res := &v1.ListMessagesResponse{}
 	if p.AfterSeq != nil {
 		rows, err := s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{
-			ConversationID: p.ConversationID, AfterSeq: *p.AfterSeq, MaxRows: limit + 1,
+			ConversationID: p.ConversationID, AfterSeq: *p.AfterSeq, FloorSeq: cm.ClearedSeq, MaxRows: limit + 1,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list messages: %w", err)
 		}
 		res.HasMore = len(rows) > int(limit)
 		for _, r := range rows[:min(len(rows), int(limit))] {
-			res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+			res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
 		}
 		return res, nil
 	}
@@ -299,7 +341,7 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 		before = *p.BeforeSeq
 	}
 	rows, err := s.q.ListMessagesBeforeSeq(ctx, db.ListMessagesBeforeSeqParams{
-		ConversationID: p.ConversationID, BeforeSeq: before, MaxRows: limit + 1,
+		ConversationID: p.ConversationID, BeforeSeq: before, FloorSeq: cm.ClearedSeq, MaxRows: limit + 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
@@ -308,7 +350,7 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 	rows = rows[:min(len(rows), int(limit))]
 	slices.Reverse(rows)
 	for _, r := range rows {
-		res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+		res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
 	}
 	return res, nil
 }
@@ -361,7 +403,7 @@ func (s *ChatServer) RecallMessage(ctx context.Context, req *v1.RecallMessageReq
 	if err != nil {
 		return nil, fmt.Errorf("recall message: %w", err)
 	}
-	out := toMessage(m, nil, nil)
+	out := toMessage(m, nil, nil, quoted{})
 	if err := s.publishToConversation(ctx, p.ConversationID, 0, messageRecalled(out)); err != nil {
 		return nil, err
 	}
@@ -378,7 +420,7 @@ func (s *ChatServer) notRecalled(ctx context.Context, me int64, p messageRefPara
 	case r.Message.SenderID != me:
 		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only the sender may recall a message"))
 	case r.Message.RecalledAt != nil:
-		return &v1.RecallMessageResponse{Message: toMessage(r.Message, nil, nil)}, nil
+		return &v1.RecallMessageResponse{Message: toMessage(r.Message, nil, nil, quoted{})}, nil
 	default:
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("the recall window (%s) has passed", s.cfg.RecallWindow))
 	}

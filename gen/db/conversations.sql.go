@@ -48,7 +48,7 @@ func (q *Queries) CreateGroupConversation(ctx context.Context) (Conversation, er
 }
 
 const getConversationMember = `-- name: GetConversationMember :one
-SELECT conversation_id, member_id, role, read_seq, joined_at FROM conversation_members WHERE conversation_id = $1 AND member_id = $2
+SELECT conversation_id, member_id, role, read_seq, joined_at, muted_until, muted_forever, pinned_at, archived, cleared_seq FROM conversation_members WHERE conversation_id = $1 AND member_id = $2
 `
 
 type GetConversationMemberParams struct {
@@ -65,6 +65,11 @@ func (q *Queries) GetConversationMember(ctx context.Context, arg GetConversation
 		&i.Role,
 		&i.ReadSeq,
 		&i.JoinedAt,
+		&i.MutedUntil,
+		&i.MutedForever,
+		&i.PinnedAt,
+		&i.Archived,
+		&i.ClearedSeq,
 	)
 	return i, err
 }

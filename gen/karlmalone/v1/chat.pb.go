@@ -243,7 +243,9 @@ type SendMessageRequest struct {
 	//
 	//	*SendMessageRequest_Text
 	//	*SendMessageRequest_Attachment
-	Content       isSendMessageRequest_Content `protobuf_oneof:"content"`
+	Content isSendMessageRequest_Content `protobuf_oneof:"content"`
+	// Quote a message of the same conversation (its seq); 0: not a reply.
+	ReplyToSeq    int64 `protobuf:"varint,20,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +335,13 @@ func (x *SendMessageRequest) GetAttachment() *Attachment {
 		}
 	}
 	return nil
+}
+
+func (x *SendMessageRequest) GetReplyToSeq() int64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
 }
 
 type isSendMessageRequest_Target interface {
@@ -889,6 +898,167 @@ func (x *RecallMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// ForwardMessageRequest names a message to copy and where to copy it.
+type ForwardMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation of the message to forward; the caller must be able to
+	// read it there (a member, and not cleared from the caller's history).
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq; a recalled message cannot be forwarded.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Where the copy goes, under SendMessage's rules.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*ForwardMessageRequest_PeerId
+	//	*ForwardMessageRequest_GroupId
+	Target isForwardMessageRequest_Target `protobuf_oneof:"target"`
+	// The idempotency key of the copy, as in SendMessage.
+	ClientMsgId   string `protobuf:"bytes,5,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMessageRequest) Reset() {
+	*x = ForwardMessageRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMessageRequest) ProtoMessage() {}
+
+func (x *ForwardMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMessageRequest.ProtoReflect.Descriptor instead.
+func (*ForwardMessageRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ForwardMessageRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetTarget() isForwardMessageRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *ForwardMessageRequest) GetPeerId() int64 {
+	if x != nil {
+		if x, ok := x.Target.(*ForwardMessageRequest_PeerId); ok {
+			return x.PeerId
+		}
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetGroupId() int64 {
+	if x != nil {
+		if x, ok := x.Target.(*ForwardMessageRequest_GroupId); ok {
+			return x.GroupId
+		}
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+type isForwardMessageRequest_Target interface {
+	isForwardMessageRequest_Target()
+}
+
+type ForwardMessageRequest_PeerId struct {
+	// A contact's member id.
+	PeerId int64 `protobuf:"varint,3,opt,name=peer_id,json=peerId,proto3,oneof"`
+}
+
+type ForwardMessageRequest_GroupId struct {
+	// A group the caller belongs to.
+	GroupId int64 `protobuf:"varint,4,opt,name=group_id,json=groupId,proto3,oneof"`
+}
+
+func (*ForwardMessageRequest_PeerId) isForwardMessageRequest_Target() {}
+
+func (*ForwardMessageRequest_GroupId) isForwardMessageRequest_Target() {}
+
+// ForwardMessageResponse carries the copy.
+type ForwardMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new message, with forwarded set.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMessageResponse) Reset() {
+	*x = ForwardMessageResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMessageResponse) ProtoMessage() {}
+
+func (x *ForwardMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMessageResponse.ProtoReflect.Descriptor instead.
+func (*ForwardMessageResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ForwardMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 // SendTypingRequest says the caller is typing.
 type SendTypingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -900,7 +1070,7 @@ type SendTypingRequest struct {
 
 func (x *SendTypingRequest) Reset() {
 	*x = SendTypingRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1082,7 @@ func (x *SendTypingRequest) String() string {
 func (*SendTypingRequest) ProtoMessage() {}
 
 func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1095,7 @@ func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingRequest.ProtoReflect.Descriptor instead.
 func (*SendTypingRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendTypingRequest) GetConversationId() int64 {
@@ -944,7 +1114,7 @@ type SendTypingResponse struct {
 
 func (x *SendTypingResponse) Reset() {
 	*x = SendTypingResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1126,7 @@ func (x *SendTypingResponse) String() string {
 func (*SendTypingResponse) ProtoMessage() {}
 
 func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1139,7 @@ func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingResponse.ProtoReflect.Descriptor instead.
 func (*SendTypingResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 // SubscribeRequest opens the caller's event stream.
@@ -981,7 +1151,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1163,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1176,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 // SubscribeResponse is one event.
@@ -1020,7 +1190,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1202,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1215,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeResponse) GetEvent() *Event {
@@ -1071,7 +1241,7 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\funread_count\x18\b \x01(\x03R\vunreadCount\x129\n" +
 	"\n" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\x06\n" +
-	"\x04with\"\xd8\x01\n" +
+	"\x04with\"\xfa\x01\n" +
 	"\x12SendMessageRequest\x12\x19\n" +
 	"\apeer_id\x18\x01 \x01(\x03H\x00R\x06peerId\x12\x1b\n" +
 	"\bgroup_id\x18\x02 \x01(\x03H\x00R\agroupId\x12\"\n" +
@@ -1079,7 +1249,9 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x04text\x18\x04 \x01(\tH\x01R\x04text\x12;\n" +
 	"\n" +
 	"attachment\x18\x05 \x01(\v2\x19.karlmalone.v1.AttachmentH\x01R\n" +
-	"attachmentB\b\n" +
+	"attachment\x12 \n" +
+	"\freply_to_seq\x18\x14 \x01(\x03R\n" +
+	"replyToSeqB\b\n" +
 	"\x06targetB\t\n" +
 	"\acontent\"G\n" +
 	"\x13SendMessageResponse\x120\n" +
@@ -1111,6 +1283,15 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\"I\n" +
 	"\x15RecallMessageResponse\x120\n" +
+	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"\xb8\x01\n" +
+	"\x15ForwardMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x19\n" +
+	"\apeer_id\x18\x03 \x01(\x03H\x00R\x06peerId\x12\x1b\n" +
+	"\bgroup_id\x18\x04 \x01(\x03H\x00R\agroupId\x12\"\n" +
+	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgIdB\b\n" +
+	"\x06target\"J\n" +
+	"\x16ForwardMessageResponse\x120\n" +
 	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"<\n" +
 	"\x11SendTypingRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\"\x14\n" +
@@ -1121,13 +1302,14 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xfc\x04\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xdb\x05\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\fListMessages\x12\".karlmalone.v1.ListMessagesRequest\x1a#.karlmalone.v1.ListMessagesResponse\"\x03\x90\x02\x01\x12K\n" +
 	"\bMarkRead\x12\x1e.karlmalone.v1.MarkReadRequest\x1a\x1f.karlmalone.v1.MarkReadResponse\x12Z\n" +
-	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12Q\n" +
+	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12]\n" +
+	"\x0eForwardMessage\x12$.karlmalone.v1.ForwardMessageRequest\x1a%.karlmalone.v1.ForwardMessageResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
 	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01B\xb4\x01\n" +
@@ -1146,7 +1328,7 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
 	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
@@ -1160,48 +1342,53 @@ var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(*MarkReadResponse)(nil),          // 9: karlmalone.v1.MarkReadResponse
 	(*RecallMessageRequest)(nil),      // 10: karlmalone.v1.RecallMessageRequest
 	(*RecallMessageResponse)(nil),     // 11: karlmalone.v1.RecallMessageResponse
-	(*SendTypingRequest)(nil),         // 12: karlmalone.v1.SendTypingRequest
-	(*SendTypingResponse)(nil),        // 13: karlmalone.v1.SendTypingResponse
-	(*SubscribeRequest)(nil),          // 14: karlmalone.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 15: karlmalone.v1.SubscribeResponse
-	(*Member)(nil),                    // 16: karlmalone.v1.Member
-	(*Group)(nil),                     // 17: karlmalone.v1.Group
-	(*Message)(nil),                   // 18: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 20: karlmalone.v1.Attachment
-	(*Event)(nil),                     // 21: karlmalone.v1.Event
+	(*ForwardMessageRequest)(nil),     // 12: karlmalone.v1.ForwardMessageRequest
+	(*ForwardMessageResponse)(nil),    // 13: karlmalone.v1.ForwardMessageResponse
+	(*SendTypingRequest)(nil),         // 14: karlmalone.v1.SendTypingRequest
+	(*SendTypingResponse)(nil),        // 15: karlmalone.v1.SendTypingResponse
+	(*SubscribeRequest)(nil),          // 16: karlmalone.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 17: karlmalone.v1.SubscribeResponse
+	(*Member)(nil),                    // 18: karlmalone.v1.Member
+	(*Group)(nil),                     // 19: karlmalone.v1.Group
+	(*Message)(nil),                   // 20: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
+	(*Attachment)(nil),                // 22: karlmalone.v1.Attachment
+	(*Event)(nil),                     // 23: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	16, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	17, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	18, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	19, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	18, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	18, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	19, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	20, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	21, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	20, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
 	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	18, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	18, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	21, // 10: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	2,  // 11: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 12: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 13: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 14: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 15: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 16: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	14, // 17: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	3,  // 18: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 19: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 20: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 21: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 22: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 23: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	15, // 24: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	20, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	20, // 10: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
+	23, // 11: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	2,  // 12: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 13: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 14: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 15: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 16: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 17: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
+	14, // 18: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	16, // 19: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	3,  // 20: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 21: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 22: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 23: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 24: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 25: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
+	15, // 26: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	17, // 27: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1227,13 +1414,17 @@ func file_karlmalone_v1_chat_proto_init() {
 		(*ListMessagesRequest_AfterSeq)(nil),
 		(*ListMessagesRequest_BeforeSeq)(nil),
 	}
+	file_karlmalone_v1_chat_proto_msgTypes[11].OneofWrappers = []any{
+		(*ForwardMessageRequest_PeerId)(nil),
+		(*ForwardMessageRequest_GroupId)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

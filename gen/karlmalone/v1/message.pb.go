@@ -182,7 +182,11 @@ type Message struct {
 	// When the server stored the message.
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// Set when the sender recalled the message; its content is then empty.
-	RecalledAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
+	RecalledAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
+	// The message this one replies to, with a preview (docs/CHAT-FEATURES.md).
+	ReplyTo *ReplyPreview `protobuf:"bytes,20,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// True for a copy made by ChatService.ForwardMessage.
+	Forwarded     bool `protobuf:"varint,21,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -284,6 +288,20 @@ func (x *Message) GetRecalledAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Message) GetReplyTo() *ReplyPreview {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return nil
+}
+
+func (x *Message) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
 type isMessage_Content interface {
 	isMessage_Content()
 }
@@ -302,6 +320,91 @@ func (*Message_Text) isMessage_Content() {}
 
 func (*Message_Attachment) isMessage_Content() {}
 
+// ReplyPreview is the message a reply quotes, as the server resolves it: in
+// ListMessages and ListConversations at the time of reading (so it shows a
+// recall or an edit), in a pushed message at the time of sending.
+type ReplyPreview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quoted message's seq, in the reply's conversation.
+	Seq int64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Who sent the quoted message.
+	SenderId int64 `protobuf:"varint,2,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// The first 100 characters of its text, or of its attachment's caption.
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// Set when the quoted message is an attachment.
+	AttachmentKind AttachmentKind `protobuf:"varint,4,opt,name=attachment_kind,json=attachmentKind,proto3,enum=karlmalone.v1.AttachmentKind" json:"attachment_kind,omitempty"`
+	// True once the quoted message is recalled ("message unavailable"): text
+	// and attachment_kind are then empty.
+	Unavailable   bool `protobuf:"varint,5,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyPreview) Reset() {
+	*x = ReplyPreview{}
+	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyPreview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyPreview) ProtoMessage() {}
+
+func (x *ReplyPreview) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyPreview.ProtoReflect.Descriptor instead.
+func (*ReplyPreview) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReplyPreview) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReplyPreview) GetSenderId() int64 {
+	if x != nil {
+		return x.SenderId
+	}
+	return 0
+}
+
+func (x *ReplyPreview) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *ReplyPreview) GetAttachmentKind() AttachmentKind {
+	if x != nil {
+		return x.AttachmentKind
+	}
+	return AttachmentKind_ATTACHMENT_KIND_UNSPECIFIED
+}
+
+func (x *ReplyPreview) GetUnavailable() bool {
+	if x != nil {
+		return x.Unavailable
+	}
+	return false
+}
+
 var File_karlmalone_v1_message_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_message_proto_rawDesc = "" +
@@ -313,7 +416,7 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x04kind\x12\x18\n" +
 	"\acaption\x18\x03 \x01(\tR\acaption\x12!\n" +
 	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\xd5\x02\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\xab\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -325,8 +428,16 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"attachment\x123\n" +
 	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12;\n" +
 	"\vrecalled_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recalledAtB\t\n" +
-	"\acontent*\x81\x01\n" +
+	"recalledAt\x126\n" +
+	"\breply_to\x18\x14 \x01(\v2\x1b.karlmalone.v1.ReplyPreviewR\areplyTo\x12\x1c\n" +
+	"\tforwarded\x18\x15 \x01(\bR\tforwardedB\t\n" +
+	"\acontent\"\xbb\x01\n" +
+	"\fReplyPreview\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x02 \x01(\x03R\bsenderId\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12F\n" +
+	"\x0fattachment_kind\x18\x04 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x0eattachmentKind\x12 \n" +
+	"\vunavailable\x18\x05 \x01(\bR\vunavailable*\x81\x01\n" +
 	"\x0eAttachmentKind\x12\x1f\n" +
 	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x18\n" +
@@ -347,23 +458,26 @@ func file_karlmalone_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_karlmalone_v1_message_proto_goTypes = []any{
 	(AttachmentKind)(0),           // 0: karlmalone.v1.AttachmentKind
 	(*Attachment)(nil),            // 1: karlmalone.v1.Attachment
 	(*Message)(nil),               // 2: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*ReplyPreview)(nil),          // 3: karlmalone.v1.ReplyPreview
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_karlmalone_v1_message_proto_depIdxs = []int32{
 	0, // 0: karlmalone.v1.Attachment.kind:type_name -> karlmalone.v1.AttachmentKind
 	1, // 1: karlmalone.v1.Message.attachment:type_name -> karlmalone.v1.Attachment
-	3, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	3, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	4, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
+	3, // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
+	0, // 5: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_message_proto_init() }
@@ -381,7 +495,7 @@ func file_karlmalone_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_message_proto_rawDesc), len(file_karlmalone_v1_message_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

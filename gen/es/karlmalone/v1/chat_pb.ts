@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/chat.proto.
  */
 export const file_karlmalone_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCKoAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIAUIICgZ0YXJnZXRCCQoHY29udGVudCI+ChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2UiQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImgKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmthcmxtYWxvbmUudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ0ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxITCglhZnRlcl9zZXEYAiABKANIABIUCgpiZWZvcmVfc2VxGAMgASgDSAASDQoFbGltaXQYBCABKAVCCgoIcG9zaXRpb24iUgoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAiABKAgiNwoPTWFya1JlYWRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMiJAoQTWFya1JlYWRSZXNwb25zZRIQCghyZWFkX3NlcRgBIAEoAyI8ChRSZWNhbGxNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIkAKFVJlY2FsbE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIy/AQKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USUQoKU2VuZFR5cGluZxIgLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1JlcXVlc3QaIS5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXNwb25zZRJQCglTdWJzY3JpYmUSHy5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFCtAEKEWNvbS5rYXJsbWFsb25lLnYxQglDaGF0UHJvdG9QAVo/Z2l0aHViLmNvbS9rYXJsbWFsb25lL2thcmxtYWxvbmUvZ2VuL2thcmxtYWxvbmUvdjE7a2FybG1hbG9uZXYxogIDS1hYqgINS2FybG1hbG9uZS5WMcoCDUthcmxtYWxvbmVcVjHiAhlLYXJsbWFsb25lXFYxXEdQQk1ldGFkYXRh6gIOS2FybG1hbG9uZTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCK+AQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIARIUCgxyZXBseV90b19zZXEYFCABKANCCAoGdGFyZ2V0QgkKB2NvbnRlbnQiPgoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJoChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidAoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEwoJYWZ0ZXJfc2VxGAIgASgDSAASFAoKYmVmb3JlX3NlcRgDIAEoA0gAEg0KBWxpbWl0GAQgASgFQgoKCHBvc2l0aW9uIlIKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIiQKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMiPAoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJAChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSKFAQoVRm9yd2FyZE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoHcGVlcl9pZBgDIAEoA0gAEhIKCGdyb3VwX2lkGAQgASgDSAASFQoNY2xpZW50X21zZ19pZBgFIAEoCUIICgZ0YXJnZXQiQQoWRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIy2wUKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJRCgpTZW5kVHlwaW5nEiAua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVxdWVzdBohLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1Jlc3BvbnNlElAKCVN1YnNjcmliZRIfLmthcmxtYWxvbmUudjEuU3Vic2NyaWJlUmVxdWVzdBogLmthcmxtYWxvbmUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAUK0AQoRY29tLmthcmxtYWxvbmUudjFCCUNoYXRQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
 
 /**
  * Conversation is one of the caller's conversations.
@@ -166,6 +166,13 @@ export type SendMessageRequest = Message<"karlmalone.v1.SendMessageRequest"> & {
     value: Attachment;
     case: "attachment";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Quote a message of the same conversation (its seq); 0: not a reply.
+   *
+   * @generated from field: int64 reply_to_seq = 20;
+   */
+  replyToSeq: bigint;
 };
 
 /**
@@ -430,6 +437,86 @@ export const RecallMessageResponseSchema: GenMessage<RecallMessageResponse> = /*
   messageDesc(file_karlmalone_v1_chat, 10);
 
 /**
+ * ForwardMessageRequest names a message to copy and where to copy it.
+ *
+ * @generated from message karlmalone.v1.ForwardMessageRequest
+ */
+export type ForwardMessageRequest = Message<"karlmalone.v1.ForwardMessageRequest"> & {
+  /**
+   * The conversation of the message to forward; the caller must be able to
+   * read it there (a member, and not cleared from the caller's history).
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq; a recalled message cannot be forwarded.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * Where the copy goes, under SendMessage's rules.
+   *
+   * @generated from oneof karlmalone.v1.ForwardMessageRequest.target
+   */
+  target: {
+    /**
+     * A contact's member id.
+     *
+     * @generated from field: int64 peer_id = 3;
+     */
+    value: bigint;
+    case: "peerId";
+  } | {
+    /**
+     * A group the caller belongs to.
+     *
+     * @generated from field: int64 group_id = 4;
+     */
+    value: bigint;
+    case: "groupId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The idempotency key of the copy, as in SendMessage.
+   *
+   * @generated from field: string client_msg_id = 5;
+   */
+  clientMsgId: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.ForwardMessageRequest.
+ * Use `create(ForwardMessageRequestSchema)` to create a new message.
+ */
+export const ForwardMessageRequestSchema: GenMessage<ForwardMessageRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 11);
+
+/**
+ * ForwardMessageResponse carries the copy.
+ *
+ * @generated from message karlmalone.v1.ForwardMessageResponse
+ */
+export type ForwardMessageResponse = Message<"karlmalone.v1.ForwardMessageResponse"> & {
+  /**
+   * The new message, with forwarded set.
+   *
+   * @generated from field: karlmalone.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.ForwardMessageResponse.
+ * Use `create(ForwardMessageResponseSchema)` to create a new message.
+ */
+export const ForwardMessageResponseSchema: GenMessage<ForwardMessageResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 12);
+
+/**
  * SendTypingRequest says the caller is typing.
  *
  * @generated from message karlmalone.v1.SendTypingRequest
@@ -448,7 +535,7 @@ export type SendTypingRequest = Message<"karlmalone.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 11);
+  messageDesc(file_karlmalone_v1_chat, 13);
 
 /**
  * SendTypingResponse is empty.
@@ -463,7 +550,7 @@ export type SendTypingResponse = Message<"karlmalone.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 12);
+  messageDesc(file_karlmalone_v1_chat, 14);
 
 /**
  * SubscribeRequest opens the caller's event stream.
@@ -478,7 +565,7 @@ export type SubscribeRequest = Message<"karlmalone.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 13);
+  messageDesc(file_karlmalone_v1_chat, 15);
 
 /**
  * SubscribeResponse is one event.
@@ -499,7 +586,7 @@ export type SubscribeResponse = Message<"karlmalone.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 14);
+  messageDesc(file_karlmalone_v1_chat, 16);
 
 /**
  * ConversationKind tells one-to-one from group conversations.
@@ -592,6 +679,18 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof RecallMessageRequestSchema;
     output: typeof RecallMessageResponseSchema;
+  },
+  /**
+   * ForwardMessage copies a message the caller can read into another
+   * conversation the caller may post in, marked forwarded (an attachment is
+   * shared, not copied). Idempotent on client_msg_id, like SendMessage.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.ForwardMessage
+   */
+  forwardMessage: {
+    methodKind: "unary";
+    input: typeof ForwardMessageRequestSchema;
+    output: typeof ForwardMessageResponseSchema;
   },
   /**
    * SendTyping tells the conversation's other members that the caller is typing.

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/message.proto.
  */
 export const file_karlmalone_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDIoMCCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCQoHY29udGVudCqBAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESGAoUQVRUQUNITUVOVF9LSU5EX0ZJTEUQAhIZChVBVFRBQ0hNRU5UX0tJTkRfVk9JQ0UQA0K3AQoRY29tLmthcmxtYWxvbmUudjFCDE1lc3NhZ2VQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDIsUCCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIcmVwbHlfdG8YFCABKAsyGy5rYXJsbWFsb25lLnYxLlJlcGx5UHJldmlldxIRCglmb3J3YXJkZWQYFSABKAhCCQoHY29udGVudCKJAQoMUmVwbHlQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAMSDAoEdGV4dBgDIAEoCRI2Cg9hdHRhY2htZW50X2tpbmQYBCABKA4yHS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRLaW5kEhMKC3VuYXZhaWxhYmxlGAUgASgIKoEBCg5BdHRhY2htZW50S2luZBIfChtBVFRBQ0hNRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIZChVBVFRBQ0hNRU5UX0tJTkRfSU1BR0UQARIYChRBVFRBQ0hNRU5UX0tJTkRfRklMRRACEhkKFUFUVEFDSE1FTlRfS0lORF9WT0lDRRADQrcBChFjb20ua2FybG1hbG9uZS52MUIMTWVzc2FnZVByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Attachment references an uploaded file (POST /v1/attachments).
@@ -133,6 +133,20 @@ export type Message = Message$1<"karlmalone.v1.Message"> & {
    * @generated from field: google.protobuf.Timestamp recalled_at = 8;
    */
   recalledAt?: Timestamp | undefined;
+
+  /**
+   * The message this one replies to, with a preview (docs/CHAT-FEATURES.md).
+   *
+   * @generated from field: karlmalone.v1.ReplyPreview reply_to = 20;
+   */
+  replyTo?: ReplyPreview | undefined;
+
+  /**
+   * True for a copy made by ChatService.ForwardMessage.
+   *
+   * @generated from field: bool forwarded = 21;
+   */
+  forwarded: boolean;
 };
 
 /**
@@ -141,6 +155,58 @@ export type Message = Message$1<"karlmalone.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_karlmalone_v1_message, 1);
+
+/**
+ * ReplyPreview is the message a reply quotes, as the server resolves it: in
+ * ListMessages and ListConversations at the time of reading (so it shows a
+ * recall or an edit), in a pushed message at the time of sending.
+ *
+ * @generated from message karlmalone.v1.ReplyPreview
+ */
+export type ReplyPreview = Message$1<"karlmalone.v1.ReplyPreview"> & {
+  /**
+   * The quoted message's seq, in the reply's conversation.
+   *
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * Who sent the quoted message.
+   *
+   * @generated from field: int64 sender_id = 2;
+   */
+  senderId: bigint;
+
+  /**
+   * The first 100 characters of its text, or of its attachment's caption.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * Set when the quoted message is an attachment.
+   *
+   * @generated from field: karlmalone.v1.AttachmentKind attachment_kind = 4;
+   */
+  attachmentKind: AttachmentKind;
+
+  /**
+   * True once the quoted message is recalled ("message unavailable"): text
+   * and attachment_kind are then empty.
+   *
+   * @generated from field: bool unavailable = 5;
+   */
+  unavailable: boolean;
+};
+
+/**
+ * Describes the message karlmalone.v1.ReplyPreview.
+ * Use `create(ReplyPreviewSchema)` to create a new message.
+ */
+export const ReplyPreviewSchema: GenMessage<ReplyPreview> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_message, 2);
 
 /**
  * AttachmentKind says how a client should present an attachment.

@@ -46,6 +46,9 @@ const (
 	// ChatServiceRecallMessageProcedure is the fully-qualified name of the ChatService's RecallMessage
 	// RPC.
 	ChatServiceRecallMessageProcedure = "/karlmalone.v1.ChatService/RecallMessage"
+	// ChatServiceForwardMessageProcedure is the fully-qualified name of the ChatService's
+	// ForwardMessage RPC.
+	ChatServiceForwardMessageProcedure = "/karlmalone.v1.ChatService/ForwardMessage"
 	// ChatServiceSendTypingProcedure is the fully-qualified name of the ChatService's SendTyping RPC.
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
 	// ChatServiceSubscribeProcedure is the fully-qualified name of the ChatService's Subscribe RPC.
@@ -66,6 +69,10 @@ type ChatServiceClient interface {
 	MarkRead(context.Context, *v1.MarkReadRequest) (*v1.MarkReadResponse, error)
 	// RecallMessage withdraws the caller's own message within the recall window.
 	RecallMessage(context.Context, *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error)
+	// ForwardMessage copies a message the caller can read into another
+	// conversation the caller may post in, marked forwarded (an attachment is
+	// shared, not copied). Idempotent on client_msg_id, like SendMessage.
+	ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -116,6 +123,12 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("RecallMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		forwardMessage: connect.NewClient[v1.ForwardMessageRequest, v1.ForwardMessageResponse](
+			httpClient,
+			baseURL+ChatServiceForwardMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("ForwardMessage")),
+			connect.WithClientOptions(opts...),
+		),
 		sendTyping: connect.NewClient[v1.SendTypingRequest, v1.SendTypingResponse](
 			httpClient,
 			baseURL+ChatServiceSendTypingProcedure,
@@ -138,6 +151,7 @@ type chatServiceClient struct {
 	listMessages      *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
 	markRead          *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
 	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
+	forwardMessage    *connect.Client[v1.ForwardMessageRequest, v1.ForwardMessageResponse]
 	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
 	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 }
@@ -187,6 +201,15 @@ func (c *chatServiceClient) RecallMessage(ctx context.Context, req *v1.RecallMes
 	return nil, err
 }
 
+// ForwardMessage calls karlmalone.v1.ChatService.ForwardMessage.
+func (c *chatServiceClient) ForwardMessage(ctx context.Context, req *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error) {
+	response, err := c.forwardMessage.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // SendTyping calls karlmalone.v1.ChatService.SendTyping.
 func (c *chatServiceClient) SendTyping(ctx context.Context, req *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
 	response, err := c.sendTyping.CallUnary(ctx, connect.NewRequest(req))
@@ -215,6 +238,10 @@ type ChatServiceHandler interface {
 	MarkRead(context.Context, *v1.MarkReadRequest) (*v1.MarkReadResponse, error)
 	// RecallMessage withdraws the caller's own message within the recall window.
 	RecallMessage(context.Context, *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error)
+	// ForwardMessage copies a message the caller can read into another
+	// conversation the caller may post in, marked forwarded (an attachment is
+	// shared, not copied). Idempotent on client_msg_id, like SendMessage.
+	ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -261,6 +288,12 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("RecallMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceForwardMessageHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceForwardMessageProcedure,
+		svc.ForwardMessage,
+		connect.WithSchema(chatServiceMethods.ByName("ForwardMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	chatServiceSendTypingHandler := connect.NewUnaryHandlerSimple(
 		ChatServiceSendTypingProcedure,
 		svc.SendTyping,
@@ -285,6 +318,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceMarkReadHandler.ServeHTTP(w, r)
 		case ChatServiceRecallMessageProcedure:
 			chatServiceRecallMessageHandler.ServeHTTP(w, r)
+		case ChatServiceForwardMessageProcedure:
+			chatServiceForwardMessageHandler.ServeHTTP(w, r)
 		case ChatServiceSendTypingProcedure:
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
 		case ChatServiceSubscribeProcedure:
@@ -316,6 +351,10 @@ func (UnimplementedChatServiceHandler) MarkRead(context.Context, *v1.MarkReadReq
 
 func (UnimplementedChatServiceHandler) RecallMessage(context.Context, *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.RecallMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.ForwardMessage is not implemented"))
 }
 
 func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {

@@ -1,0 +1,65 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/karlmalone/karlmalone/gen/db"
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+)
+
+// The message features of ChatService beyond sending and reading: forwards,
+// edits, reactions and per-member conversation settings
+// (docs/CHAT-FEATURES.md). Replies and mentions ride on SendMessage (chat.go).
+
+type forwardMessageParams struct {
+	ConversationID int64  `name:"conversation_id" validate:"gt=0"`
+	Seq            int64  `name:"seq" validate:"gt=0"`
+	PeerID         *int64 `name:"peer_id" validate:"omitnil,gt=0"`
+	GroupID        *int64 `name:"group_id" validate:"omitnil,gt=0"`
+	ClientMsgID    string `name:"client_msg_id" validate:"required,max=64"`
+}
+
+// ForwardMessage copies a message the caller can read into a conversation it
+// may post in, through the send path (rate limit, pipeline, idempotency). An
+// attachment is shared, not copied: the copy carries the same attachment id,
+// which the new conversation's members may then download (CanReadAttachment).
+func (s *ChatServer) ForwardMessage(ctx context.Context, req *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error) {
+	me := callerFrom(ctx).MemberID
+	if !s.sendLimiter.allow(me, s.now()) {
+		return nil, errSendRateLimited
+	}
+	fp := forwardMessageParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq(), ClientMsgID: req.GetClientMsgId()}
+	switch t := req.GetTarget().(type) {
+	case *v1.ForwardMessageRequest_PeerId:
+		fp.PeerID = &t.PeerId
+	case *v1.ForwardMessageRequest_GroupId:
+		fp.GroupID = &t.GroupId
+	default:
+		return nil, invalid("target: set peer_id or group_id")
+	}
+	if err := check(fp); err != nil {
+		return nil, err
+	}
+	src, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: fp.ConversationID, Seq: fp.Seq, MemberID: me})
+	if err != nil {
+		return nil, fmt.Errorf("get message to forward: %w", err)
+	}
+	m := src.Message
+	if m.RecalledAt != nil {
+		return nil, errForwardRecalled
+	}
+	arg := db.CreateMessageParams{
+		PeerID: fp.PeerID, GroupID: fp.GroupID, SenderID: me, ClientMsgID: fp.ClientMsgID, Forwarded: true,
+		Body: m.Body, AttachmentID: m.AttachmentID, AttachmentKind: m.AttachmentKind, Caption: m.Caption,
+	}
+	var att *db.Attachment
+	if m.AttachmentID != nil {
+		att = &db.Attachment{ID: *m.AttachmentID, ContentType: deref(src.AttachmentContentType), Size: deref(src.AttachmentSize)}
+	}
+	res, err := s.send(ctx, me, sendMessageParams{PeerID: fp.PeerID, GroupID: fp.GroupID, ClientMsgID: fp.ClientMsgID}, arg, att, quoted{})
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ForwardMessageResponse{Message: res.GetMessage()}, nil
+}

@@ -1,0 +1,200 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+)
+
+// The message features of docs/CHAT-FEATURES.md, through the public API:
+// Connect clients, raw JSON, and push sockets of every device concerned (the
+// actor's other devices included).
+
+// replyText is a text message to a peer or a group that quotes replyTo.
+func replyText(req *v1.SendMessageRequest, replyTo int64) *v1.SendMessageRequest {
+	req.ReplyToSeq = replyTo
+	return req
+}
+
+// history reads a conversation's newest messages as c sees them.
+func history(t testing.TB, c *client, convID int64) []*v1.Message {
+	t.Helper()
+	res, err := c.Chat.ListMessages(context.Background(), &v1.ListMessagesRequest{ConversationId: convID, Limit: 200})
+	if err != nil {
+		t.Fatalf("ListMessages %d: %v", convID, err)
+	}
+	return res.GetMessages()
+}
+
+// messageAt is the message with seq in msgs (nil if none).
+func messageAt(msgs []*v1.Message, seq int64) *v1.Message {
+	for _, m := range msgs {
+		if m.GetSeq() == seq {
+			return m
+		}
+	}
+	return nil
+}
+
+func TestChatReplies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b, stranger := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "sam")
+	a2 := e.login(t, a.Phone, a.Password) // ann's second device
+	conv := makeContacts(t, a, b)
+	other := makeContacts(t, a, stranger)
+	long := strings.Repeat("é", 150)
+	chatSend(t, a, peerText(b.ID, "m1", "hello bob"))
+	chatSend(t, a, peerText(b.ID, "m2", long))
+	for i := range 3 {
+		chatSend(t, a, peerText(stranger.ID, fmt.Sprint("o", i), "elsewhere")) // seqs 1..3 of another conversation
+	}
+	aEv, a2Ev := e.connect(t, a), e.connect(t, a2)
+
+	step(t, "a reply carries the quoted message's preview, pushed to every device", func(t *testing.T) {
+		got := chatSend(t, b, replyText(peerText(a.ID, "r1", "hi!"), 1))
+		want := sentText(conv, 3, b.ID, "r1", "hi!")
+		want.ReplyTo = &v1.ReplyPreview{Seq: 1, SenderId: a.ID, Text: "hello bob"}
+		wantProto(t, "reply", want, got, anyTime)
+		for _, ev := range []*events{aEv, a2Ev} {
+			wantProto(t, "pushed reply", want, ev.nextWhere(isMessage).GetMessage(), anyTime)
+		}
+		wantProto(t, "listed reply", want, messageAt(history(t, a, conv), 3), anyTime)
+	})
+
+	step(t, "the preview is the first 100 characters", func(t *testing.T) {
+		got := chatSend(t, b, replyText(peerText(a.ID, "r2", "so long"), 2))
+		if txt := got.GetReplyTo().GetText(); txt != strings.Repeat("é", 100) {
+			t.Fatalf("preview %q (%d runes)", txt, len([]rune(txt)))
+		}
+	})
+
+	step(t, "a recalled quote becomes unavailable in history", func(t *testing.T) {
+		if _, err := a.Chat.RecallMessage(context.Background(), &v1.RecallMessageRequest{ConversationId: conv, Seq: 1}); err != nil {
+			t.Fatal(err)
+		}
+		wantProto(t, "quote after recall", &v1.ReplyPreview{Seq: 1, Unavailable: true}, messageAt(history(t, b, conv), 3).GetReplyTo())
+	})
+
+	step(t, "what may not be quoted", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			c    *client
+			req  *v1.SendMessageRequest
+			code connect.Code
+		}{
+			{"a recalled message", b, replyText(peerText(a.ID, "x1", "re"), 1), connect.CodeFailedPrecondition},
+			{"a seq not yet sent", b, replyText(peerText(a.ID, "x2", "re"), 99), connect.CodeNotFound},
+			// Seq 5 exists only in ann's other conversation.
+			{"another conversation's message", b, replyText(peerText(a.ID, "x3", "re"), 5), connect.CodeNotFound},
+			{"from outside the conversation", stranger, replyText(peerText(b.ID, "x4", "re"), 2), connect.CodePermissionDenied},
+		} {
+			_, err := tc.c.Chat.SendMessage(context.Background(), tc.req)
+			wantCode(t, err, tc.code)
+		}
+		_, err := b.Chat.SendMessage(context.Background(), replyText(peerText(a.ID, "x5", "re"), -1))
+		wantInvalid(t, err, "reply_to_seq")
+		if n := len(history(t, a, other)); n != 3 {
+			t.Fatalf("other conversation has %d messages", n)
+		}
+	})
+
+	step(t, "raw JSON", func(t *testing.T) {
+		status, body, raw := e.postJSON(t, "/karlmalone.v1.ChatService/SendMessage", b.Token,
+			fmt.Sprintf(`{"peerId":"%d","clientMsgId":"j1","text":"json reply","replyToSeq":"2"}`, a.ID))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, raw)
+		}
+		msg := body["message"].(map[string]any)
+		wantFields(t, "json reply preview", map[string]any{"seq": "2", "senderId": fmt.Sprint(a.ID)}, msg["replyTo"].(map[string]any))
+	})
+}
+
+func TestChatForward(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b, c, d := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cid"), e.register(t, "dan")
+	a2 := e.login(t, a.Phone, a.Password)
+	ab := makeContacts(t, a, b)
+	g := newGroup(t, a, c) // ann and cid; bob and dan are not in it
+	up := attUpload(t, e, b, "image/png", attBytes(pngHeader, 512))
+	chatSend(t, b, peerText(a.ID, "t1", "pass it on"))
+	attSend(t, b, a, up.ID) // seq 2
+	if res, _ := attGet(t, e, c.Token, up.ID, nil); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("cid downloads bob's attachment before any forward: %s", res.Status)
+	}
+	cEv, a2Ev := e.connect(t, c), e.connect(t, a2)
+	fwd := func(cl *client, seq int64, key string) (*v1.ForwardMessageResponse, error) {
+		return cl.Chat.ForwardMessage(context.Background(), &v1.ForwardMessageRequest{
+			ConversationId: ab, Seq: seq, ClientMsgId: key, Target: &v1.ForwardMessageRequest_GroupId{GroupId: g.GetId()},
+		})
+	}
+
+	step(t, "a text forward is a new message marked forwarded, pushed to the group and ann's other device", func(t *testing.T) {
+		res, err := fwd(a, 1, "f1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sentText(g.GetConversationId(), 1, a.ID, "f1", "pass it on")
+		want.Forwarded = true
+		wantProto(t, "forward", want, res.GetMessage(), anyTime)
+		for _, ev := range []*events{cEv, a2Ev} {
+			wantProto(t, "pushed forward", want, ev.nextWhere(isMessage).GetMessage(), anyTime)
+		}
+		again, err := fwd(a, 1, "f1") // a retry: the same message, no new seq
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantProto(t, "retried forward", want, again.GetMessage(), anyTime)
+	})
+
+	step(t, "an attachment is shared, not copied: the group may download it", func(t *testing.T) {
+		res, err := fwd(a, 2, "f2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		att := res.GetMessage().GetAttachment()
+		if att.GetId() != attID(t, up) || !res.GetMessage().GetForwarded() || att.GetContentType() != "image/png" || att.GetSize() != 512 {
+			t.Fatalf("forwarded attachment %v", res.GetMessage())
+		}
+		if got, _ := attGet(t, e, c.Token, up.ID, nil); got.StatusCode != http.StatusOK {
+			t.Fatalf("cid downloads the forwarded attachment: %s", got.Status)
+		}
+		if n := attRows(t, e); n != 1 {
+			t.Fatalf("%d attachment rows after the forward, want 1", n)
+		}
+	})
+
+	step(t, "who may forward what, and where", func(t *testing.T) {
+		_, err := fwd(d, 1, "d1") // dan cannot read ann and bob's conversation
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = fwd(b, 1, "b1") // bob can read it, but is not in the group
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = a.Chat.ForwardMessage(context.Background(), &v1.ForwardMessageRequest{
+			ConversationId: ab, Seq: 1, ClientMsgId: "d2", Target: &v1.ForwardMessageRequest_PeerId{PeerId: d.ID},
+		}) // ann and dan are not contacts
+		wantCode(t, err, connect.CodePermissionDenied)
+		if _, err := b.Chat.RecallMessage(context.Background(), &v1.RecallMessageRequest{ConversationId: ab, Seq: 1}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = fwd(a, 1, "f3")
+		wantCode(t, err, connect.CodeFailedPrecondition)
+		_, err = a.Chat.ForwardMessage(context.Background(), &v1.ForwardMessageRequest{ConversationId: ab, Seq: 2, ClientMsgId: "f4"})
+		wantInvalid(t, err, "target")
+	})
+
+	step(t, "raw JSON", func(t *testing.T) {
+		status, body, raw := e.postJSON(t, "/karlmalone.v1.ChatService/ForwardMessage", a.Token,
+			fmt.Sprintf(`{"conversationId":"%d","seq":"2","groupId":"%d","clientMsgId":"j1"}`, ab, g.GetId()))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, raw)
+		}
+		wantFields(t, "json forward", map[string]any{"forwarded": true, "senderId": fmt.Sprint(a.ID)}, body["message"].(map[string]any))
+	})
+}
