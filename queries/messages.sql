@@ -269,3 +269,20 @@ WHERE m.seq = @seq AND m.seq > cm.cleared_seq
       SELECT g.conversation_id FROM groups g WHERE g.id = sqlc.narg(group_id)::bigint
       LIMIT 1
   );
+
+-- name: EditMessage :one
+-- Replaces the text of a message: only by its sender while still a member,
+-- only a text message of its own (not recalled, not a forwarded copy), only
+-- within the window, judged by the database clock that also stamped sent_at.
+-- The earlier text is not kept.
+UPDATE messages m
+SET body = @body, edited_at = clock_timestamp()
+WHERE m.conversation_id = @conversation_id AND m.seq = @seq
+  AND m.sender_id = @sender_id
+  AND m.recalled_at IS NULL AND m.body IS NOT NULL AND NOT m.forwarded
+  AND m.sent_at > clock_timestamp() - sqlc.arg(window_micros)::bigint * '1 microsecond'::interval
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = @sender_id
+  )
+RETURNING *;

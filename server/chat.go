@@ -181,10 +181,24 @@ func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 			return p, invalid("%s: must not contain NUL characters", f.name)
 		}
 	}
-	if p.Text != nil && strings.TrimSpace(*p.Text) == "" {
-		return p, invalid("text: must not be blank")
+	if p.Text != nil {
+		if err := checkText("text", *p.Text); err != nil {
+			return p, err
+		}
 	}
 	return p, nil
+}
+
+// checkText refuses a message text that is blank or holds NUL (which
+// PostgreSQL text cannot); the length is the tags'.
+func checkText(field, text string) error {
+	if strings.ContainsRune(text, 0) {
+		return invalid("%s: must not contain NUL characters", field)
+	}
+	if strings.TrimSpace(text) == "" {
+		return invalid("%s: must not be blank", field)
+	}
+	return nil
 }
 
 // replyQuote reads the message a reply quotes, in the conversation the reply

@@ -2,10 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"connectrpc.com/connect"
 
 	"github.com/karlmalone/karlmalone/gen/db"
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/store"
 )
 
 // The message features of ChatService beyond sending and reading: forwards,
@@ -62,4 +66,59 @@ func (s *ChatServer) ForwardMessage(ctx context.Context, req *v1.ForwardMessageR
 		return nil, err
 	}
 	return &v1.ForwardMessageResponse{Message: res.GetMessage()}, nil
+}
+
+type editMessageParams struct {
+	ConversationID int64  `name:"conversation_id" validate:"gt=0"`
+	Seq            int64  `name:"seq" validate:"gt=0"`
+	Text           string `name:"text" validate:"min=1,max=4000"`
+}
+
+// EditMessage replaces the text of the caller's text message within the
+// edit window. Only the current text is kept: earlier versions are gone for
+// everyone, the sender included (docs/CHAT-FEATURES.md).
+func (s *ChatServer) EditMessage(ctx context.Context, req *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := editMessageParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq(), Text: req.GetText()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	if err := checkText("text", p.Text); err != nil {
+		return nil, err
+	}
+	m, err := s.q.EditMessage(ctx, db.EditMessageParams{
+		ConversationID: p.ConversationID, Seq: p.Seq, SenderID: me, Body: &p.Text, WindowMicros: s.cfg.EditWindow.Microseconds(),
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, s.notEdited(ctx, me, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("edit message: %w", err)
+	}
+	if err := s.publishToConversation(ctx, p.ConversationID, 0, messageEdited(toMessage(m, nil, nil, quoted{}))); err != nil {
+		return nil, err
+	}
+	// Read it back whole (attachment-free, but maybe a reply with its quote).
+	r, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me})
+	if err != nil {
+		return nil, fmt.Errorf("get edited message: %w", err)
+	}
+	return &v1.EditMessageResponse{Message: toReadMessage(r)}, nil
+}
+
+// notEdited explains an edit that changed nothing.
+func (s *ChatServer) notEdited(ctx context.Context, me int64, p editMessageParams) error {
+	r, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me})
+	switch {
+	case err != nil:
+		return fmt.Errorf("get message: %w", err)
+	case r.Message.SenderID != me:
+		return connect.NewError(connect.CodePermissionDenied, errors.New("only the sender may edit a message"))
+	case r.Message.RecalledAt != nil:
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("a recalled message cannot be edited"))
+	case r.Message.Body == nil || r.Message.Forwarded:
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("only a text message of your own can be edited (not an attachment, not a forwarded copy)"))
+	default:
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("the edit window (%s) has passed", s.cfg.EditWindow))
+	}
 }

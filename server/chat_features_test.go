@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
+	"github.com/karlmalone/karlmalone/server"
 )
 
 // The message features of docs/CHAT-FEATURES.md, through the public API:
@@ -197,4 +199,107 @@ func TestChatForward(t *testing.T) {
 		}
 		wantFields(t, "json forward", map[string]any{"forwarded": true, "senderId": fmt.Sprint(a.ID)}, body["message"].(map[string]any))
 	})
+}
+
+func TestChatEdits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b, c := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cid")
+	a2 := e.login(t, a.Phone, a.Password)
+	g := newGroup(t, a, b, c)
+	conv := g.GetConversationId()
+	chatSend(t, a, groupText(g.GetId(), "m1", "helo"))
+	chatSend(t, b, replyText(groupText(g.GetId(), "m2", "typo!"), 1))
+	up := attUpload(t, e, a, "image/png", attBytes(pngHeader, 64))
+	if _, err := a.Chat.SendMessage(context.Background(), &v1.SendMessageRequest{
+		Target: &v1.SendMessageRequest_GroupId{GroupId: g.GetId()}, ClientMsgId: "m3",
+		Content: &v1.SendMessageRequest_Attachment{Attachment: &v1.Attachment{Id: attID(t, up), Kind: v1.AttachmentKind_ATTACHMENT_KIND_IMAGE}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	edit := func(cl *client, seq int64, text string) (*v1.EditMessageResponse, error) {
+		return cl.Chat.EditMessage(context.Background(), &v1.EditMessageRequest{ConversationId: conv, Seq: seq, Text: text})
+	}
+	bEv, a2Ev := e.connect(t, b), e.connect(t, a2)
+
+	step(t, "the sender edits; every member and the sender's other devices see the new text", func(t *testing.T) {
+		res, err := edit(a, 1, "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sentText(conv, 1, a.ID, "m1", "hello")
+		want.EditedAt = set
+		wantProto(t, "edited", want, res.GetMessage(), anyTime)
+		for _, ev := range []*events{bEv, a2Ev} {
+			got := ev.nextWhere(func(ev *v1.Event) bool { return ev.GetMessageEdited() != nil }).GetMessageEdited()
+			wantProto(t, "message_edited", &v1.MessageEdited{ConversationId: conv, Seq: 1, SenderId: a.ID, Text: "hello", EditedAt: set}, got, anyTime)
+		}
+		msgs := history(t, c, conv)
+		wantProto(t, "listed", want, messageAt(msgs, 1), anyTime)
+		if txt := messageAt(msgs, 2).GetReplyTo().GetText(); txt != "hello" {
+			t.Fatalf("a reply's preview shows %q after the edit", txt)
+		}
+	})
+
+	step(t, "who may edit what", func(t *testing.T) {
+		_, err := edit(b, 1, "mine now") // not the sender
+		wantCode(t, err, connect.CodePermissionDenied)
+		_, err = edit(a, 3, "caption?") // an attachment
+		wantCode(t, err, connect.CodeFailedPrecondition)
+		_, err = edit(a, 99, "nothing")
+		wantCode(t, err, connect.CodeNotFound)
+		outsider := e.register(t, "out")
+		_, err = edit(outsider, 1, "hi")
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = edit(a, 1, "  ")
+		wantInvalid(t, err, "text")
+		_, err = edit(a, 1, strings.Repeat("x", 4001))
+		wantInvalid(t, err, "text")
+		if _, err := b.Chat.RecallMessage(context.Background(), &v1.RecallMessageRequest{ConversationId: conv, Seq: 2}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = edit(b, 2, "after recall")
+		wantCode(t, err, connect.CodeFailedPrecondition)
+		if got := messageAt(history(t, a, conv), 2); got.GetText() != "" || got.GetEditedAt() != nil {
+			t.Fatalf("recalled message after a refused edit: %v", got)
+		}
+	})
+
+	step(t, "a forwarded copy is not the forwarder's to edit", func(t *testing.T) {
+		ab := makeContacts(t, b, c)
+		chatSend(t, b, peerText(c.ID, "p1", "original"))
+		res, err := c.Chat.ForwardMessage(context.Background(), &v1.ForwardMessageRequest{
+			ConversationId: ab, Seq: 1, ClientMsgId: "fw", Target: &v1.ForwardMessageRequest_GroupId{GroupId: g.GetId()},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = edit(c, res.GetMessage().GetSeq(), "changed")
+		wantCode(t, err, connect.CodeFailedPrecondition)
+	})
+
+	step(t, "raw JSON", func(t *testing.T) {
+		status, body, raw := e.postJSON(t, "/karlmalone.v1.ChatService/EditMessage", a.Token,
+			fmt.Sprintf(`{"conversationId":"%d","seq":"1","text":"hello again"}`, conv))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, raw)
+		}
+		msg := body["message"].(map[string]any)
+		if msg["text"] != "hello again" || msg["editedAt"] == nil {
+			t.Fatalf("json edit answer %s", raw)
+		}
+	})
+}
+
+func TestChatEditWindow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *server.Config) { c.EditWindow = time.Microsecond }))
+	a, b := e.register(t, "ann"), e.register(t, "bob")
+	conv := makeContacts(t, a, b)
+	chatSend(t, a, peerText(b.ID, "m1", "too late"))
+	_, err := a.Chat.EditMessage(context.Background(), &v1.EditMessageRequest{ConversationId: conv, Seq: 1, Text: "fixed"})
+	wantCode(t, err, connect.CodeFailedPrecondition)
+	if !strings.Contains(err.Error(), "edit window") {
+		t.Fatalf("error %v does not name the edit window", err)
+	}
 }

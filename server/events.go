@@ -18,6 +18,12 @@ func messageRecalled(m *v1.Message) *v1.Event {
 	}}}
 }
 
+func messageEdited(m *v1.Message) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_MessageEdited{MessageEdited: &v1.MessageEdited{
+		ConversationId: m.GetConversationId(), Seq: m.GetSeq(), SenderId: m.GetSenderId(), Text: m.GetText(), EditedAt: m.GetEditedAt(),
+	}}}
+}
+
 func readReceipt(conversationID, memberID, readSeq int64) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_ReadReceipt{ReadReceipt: &v1.ReadReceipt{
 		ConversationId: conversationID, MemberId: memberID, ReadSeq: readSeq,

@@ -99,6 +99,9 @@ func toMessage(m db.Message, contentType *string, size *int64, q quoted) *v1.Mes
 		}
 		out.Content = &v1.Message_Attachment{Attachment: a}
 	}
+	if m.EditedAt != nil {
+		out.EditedAt = timestamppb.New(*m.EditedAt)
+	}
 	if m.ReplyToSeq != nil {
 		out.ReplyTo = toReplyPreview(*m.ReplyToSeq, q)
 	}

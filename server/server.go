@@ -51,6 +51,8 @@ type Config struct {
 	GroupMaxMembers int
 	// RecallWindow is how long after sending a sender may recall a message.
 	RecallWindow time.Duration
+	// EditWindow is how long after sending a sender may edit a text message.
+	EditWindow time.Duration
 	// AttachmentDir is where uploads are stored.
 	AttachmentDir string
 	// MaxAttachmentBytes bounds one upload.
@@ -74,6 +76,7 @@ func DefaultConfig() Config {
 		SendPerMember:   RateLimit{Every: 50 * time.Millisecond, Burst: 100},
 		GroupMaxMembers: 2000,
 		RecallWindow:    2 * time.Minute,
+		EditWindow:      24 * time.Hour,
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
@@ -88,6 +91,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxRequestBytes, d.MaxRequestBytes)
 	orDefault(&c.GroupMaxMembers, d.GroupMaxMembers)
 	orDefault(&c.RecallWindow, d.RecallWindow)
+	orDefault(&c.EditWindow, d.EditWindow)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
 	return c

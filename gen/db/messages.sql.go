@@ -10,6 +10,61 @@ import (
 	"time"
 )
 
+const editMessage = `-- name: EditMessage :one
+UPDATE messages m
+SET body = $1, edited_at = clock_timestamp()
+WHERE m.conversation_id = $2 AND m.seq = $3
+  AND m.sender_id = $4
+  AND m.recalled_at IS NULL AND m.body IS NOT NULL AND NOT m.forwarded
+  AND m.sent_at > clock_timestamp() - $5::bigint * '1 microsecond'::interval
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = $4
+  )
+RETURNING conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at, recalled_at, reply_to_seq, forwarded, edited_at, mentions, mention_everyone
+`
+
+type EditMessageParams struct {
+	Body           *string
+	ConversationID int64
+	Seq            int64
+	SenderID       int64
+	WindowMicros   int64
+}
+
+// Replaces the text of a message: only by its sender while still a member,
+// only a text message of its own (not recalled, not a forwarded copy), only
+// within the window, judged by the database clock that also stamped sent_at.
+// The earlier text is not kept.
+func (q *Queries) EditMessage(ctx context.Context, arg EditMessageParams) (Message, error) {
+	row := q.db.QueryRow(ctx, editMessage,
+		arg.Body,
+		arg.ConversationID,
+		arg.Seq,
+		arg.SenderID,
+		arg.WindowMicros,
+	)
+	var i Message
+	err := row.Scan(
+		&i.ConversationID,
+		&i.Seq,
+		&i.SenderID,
+		&i.ClientMsgID,
+		&i.Body,
+		&i.AttachmentID,
+		&i.AttachmentKind,
+		&i.Caption,
+		&i.SentAt,
+		&i.RecalledAt,
+		&i.ReplyToSeq,
+		&i.Forwarded,
+		&i.EditedAt,
+		&i.Mentions,
+		&i.MentionEveryone,
+	)
+	return i, err
+}
+
 const getConversationAccess = `-- name: GetConversationAccess :one
 SELECT c.kind, c.last_seq, cm.read_seq,
        CASE WHEN c.kind = 1 THEN

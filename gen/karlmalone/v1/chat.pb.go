@@ -1059,6 +1059,116 @@ func (x *ForwardMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// EditMessageRequest names a text message of the caller's and its new text.
+type EditMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The new text, 1–4,000 characters.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageRequest) Reset() {
+	*x = EditMessageRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageRequest) ProtoMessage() {}
+
+func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
+func (*EditMessageRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EditMessageRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *EditMessageRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EditMessageRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// EditMessageResponse carries the edited message.
+type EditMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message with its new text and edited_at.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageResponse) Reset() {
+	*x = EditMessageResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageResponse) ProtoMessage() {}
+
+func (x *EditMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageResponse.ProtoReflect.Descriptor instead.
+func (*EditMessageResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EditMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 // SendTypingRequest says the caller is typing.
 type SendTypingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1070,7 +1180,7 @@ type SendTypingRequest struct {
 
 func (x *SendTypingRequest) Reset() {
 	*x = SendTypingRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1192,7 @@ func (x *SendTypingRequest) String() string {
 func (*SendTypingRequest) ProtoMessage() {}
 
 func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1205,7 @@ func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingRequest.ProtoReflect.Descriptor instead.
 func (*SendTypingRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SendTypingRequest) GetConversationId() int64 {
@@ -1114,7 +1224,7 @@ type SendTypingResponse struct {
 
 func (x *SendTypingResponse) Reset() {
 	*x = SendTypingResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1236,7 @@ func (x *SendTypingResponse) String() string {
 func (*SendTypingResponse) ProtoMessage() {}
 
 func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1249,7 @@ func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingResponse.ProtoReflect.Descriptor instead.
 func (*SendTypingResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 // SubscribeRequest opens the caller's event stream.
@@ -1151,7 +1261,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1273,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1286,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 // SubscribeResponse is one event.
@@ -1190,7 +1300,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1312,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1325,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubscribeResponse) GetEvent() *Event {
@@ -1292,6 +1402,12 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgIdB\b\n" +
 	"\x06target\"J\n" +
 	"\x16ForwardMessageResponse\x120\n" +
+	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"c\n" +
+	"\x12EditMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"G\n" +
+	"\x13EditMessageResponse\x120\n" +
 	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"<\n" +
 	"\x11SendTypingRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\"\x14\n" +
@@ -1302,14 +1418,15 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xdb\x05\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xb1\x06\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\fListMessages\x12\".karlmalone.v1.ListMessagesRequest\x1a#.karlmalone.v1.ListMessagesResponse\"\x03\x90\x02\x01\x12K\n" +
 	"\bMarkRead\x12\x1e.karlmalone.v1.MarkReadRequest\x1a\x1f.karlmalone.v1.MarkReadResponse\x12Z\n" +
 	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12]\n" +
-	"\x0eForwardMessage\x12$.karlmalone.v1.ForwardMessageRequest\x1a%.karlmalone.v1.ForwardMessageResponse\x12Q\n" +
+	"\x0eForwardMessage\x12$.karlmalone.v1.ForwardMessageRequest\x1a%.karlmalone.v1.ForwardMessageResponse\x12T\n" +
+	"\vEditMessage\x12!.karlmalone.v1.EditMessageRequest\x1a\".karlmalone.v1.EditMessageResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
 	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01B\xb4\x01\n" +
@@ -1328,7 +1445,7 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
 	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
@@ -1344,51 +1461,56 @@ var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(*RecallMessageResponse)(nil),     // 11: karlmalone.v1.RecallMessageResponse
 	(*ForwardMessageRequest)(nil),     // 12: karlmalone.v1.ForwardMessageRequest
 	(*ForwardMessageResponse)(nil),    // 13: karlmalone.v1.ForwardMessageResponse
-	(*SendTypingRequest)(nil),         // 14: karlmalone.v1.SendTypingRequest
-	(*SendTypingResponse)(nil),        // 15: karlmalone.v1.SendTypingResponse
-	(*SubscribeRequest)(nil),          // 16: karlmalone.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 17: karlmalone.v1.SubscribeResponse
-	(*Member)(nil),                    // 18: karlmalone.v1.Member
-	(*Group)(nil),                     // 19: karlmalone.v1.Group
-	(*Message)(nil),                   // 20: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 22: karlmalone.v1.Attachment
-	(*Event)(nil),                     // 23: karlmalone.v1.Event
+	(*EditMessageRequest)(nil),        // 14: karlmalone.v1.EditMessageRequest
+	(*EditMessageResponse)(nil),       // 15: karlmalone.v1.EditMessageResponse
+	(*SendTypingRequest)(nil),         // 16: karlmalone.v1.SendTypingRequest
+	(*SendTypingResponse)(nil),        // 17: karlmalone.v1.SendTypingResponse
+	(*SubscribeRequest)(nil),          // 18: karlmalone.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 19: karlmalone.v1.SubscribeResponse
+	(*Member)(nil),                    // 20: karlmalone.v1.Member
+	(*Group)(nil),                     // 21: karlmalone.v1.Group
+	(*Message)(nil),                   // 22: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
+	(*Attachment)(nil),                // 24: karlmalone.v1.Attachment
+	(*Event)(nil),                     // 25: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	18, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	19, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	20, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	21, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	22, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	20, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	20, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	21, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	22, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	23, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	22, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
 	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	20, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	20, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	20, // 10: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
-	23, // 11: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	2,  // 12: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 13: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 14: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 15: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 16: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 17: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
-	14, // 18: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	16, // 19: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	3,  // 20: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 21: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 22: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 23: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 24: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 25: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
-	15, // 26: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	17, // 27: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	22, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	22, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	22, // 10: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
+	22, // 11: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
+	25, // 12: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	2,  // 13: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 14: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 15: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 16: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 17: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 18: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
+	14, // 19: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
+	16, // 20: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	18, // 21: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	3,  // 22: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 23: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 24: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 25: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 26: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 27: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
+	15, // 28: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
+	17, // 29: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	19, // 30: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1424,7 +1546,7 @@ func file_karlmalone_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

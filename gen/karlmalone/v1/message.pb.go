@@ -186,7 +186,9 @@ type Message struct {
 	// The message this one replies to, with a preview (docs/CHAT-FEATURES.md).
 	ReplyTo *ReplyPreview `protobuf:"bytes,20,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	// True for a copy made by ChatService.ForwardMessage.
-	Forwarded     bool `protobuf:"varint,21,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	Forwarded bool `protobuf:"varint,21,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// Set when the sender edited the text; only the current text is kept.
+	EditedAt      *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,6 +302,13 @@ func (x *Message) GetForwarded() bool {
 		return x.Forwarded
 	}
 	return false
+}
+
+func (x *Message) GetEditedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EditedAt
+	}
+	return nil
 }
 
 type isMessage_Content interface {
@@ -416,7 +425,7 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x04kind\x12\x18\n" +
 	"\acaption\x18\x03 \x01(\tR\acaption\x12!\n" +
 	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\xab\x03\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\xe4\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -430,7 +439,8 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\vrecalled_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"recalledAt\x126\n" +
 	"\breply_to\x18\x14 \x01(\v2\x1b.karlmalone.v1.ReplyPreviewR\areplyTo\x12\x1c\n" +
-	"\tforwarded\x18\x15 \x01(\bR\tforwardedB\t\n" +
+	"\tforwarded\x18\x15 \x01(\bR\tforwarded\x127\n" +
+	"\tedited_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAtB\t\n" +
 	"\acontent\"\xbb\x01\n" +
 	"\fReplyPreview\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -472,12 +482,13 @@ var file_karlmalone_v1_message_proto_depIdxs = []int32{
 	4, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
 	4, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
 	3, // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
-	0, // 5: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	4, // 5: karlmalone.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
+	0, // 6: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_message_proto_init() }

@@ -35,6 +35,7 @@ type Event struct {
 	//	*Event_MessageRecalled
 	//	*Event_ReadReceipt
 	//	*Event_Typing
+	//	*Event_MessageEdited
 	//	*Event_FriendRequestReceived
 	//	*Event_FriendRequestAnswered
 	//	*Event_ContactRemoved
@@ -127,6 +128,15 @@ func (x *Event) GetTyping() *Typing {
 	if x != nil {
 		if x, ok := x.Kind.(*Event_Typing); ok {
 			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMessageEdited() *MessageEdited {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_MessageEdited); ok {
+			return x.MessageEdited
 		}
 	}
 	return nil
@@ -264,6 +274,11 @@ type Event_Typing struct {
 	Typing *Typing `protobuf:"bytes,13,opt,name=typing,proto3,oneof"`
 }
 
+type Event_MessageEdited struct {
+	// A message in one of the member's conversations was edited.
+	MessageEdited *MessageEdited `protobuf:"bytes,14,opt,name=message_edited,json=messageEdited,proto3,oneof"`
+}
+
 type Event_FriendRequestReceived struct {
 	// Someone sent the member a friend request.
 	FriendRequestReceived *FriendRequest `protobuf:"bytes,20,opt,name=friend_request_received,json=friendRequestReceived,proto3,oneof"`
@@ -332,6 +347,8 @@ func (*Event_MessageRecalled) isEvent_Kind() {}
 func (*Event_ReadReceipt) isEvent_Kind() {}
 
 func (*Event_Typing) isEvent_Kind() {}
+
+func (*Event_MessageEdited) isEvent_Kind() {}
 
 func (*Event_FriendRequestReceived) isEvent_Kind() {}
 
@@ -529,6 +546,88 @@ func (x *MessageRecalled) GetRecalledAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// MessageEdited says a message's sender replaced its text.
+type MessageEdited struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq in it.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The sender, who edited it.
+	SenderId int64 `protobuf:"varint,3,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// The new text.
+	Text string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	// When it was edited.
+	EditedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageEdited) Reset() {
+	*x = MessageEdited{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageEdited) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageEdited) ProtoMessage() {}
+
+func (x *MessageEdited) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageEdited.ProtoReflect.Descriptor instead.
+func (*MessageEdited) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MessageEdited) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetSenderId() int64 {
+	if x != nil {
+		return x.SenderId
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *MessageEdited) GetEditedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EditedAt
+	}
+	return nil
+}
+
 // ReadReceipt says a member read a conversation up to read_seq.
 type ReadReceipt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -544,7 +643,7 @@ type ReadReceipt struct {
 
 func (x *ReadReceipt) Reset() {
 	*x = ReadReceipt{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +655,7 @@ func (x *ReadReceipt) String() string {
 func (*ReadReceipt) ProtoMessage() {}
 
 func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +668,7 @@ func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReceipt.ProtoReflect.Descriptor instead.
 func (*ReadReceipt) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{4}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReadReceipt) GetConversationId() int64 {
@@ -606,7 +705,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +717,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +730,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{5}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Typing) GetConversationId() int64 {
@@ -660,7 +759,7 @@ type ContactRemoved struct {
 
 func (x *ContactRemoved) Reset() {
 	*x = ContactRemoved{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +771,7 @@ func (x *ContactRemoved) String() string {
 func (*ContactRemoved) ProtoMessage() {}
 
 func (x *ContactRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +784,7 @@ func (x *ContactRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactRemoved.ProtoReflect.Descriptor instead.
 func (*ContactRemoved) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContactRemoved) GetMemberId() int64 {
@@ -706,7 +805,7 @@ type GroupDissolved struct {
 
 func (x *GroupDissolved) Reset() {
 	*x = GroupDissolved{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +817,7 @@ func (x *GroupDissolved) String() string {
 func (*GroupDissolved) ProtoMessage() {}
 
 func (x *GroupDissolved) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +830,7 @@ func (x *GroupDissolved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDissolved.ProtoReflect.Descriptor instead.
 func (*GroupDissolved) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GroupDissolved) GetGroupId() int64 {
@@ -758,7 +857,7 @@ type GroupMemberChange struct {
 
 func (x *GroupMemberChange) Reset() {
 	*x = GroupMemberChange{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +869,7 @@ func (x *GroupMemberChange) String() string {
 func (*GroupMemberChange) ProtoMessage() {}
 
 func (x *GroupMemberChange) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +882,7 @@ func (x *GroupMemberChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMemberChange.ProtoReflect.Descriptor instead.
 func (*GroupMemberChange) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GroupMemberChange) GetGroupId() int64 {
@@ -826,7 +925,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +937,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +950,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionRevoked) GetSessionId() int64 {
@@ -865,14 +964,15 @@ var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x94\t\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\xdb\t\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
 	" \x01(\v2\x16.karlmalone.v1.MessageH\x00R\amessage\x12K\n" +
 	"\x10message_recalled\x18\v \x01(\v2\x1e.karlmalone.v1.MessageRecalledH\x00R\x0fmessageRecalled\x12?\n" +
 	"\fread_receipt\x18\f \x01(\v2\x1a.karlmalone.v1.ReadReceiptH\x00R\vreadReceipt\x12/\n" +
-	"\x06typing\x18\r \x01(\v2\x15.karlmalone.v1.TypingH\x00R\x06typing\x12V\n" +
+	"\x06typing\x18\r \x01(\v2\x15.karlmalone.v1.TypingH\x00R\x06typing\x12E\n" +
+	"\x0emessage_edited\x18\x0e \x01(\v2\x1c.karlmalone.v1.MessageEditedH\x00R\rmessageEdited\x12V\n" +
 	"\x17friend_request_received\x18\x14 \x01(\v2\x1c.karlmalone.v1.FriendRequestH\x00R\x15friendRequestReceived\x12V\n" +
 	"\x17friend_request_answered\x18\x15 \x01(\v2\x1c.karlmalone.v1.FriendRequestH\x00R\x15friendRequestAnswered\x12H\n" +
 	"\x0fcontact_removed\x18\x16 \x01(\v2\x1d.karlmalone.v1.ContactRemovedH\x00R\x0econtactRemoved\x12;\n" +
@@ -897,7 +997,13 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
 	"\tsender_id\x18\x03 \x01(\x03R\bsenderId\x12;\n" +
 	"\vrecalled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recalledAt\"n\n" +
+	"recalledAt\"\xb4\x01\n" +
+	"\rMessageEdited\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x03 \x01(\x03R\bsenderId\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x127\n" +
+	"\tedited_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAt\"n\n" +
 	"\vReadReceipt\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\x03R\bmemberId\x12\x19\n" +
@@ -931,51 +1037,54 @@ func file_karlmalone_v1_push_proto_rawDescGZIP() []byte {
 	return file_karlmalone_v1_push_proto_rawDescData
 }
 
-var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: karlmalone.v1.Event
 	(*Resync)(nil),                // 1: karlmalone.v1.Resync
 	(*EventBatch)(nil),            // 2: karlmalone.v1.EventBatch
 	(*MessageRecalled)(nil),       // 3: karlmalone.v1.MessageRecalled
-	(*ReadReceipt)(nil),           // 4: karlmalone.v1.ReadReceipt
-	(*Typing)(nil),                // 5: karlmalone.v1.Typing
-	(*ContactRemoved)(nil),        // 6: karlmalone.v1.ContactRemoved
-	(*GroupDissolved)(nil),        // 7: karlmalone.v1.GroupDissolved
-	(*GroupMemberChange)(nil),     // 8: karlmalone.v1.GroupMemberChange
-	(*SessionRevoked)(nil),        // 9: karlmalone.v1.SessionRevoked
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*Message)(nil),               // 11: karlmalone.v1.Message
-	(*FriendRequest)(nil),         // 12: karlmalone.v1.FriendRequest
-	(*Group)(nil),                 // 13: karlmalone.v1.Group
-	(GroupRole)(0),                // 14: karlmalone.v1.GroupRole
+	(*MessageEdited)(nil),         // 4: karlmalone.v1.MessageEdited
+	(*ReadReceipt)(nil),           // 5: karlmalone.v1.ReadReceipt
+	(*Typing)(nil),                // 6: karlmalone.v1.Typing
+	(*ContactRemoved)(nil),        // 7: karlmalone.v1.ContactRemoved
+	(*GroupDissolved)(nil),        // 8: karlmalone.v1.GroupDissolved
+	(*GroupMemberChange)(nil),     // 9: karlmalone.v1.GroupMemberChange
+	(*SessionRevoked)(nil),        // 10: karlmalone.v1.SessionRevoked
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*Message)(nil),               // 12: karlmalone.v1.Message
+	(*FriendRequest)(nil),         // 13: karlmalone.v1.FriendRequest
+	(*Group)(nil),                 // 14: karlmalone.v1.Group
+	(GroupRole)(0),                // 15: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
-	10, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
-	11, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
+	11, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
+	12, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
 	3,  // 2: karlmalone.v1.Event.message_recalled:type_name -> karlmalone.v1.MessageRecalled
-	4,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
-	5,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
-	12, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
-	12, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
-	6,  // 7: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
-	13, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
-	13, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
-	7,  // 10: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
-	8,  // 11: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 12: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 13: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
-	9,  // 15: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
-	1,  // 16: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	10, // 17: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 18: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	10, // 19: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	14, // 20: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	5,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
+	6,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
+	4,  // 5: karlmalone.v1.Event.message_edited:type_name -> karlmalone.v1.MessageEdited
+	13, // 6: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
+	13, // 7: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
+	7,  // 8: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
+	14, // 9: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
+	14, // 10: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
+	8,  // 11: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
+	9,  // 12: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
+	9,  // 13: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
+	9,  // 14: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
+	9,  // 15: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 16: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
+	1,  // 17: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
+	11, // 18: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 19: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	11, // 20: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	11, // 21: karlmalone.v1.MessageEdited.edited_at:type_name -> google.protobuf.Timestamp
+	15, // 22: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -991,6 +1100,7 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_MessageRecalled)(nil),
 		(*Event_ReadReceipt)(nil),
 		(*Event_Typing)(nil),
+		(*Event_MessageEdited)(nil),
 		(*Event_FriendRequestReceived)(nil),
 		(*Event_FriendRequestAnswered)(nil),
 		(*Event_ContactRemoved)(nil),
@@ -1010,7 +1120,7 @@ func file_karlmalone_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_push_proto_rawDesc), len(file_karlmalone_v1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/chat.proto.
  */
 export const file_karlmalone_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCK+AQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIARIUCgxyZXBseV90b19zZXEYFCABKANCCAoGdGFyZ2V0QgkKB2NvbnRlbnQiPgoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJoChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidAoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEwoJYWZ0ZXJfc2VxGAIgASgDSAASFAoKYmVmb3JlX3NlcRgDIAEoA0gAEg0KBWxpbWl0GAQgASgFQgoKCHBvc2l0aW9uIlIKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIiQKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMiPAoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJAChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSKFAQoVRm9yd2FyZE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoHcGVlcl9pZBgDIAEoA0gAEhIKCGdyb3VwX2lkGAQgASgDSAASFQoNY2xpZW50X21zZ19pZBgFIAEoCUIICgZ0YXJnZXQiQQoWRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIy2wUKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJRCgpTZW5kVHlwaW5nEiAua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVxdWVzdBohLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1Jlc3BvbnNlElAKCVN1YnNjcmliZRIfLmthcmxtYWxvbmUudjEuU3Vic2NyaWJlUmVxdWVzdBogLmthcmxtYWxvbmUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAUK0AQoRY29tLmthcmxtYWxvbmUudjFCCUNoYXRQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCK+AQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIARIUCgxyZXBseV90b19zZXEYFCABKANCCAoGdGFyZ2V0QgkKB2NvbnRlbnQiPgoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJoChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidAoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEwoJYWZ0ZXJfc2VxGAIgASgDSAASFAoKYmVmb3JlX3NlcRgDIAEoA0gAEg0KBWxpbWl0GAQgASgFQgoKCHBvc2l0aW9uIlIKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIiQKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMiPAoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJAChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSKFAQoVRm9yd2FyZE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoHcGVlcl9pZBgDIAEoA0gAEhIKCGdyb3VwX2lkGAQgASgDSAASFQoNY2xpZW50X21zZ19pZBgFIAEoCUIICgZ0YXJnZXQiQQoWRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkgKEkVkaXRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEgwKBHRleHQYAyABKAkiPgoTRWRpdE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIysQYKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJUCgtFZGl0TWVzc2FnZRIhLmthcmxtYWxvbmUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElEKClNlbmRUeXBpbmcSIC5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXF1ZXN0GiEua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVzcG9uc2USUAoJU3Vic2NyaWJlEh8ua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXF1ZXN0GiAua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXNwb25zZTABQrQBChFjb20ua2FybG1hbG9uZS52MUIJQ2hhdFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
 
 /**
  * Conversation is one of the caller's conversations.
@@ -517,6 +517,62 @@ export const ForwardMessageResponseSchema: GenMessage<ForwardMessageResponse> = 
   messageDesc(file_karlmalone_v1_chat, 12);
 
 /**
+ * EditMessageRequest names a text message of the caller's and its new text.
+ *
+ * @generated from message karlmalone.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message<"karlmalone.v1.EditMessageRequest"> & {
+  /**
+   * The message's conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The new text, 1–4,000 characters.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 13);
+
+/**
+ * EditMessageResponse carries the edited message.
+ *
+ * @generated from message karlmalone.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message<"karlmalone.v1.EditMessageResponse"> & {
+  /**
+   * The message with its new text and edited_at.
+   *
+   * @generated from field: karlmalone.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 14);
+
+/**
  * SendTypingRequest says the caller is typing.
  *
  * @generated from message karlmalone.v1.SendTypingRequest
@@ -535,7 +591,7 @@ export type SendTypingRequest = Message<"karlmalone.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 13);
+  messageDesc(file_karlmalone_v1_chat, 15);
 
 /**
  * SendTypingResponse is empty.
@@ -550,7 +606,7 @@ export type SendTypingResponse = Message<"karlmalone.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 14);
+  messageDesc(file_karlmalone_v1_chat, 16);
 
 /**
  * SubscribeRequest opens the caller's event stream.
@@ -565,7 +621,7 @@ export type SubscribeRequest = Message<"karlmalone.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 15);
+  messageDesc(file_karlmalone_v1_chat, 17);
 
 /**
  * SubscribeResponse is one event.
@@ -586,7 +642,7 @@ export type SubscribeResponse = Message<"karlmalone.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 16);
+  messageDesc(file_karlmalone_v1_chat, 18);
 
 /**
  * ConversationKind tells one-to-one from group conversations.
@@ -691,6 +747,18 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof ForwardMessageRequestSchema;
     output: typeof ForwardMessageResponseSchema;
+  },
+  /**
+   * EditMessage replaces the text of the caller's own text message within
+   * the edit window (-edit-window, 24 h) and pushes message_edited. Only the
+   * current text is kept.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.EditMessage
+   */
+  editMessage: {
+    methodKind: "unary";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
   },
   /**
    * SendTyping tells the conversation's other members that the caller is typing.

@@ -49,6 +49,8 @@ const (
 	// ChatServiceForwardMessageProcedure is the fully-qualified name of the ChatService's
 	// ForwardMessage RPC.
 	ChatServiceForwardMessageProcedure = "/karlmalone.v1.ChatService/ForwardMessage"
+	// ChatServiceEditMessageProcedure is the fully-qualified name of the ChatService's EditMessage RPC.
+	ChatServiceEditMessageProcedure = "/karlmalone.v1.ChatService/EditMessage"
 	// ChatServiceSendTypingProcedure is the fully-qualified name of the ChatService's SendTyping RPC.
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
 	// ChatServiceSubscribeProcedure is the fully-qualified name of the ChatService's Subscribe RPC.
@@ -73,6 +75,10 @@ type ChatServiceClient interface {
 	// conversation the caller may post in, marked forwarded (an attachment is
 	// shared, not copied). Idempotent on client_msg_id, like SendMessage.
 	ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error)
+	// EditMessage replaces the text of the caller's own text message within
+	// the edit window (-edit-window, 24 h) and pushes message_edited. Only the
+	// current text is kept.
+	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -129,6 +135,12 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("ForwardMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		editMessage: connect.NewClient[v1.EditMessageRequest, v1.EditMessageResponse](
+			httpClient,
+			baseURL+ChatServiceEditMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+			connect.WithClientOptions(opts...),
+		),
 		sendTyping: connect.NewClient[v1.SendTypingRequest, v1.SendTypingResponse](
 			httpClient,
 			baseURL+ChatServiceSendTypingProcedure,
@@ -152,6 +164,7 @@ type chatServiceClient struct {
 	markRead          *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
 	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
 	forwardMessage    *connect.Client[v1.ForwardMessageRequest, v1.ForwardMessageResponse]
+	editMessage       *connect.Client[v1.EditMessageRequest, v1.EditMessageResponse]
 	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
 	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 }
@@ -210,6 +223,15 @@ func (c *chatServiceClient) ForwardMessage(ctx context.Context, req *v1.ForwardM
 	return nil, err
 }
 
+// EditMessage calls karlmalone.v1.ChatService.EditMessage.
+func (c *chatServiceClient) EditMessage(ctx context.Context, req *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {
+	response, err := c.editMessage.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // SendTyping calls karlmalone.v1.ChatService.SendTyping.
 func (c *chatServiceClient) SendTyping(ctx context.Context, req *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
 	response, err := c.sendTyping.CallUnary(ctx, connect.NewRequest(req))
@@ -242,6 +264,10 @@ type ChatServiceHandler interface {
 	// conversation the caller may post in, marked forwarded (an attachment is
 	// shared, not copied). Idempotent on client_msg_id, like SendMessage.
 	ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error)
+	// EditMessage replaces the text of the caller's own text message within
+	// the edit window (-edit-window, 24 h) and pushes message_edited. Only the
+	// current text is kept.
+	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -294,6 +320,12 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("ForwardMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceEditMessageHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceEditMessageProcedure,
+		svc.EditMessage,
+		connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	chatServiceSendTypingHandler := connect.NewUnaryHandlerSimple(
 		ChatServiceSendTypingProcedure,
 		svc.SendTyping,
@@ -320,6 +352,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceRecallMessageHandler.ServeHTTP(w, r)
 		case ChatServiceForwardMessageProcedure:
 			chatServiceForwardMessageHandler.ServeHTTP(w, r)
+		case ChatServiceEditMessageProcedure:
+			chatServiceEditMessageHandler.ServeHTTP(w, r)
 		case ChatServiceSendTypingProcedure:
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
 		case ChatServiceSubscribeProcedure:
@@ -355,6 +389,10 @@ func (UnimplementedChatServiceHandler) RecallMessage(context.Context, *v1.Recall
 
 func (UnimplementedChatServiceHandler) ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.ForwardMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.EditMessage is not implemented"))
 }
 
 func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
