@@ -286,3 +286,51 @@ WHERE m.conversation_id = @conversation_id AND m.seq = @seq
       WHERE cm.conversation_id = m.conversation_id AND cm.member_id = @sender_id
   )
 RETURNING *;
+
+-- name: SetReaction :one
+-- Sets a member's one reaction to a message it may read (a member, after its
+-- floor, not recalled), replacing any earlier one. The reaction's row lock
+-- makes previous_emoji the value this statement replaced. No row: no such
+-- message for the member.
+WITH target AS (
+    SELECT m.conversation_id, m.seq
+    FROM messages m
+    JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.member_id = @member_id
+    WHERE m.conversation_id = @conversation_id AND m.seq = @seq AND m.seq > cm.cleared_seq AND m.recalled_at IS NULL
+), prev AS (
+    SELECT r.emoji FROM message_reactions r
+    WHERE r.conversation_id = @conversation_id AND r.seq = @seq AND r.member_id = @member_id
+    FOR UPDATE
+), up AS (
+    INSERT INTO message_reactions (conversation_id, seq, member_id, emoji)
+    -- Joining prev locks the old reaction before the insert replaces it (a
+    -- CTE read after the insert would skip the row this statement changed).
+    SELECT target.conversation_id, target.seq, @member_id, @emoji FROM target LEFT JOIN prev ON true
+    ON CONFLICT (conversation_id, seq, member_id) DO UPDATE SET emoji = excluded.emoji, created_at = now()
+    RETURNING emoji
+)
+SELECT up.emoji, coalesce((SELECT prev.emoji FROM prev), '')::text AS previous_emoji
+FROM up;
+
+-- name: ClearReaction :one
+-- Clears a member's reaction to a message of a conversation it belongs to.
+-- No row: it had none (or may not see the conversation).
+DELETE FROM message_reactions r
+WHERE r.conversation_id = @conversation_id AND r.seq = @seq AND r.member_id = @member_id
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = r.conversation_id AND cm.member_id = @member_id
+  )
+RETURNING r.emoji;
+
+-- name: ListReactionCounts :many
+-- The reactions to some messages of a conversation, per message and emoji,
+-- in the order each emoji first came, and whether member_id is among them.
+-- Unpaged: the messages are one page of ListMessages (at most 200), and a
+-- message has at most one reaction per member of its conversation.
+-- @sqlc-vet-disable bounded-list
+SELECT r.seq, r.emoji, count(*)::integer AS count, bool_or(r.member_id = @member_id)::boolean AS reacted_by_me
+FROM message_reactions r
+WHERE r.conversation_id = @conversation_id AND r.seq = ANY (@seqs::bigint[])
+GROUP BY r.seq, r.emoji
+ORDER BY r.seq, min(r.created_at), r.emoji;

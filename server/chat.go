@@ -348,6 +348,9 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 		for _, r := range rows[:min(len(rows), int(limit))] {
 			res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
 		}
+		if err := s.withReactions(ctx, me, p.ConversationID, res.Messages); err != nil {
+			return nil, err
+		}
 		return res, nil
 	}
 	before := int64(1<<63 - 1) // neither: the newest
@@ -365,6 +368,9 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 	slices.Reverse(rows)
 	for _, r := range rows {
 		res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
+	}
+	if err := s.withReactions(ctx, me, p.ConversationID, res.Messages); err != nil {
+		return nil, err
 	}
 	return res, nil
 }

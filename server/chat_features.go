@@ -122,3 +122,110 @@ func (s *ChatServer) notEdited(ctx context.Context, me int64, p editMessageParam
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("the edit window (%s) has passed", s.cfg.EditWindow))
 	}
 }
+
+type setReactionParams struct {
+	ConversationID int64 `name:"conversation_id" validate:"gt=0"`
+	Seq            int64 `name:"seq" validate:"gt=0"`
+}
+
+// SetReaction sets, replaces or clears the caller's one reaction to a
+// message, and pushes the change to the conversation's members (the
+// caller's other devices included) when something changed.
+func (s *ChatServer) SetReaction(ctx context.Context, req *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := setReactionParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	emoji := req.GetEmoji()
+	if emoji != "" && !isSingleEmoji(emoji) {
+		return nil, invalid("emoji: must be a single emoji of at most %d bytes, or empty to clear", maxEmojiBytes)
+	}
+	var ev *v1.ReactionChanged
+	if emoji == "" {
+		prev, err := s.q.ClearReaction(ctx, db.ClearReactionParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me})
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// Nothing to clear (a retry, say): fine if the caller may see
+			// the message, without an event.
+			if _, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me}); err != nil {
+				return nil, fmt.Errorf("get message: %w", err)
+			}
+		case err != nil:
+			return nil, fmt.Errorf("clear reaction: %w", err)
+		default:
+			ev = &v1.ReactionChanged{PreviousEmoji: prev}
+		}
+	} else {
+		r, err := s.q.SetReaction(ctx, db.SetReactionParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me, Emoji: emoji})
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, s.notReactable(ctx, me, p)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("set reaction: %w", err)
+		}
+		if r.PreviousEmoji != r.Emoji {
+			ev = &v1.ReactionChanged{Emoji: r.Emoji, PreviousEmoji: r.PreviousEmoji}
+		}
+	}
+	if ev != nil {
+		ev.ConversationId, ev.Seq, ev.MemberId = p.ConversationID, p.Seq, me
+		if err := s.publishToConversation(ctx, p.ConversationID, 0, reactionChanged(ev)); err != nil {
+			return nil, err
+		}
+	}
+	counts, err := s.reactionCounts(ctx, me, p.ConversationID, []int64{p.Seq})
+	if err != nil {
+		return nil, err
+	}
+	return &v1.SetReactionResponse{Reactions: counts[p.Seq]}, nil
+}
+
+// notReactable explains a reaction that was not stored.
+func (s *ChatServer) notReactable(ctx context.Context, me int64, p setReactionParams) error {
+	r, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me})
+	switch {
+	case err != nil:
+		return fmt.Errorf("get message: %w", err)
+	case r.Message.RecalledAt != nil:
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("a recalled message takes no reactions"))
+	default:
+		return errNotFound // gone from the caller's history since (cleared)
+	}
+}
+
+// reactionCounts reads the reactions to some messages of a conversation, as
+// member me sees them, by seq.
+func (s *ChatServer) reactionCounts(ctx context.Context, me, convID int64, seqs []int64) (map[int64][]*v1.ReactionCount, error) {
+	rows, err := s.q.ListReactionCounts(ctx, db.ListReactionCountsParams{ConversationID: convID, Seqs: seqs, MemberID: me})
+	if err != nil {
+		return nil, fmt.Errorf("list reactions: %w", err)
+	}
+	out := make(map[int64][]*v1.ReactionCount)
+	for _, r := range rows {
+		out[r.Seq] = append(out[r.Seq], &v1.ReactionCount{Emoji: r.Emoji, Count: r.Count, ReactedByMe: r.ReactedByMe})
+	}
+	return out, nil
+}
+
+// withReactions fills in the reactions of a page of messages; a recalled
+// message shows none.
+func (s *ChatServer) withReactions(ctx context.Context, me, convID int64, msgs []*v1.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	seqs := make([]int64, len(msgs))
+	for i, m := range msgs {
+		seqs[i] = m.GetSeq()
+	}
+	counts, err := s.reactionCounts(ctx, me, convID, seqs)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.GetRecalledAt() == nil {
+			m.Reactions = counts[m.GetSeq()]
+		}
+	}
+	return nil
+}

@@ -303,3 +303,92 @@ func TestChatEditWindow(t *testing.T) {
 		t.Fatalf("error %v does not name the edit window", err)
 	}
 }
+
+func TestChatReactions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b, c := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cid")
+	a2 := e.login(t, a.Phone, a.Password)
+	g := newGroup(t, a, b, c)
+	conv := g.GetConversationId()
+	chatSend(t, b, groupText(g.GetId(), "m1", "party tonight"))
+	chatSend(t, b, groupText(g.GetId(), "m2", "oops"))
+	react := func(cl *client, seq int64, emoji string) (*v1.SetReactionResponse, error) {
+		return cl.Chat.SetReaction(context.Background(), &v1.SetReactionRequest{ConversationId: conv, Seq: seq, Emoji: emoji})
+	}
+	mustReact := func(t *testing.T, cl *client, seq int64, emoji string) []*v1.ReactionCount {
+		t.Helper()
+		res, err := react(cl, seq, emoji)
+		if err != nil {
+			t.Fatalf("SetReaction %q: %v", emoji, err)
+		}
+		return res.GetReactions()
+	}
+	isReaction := func(ev *v1.Event) bool { return ev.GetReaction() != nil }
+	bEv, a2Ev := e.connect(t, b), e.connect(t, a2)
+
+	step(t, "a reaction is pushed to every member and the reactor's other devices", func(t *testing.T) {
+		got := mustReact(t, a, 1, "👍")
+		wantProto(t, "counts", []*v1.ReactionCount{{Emoji: "👍", Count: 1, ReactedByMe: true}}, got)
+		for _, ev := range []*events{bEv, a2Ev} {
+			wantProto(t, "reaction event", &v1.ReactionChanged{ConversationId: conv, Seq: 1, MemberId: a.ID, Emoji: "👍"},
+				ev.nextWhere(isReaction).GetReaction())
+		}
+	})
+
+	step(t, "one reaction per member: a second replaces the first", func(t *testing.T) {
+		mustReact(t, c, 1, "👍")
+		got := mustReact(t, a, 1, "❤️")
+		wantProto(t, "counts", []*v1.ReactionCount{{Emoji: "👍", Count: 1}, {Emoji: "❤️", Count: 1, ReactedByMe: true}}, got)
+		wantProto(t, "replacing", &v1.ReactionChanged{ConversationId: conv, Seq: 1, MemberId: a.ID, Emoji: "❤️", PreviousEmoji: "👍"},
+			a2Ev.nextWhere(func(ev *v1.Event) bool { return isReaction(ev) && ev.GetReaction().GetMemberId() == a.ID }).GetReaction())
+	})
+
+	step(t, "ListMessages brings counts and whether I reacted", func(t *testing.T) {
+		wantProto(t, "ann's view", []*v1.ReactionCount{{Emoji: "👍", Count: 1}, {Emoji: "❤️", Count: 1, ReactedByMe: true}},
+			messageAt(history(t, a, conv), 1).GetReactions())
+		wantProto(t, "cid's view", []*v1.ReactionCount{{Emoji: "👍", Count: 1, ReactedByMe: true}, {Emoji: "❤️", Count: 1}},
+			messageAt(history(t, c, conv), 1).GetReactions())
+		if r := messageAt(history(t, a, conv), 2).GetReactions(); len(r) != 0 {
+			t.Fatalf("message 2 has reactions %v", r)
+		}
+	})
+
+	step(t, "clearing, and clearing again", func(t *testing.T) {
+		got := mustReact(t, a, 1, "")
+		wantProto(t, "counts", []*v1.ReactionCount{{Emoji: "👍", Count: 1}}, got)
+		wantProto(t, "cleared", &v1.ReactionChanged{ConversationId: conv, Seq: 1, MemberId: a.ID, PreviousEmoji: "❤️"},
+			a2Ev.nextWhere(func(ev *v1.Event) bool { return isReaction(ev) && ev.GetReaction().GetMemberId() == a.ID }).GetReaction())
+		mustReact(t, a, 1, "") // nothing left to clear: fine, no event
+	})
+
+	step(t, "who may react, and with what", func(t *testing.T) {
+		outsider := e.register(t, "out")
+		_, err := react(outsider, 1, "👍")
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = react(outsider, 1, "")
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = react(a, 99, "👍")
+		wantCode(t, err, connect.CodeNotFound)
+		for _, bad := range []string{"ok", "👍👍", "<3", strings.Repeat("👍", 40)} {
+			_, err = react(a, 1, bad)
+			wantInvalid(t, err, "emoji")
+		}
+		if _, err := b.Chat.RecallMessage(context.Background(), &v1.RecallMessageRequest{ConversationId: conv, Seq: 2}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = react(a, 2, "😮")
+		wantCode(t, err, connect.CodeFailedPrecondition)
+	})
+
+	step(t, "raw JSON", func(t *testing.T) {
+		status, body, raw := e.postJSON(t, "/karlmalone.v1.ChatService/SetReaction", b.Token,
+			fmt.Sprintf(`{"conversationId":"%d","seq":"1","emoji":"🎉"}`, conv))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, raw)
+		}
+		if n := len(body["reactions"].([]any)); n != 2 {
+			t.Fatalf("json reactions %s", raw)
+		}
+	})
+}

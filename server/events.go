@@ -24,6 +24,10 @@ func messageEdited(m *v1.Message) *v1.Event {
 	}}}
 }
 
+func reactionChanged(r *v1.ReactionChanged) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_Reaction{Reaction: r}}
+}
+
 func readReceipt(conversationID, memberID, readSeq int64) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_ReadReceipt{ReadReceipt: &v1.ReadReceipt{
 		ConversationId: conversationID, MemberId: memberID, ReadSeq: readSeq,

@@ -10,6 +10,31 @@ import (
 	"time"
 )
 
+const clearReaction = `-- name: ClearReaction :one
+DELETE FROM message_reactions r
+WHERE r.conversation_id = $1 AND r.seq = $2 AND r.member_id = $3
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = r.conversation_id AND cm.member_id = $3
+  )
+RETURNING r.emoji
+`
+
+type ClearReactionParams struct {
+	ConversationID int64
+	Seq            int64
+	MemberID       int64
+}
+
+// Clears a member's reaction to a message of a conversation it belongs to.
+// No row: it had none (or may not see the conversation).
+func (q *Queries) ClearReaction(ctx context.Context, arg ClearReactionParams) (string, error) {
+	row := q.db.QueryRow(ctx, clearReaction, arg.ConversationID, arg.Seq, arg.MemberID)
+	var emoji string
+	err := row.Scan(&emoji)
+	return emoji, err
+}
+
 const editMessage = `-- name: EditMessage :one
 UPDATE messages m
 SET body = $1, edited_at = clock_timestamp()
@@ -692,6 +717,57 @@ func (q *Queries) ListMessagesBeforeSeq(ctx context.Context, arg ListMessagesBef
 	return items, nil
 }
 
+const listReactionCounts = `-- name: ListReactionCounts :many
+SELECT r.seq, r.emoji, count(*)::integer AS count, bool_or(r.member_id = $1)::boolean AS reacted_by_me
+FROM message_reactions r
+WHERE r.conversation_id = $2 AND r.seq = ANY ($3::bigint[])
+GROUP BY r.seq, r.emoji
+ORDER BY r.seq, min(r.created_at), r.emoji
+`
+
+type ListReactionCountsParams struct {
+	MemberID       int64
+	ConversationID int64
+	Seqs           []int64
+}
+
+type ListReactionCountsRow struct {
+	Seq         int64
+	Emoji       string
+	Count       int32
+	ReactedByMe bool
+}
+
+// The reactions to some messages of a conversation, per message and emoji,
+// in the order each emoji first came, and whether member_id is among them.
+// Unpaged: the messages are one page of ListMessages (at most 200), and a
+// message has at most one reaction per member of its conversation.
+// @sqlc-vet-disable bounded-list
+func (q *Queries) ListReactionCounts(ctx context.Context, arg ListReactionCountsParams) ([]ListReactionCountsRow, error) {
+	rows, err := q.db.Query(ctx, listReactionCounts, arg.MemberID, arg.ConversationID, arg.Seqs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListReactionCountsRow
+	for rows.Next() {
+		var i ListReactionCountsRow
+		if err := rows.Scan(
+			&i.Seq,
+			&i.Emoji,
+			&i.Count,
+			&i.ReactedByMe,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const markConversationRead = `-- name: MarkConversationRead :one
 WITH cur AS (
     SELECT cm.conversation_id, cm.member_id, cm.read_seq, c.last_seq
@@ -782,5 +858,55 @@ func (q *Queries) RecallMessage(ctx context.Context, arg RecallMessageParams) (M
 		&i.Mentions,
 		&i.MentionEveryone,
 	)
+	return i, err
+}
+
+const setReaction = `-- name: SetReaction :one
+WITH target AS (
+    SELECT m.conversation_id, m.seq
+    FROM messages m
+    JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.member_id = $1
+    WHERE m.conversation_id = $2 AND m.seq = $3 AND m.seq > cm.cleared_seq AND m.recalled_at IS NULL
+), prev AS (
+    SELECT r.emoji FROM message_reactions r
+    WHERE r.conversation_id = $2 AND r.seq = $3 AND r.member_id = $1
+    FOR UPDATE
+), up AS (
+    INSERT INTO message_reactions (conversation_id, seq, member_id, emoji)
+    -- Joining prev locks the old reaction before the insert replaces it (a
+    -- CTE read after the insert would skip the row this statement changed).
+    SELECT target.conversation_id, target.seq, $1, $4 FROM target LEFT JOIN prev ON true
+    ON CONFLICT (conversation_id, seq, member_id) DO UPDATE SET emoji = excluded.emoji, created_at = now()
+    RETURNING emoji
+)
+SELECT up.emoji, coalesce((SELECT prev.emoji FROM prev), '')::text AS previous_emoji
+FROM up
+`
+
+type SetReactionParams struct {
+	MemberID       int64
+	ConversationID int64
+	Seq            int64
+	Emoji          string
+}
+
+type SetReactionRow struct {
+	Emoji         string
+	PreviousEmoji string
+}
+
+// Sets a member's one reaction to a message it may read (a member, after its
+// floor, not recalled), replacing any earlier one. The reaction's row lock
+// makes previous_emoji the value this statement replaced. No row: no such
+// message for the member.
+func (q *Queries) SetReaction(ctx context.Context, arg SetReactionParams) (SetReactionRow, error) {
+	row := q.db.QueryRow(ctx, setReaction,
+		arg.MemberID,
+		arg.ConversationID,
+		arg.Seq,
+		arg.Emoji,
+	)
+	var i SetReactionRow
+	err := row.Scan(&i.Emoji, &i.PreviousEmoji)
 	return i, err
 }

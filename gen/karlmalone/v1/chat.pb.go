@@ -1169,6 +1169,117 @@ func (x *EditMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// SetReactionRequest sets or clears the caller's reaction to a message.
+type SetReactionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation, one the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq; not a recalled one.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// A single emoji (one grapheme, at most 64 bytes); empty clears the
+	// caller's reaction.
+	Emoji         string `protobuf:"bytes,3,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReactionRequest) Reset() {
+	*x = SetReactionRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReactionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReactionRequest) ProtoMessage() {}
+
+func (x *SetReactionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReactionRequest.ProtoReflect.Descriptor instead.
+func (*SetReactionRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SetReactionRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *SetReactionRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SetReactionRequest) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+// SetReactionResponse carries the message's reactions after the change.
+type SetReactionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Message.reactions, for the caller.
+	Reactions     []*ReactionCount `protobuf:"bytes,1,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReactionResponse) Reset() {
+	*x = SetReactionResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReactionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReactionResponse) ProtoMessage() {}
+
+func (x *SetReactionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReactionResponse.ProtoReflect.Descriptor instead.
+func (*SetReactionResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetReactionResponse) GetReactions() []*ReactionCount {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
 // SendTypingRequest says the caller is typing.
 type SendTypingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1180,7 +1291,7 @@ type SendTypingRequest struct {
 
 func (x *SendTypingRequest) Reset() {
 	*x = SendTypingRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1303,7 @@ func (x *SendTypingRequest) String() string {
 func (*SendTypingRequest) ProtoMessage() {}
 
 func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1316,7 @@ func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingRequest.ProtoReflect.Descriptor instead.
 func (*SendTypingRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SendTypingRequest) GetConversationId() int64 {
@@ -1224,7 +1335,7 @@ type SendTypingResponse struct {
 
 func (x *SendTypingResponse) Reset() {
 	*x = SendTypingResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1347,7 @@ func (x *SendTypingResponse) String() string {
 func (*SendTypingResponse) ProtoMessage() {}
 
 func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1360,7 @@ func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingResponse.ProtoReflect.Descriptor instead.
 func (*SendTypingResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 // SubscribeRequest opens the caller's event stream.
@@ -1261,7 +1372,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1384,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1397,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 // SubscribeResponse is one event.
@@ -1300,7 +1411,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1423,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1436,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubscribeResponse) GetEvent() *Event {
@@ -1408,7 +1519,13 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\"G\n" +
 	"\x13EditMessageResponse\x120\n" +
-	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"<\n" +
+	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"e\n" +
+	"\x12SetReactionRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x14\n" +
+	"\x05emoji\x18\x03 \x01(\tR\x05emoji\"Q\n" +
+	"\x13SetReactionResponse\x12:\n" +
+	"\treactions\x18\x01 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactions\"<\n" +
 	"\x11SendTypingRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\"\x14\n" +
 	"\x12SendTypingResponse\"\x12\n" +
@@ -1418,7 +1535,7 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xb1\x06\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\x87\a\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
@@ -1426,7 +1543,8 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\bMarkRead\x12\x1e.karlmalone.v1.MarkReadRequest\x1a\x1f.karlmalone.v1.MarkReadResponse\x12Z\n" +
 	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12]\n" +
 	"\x0eForwardMessage\x12$.karlmalone.v1.ForwardMessageRequest\x1a%.karlmalone.v1.ForwardMessageResponse\x12T\n" +
-	"\vEditMessage\x12!.karlmalone.v1.EditMessageRequest\x1a\".karlmalone.v1.EditMessageResponse\x12Q\n" +
+	"\vEditMessage\x12!.karlmalone.v1.EditMessageRequest\x1a\".karlmalone.v1.EditMessageResponse\x12T\n" +
+	"\vSetReaction\x12!.karlmalone.v1.SetReactionRequest\x1a\".karlmalone.v1.SetReactionResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
 	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01B\xb4\x01\n" +
@@ -1445,7 +1563,7 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
 	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
@@ -1463,54 +1581,60 @@ var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(*ForwardMessageResponse)(nil),    // 13: karlmalone.v1.ForwardMessageResponse
 	(*EditMessageRequest)(nil),        // 14: karlmalone.v1.EditMessageRequest
 	(*EditMessageResponse)(nil),       // 15: karlmalone.v1.EditMessageResponse
-	(*SendTypingRequest)(nil),         // 16: karlmalone.v1.SendTypingRequest
-	(*SendTypingResponse)(nil),        // 17: karlmalone.v1.SendTypingResponse
-	(*SubscribeRequest)(nil),          // 18: karlmalone.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 19: karlmalone.v1.SubscribeResponse
-	(*Member)(nil),                    // 20: karlmalone.v1.Member
-	(*Group)(nil),                     // 21: karlmalone.v1.Group
-	(*Message)(nil),                   // 22: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 24: karlmalone.v1.Attachment
-	(*Event)(nil),                     // 25: karlmalone.v1.Event
+	(*SetReactionRequest)(nil),        // 16: karlmalone.v1.SetReactionRequest
+	(*SetReactionResponse)(nil),       // 17: karlmalone.v1.SetReactionResponse
+	(*SendTypingRequest)(nil),         // 18: karlmalone.v1.SendTypingRequest
+	(*SendTypingResponse)(nil),        // 19: karlmalone.v1.SendTypingResponse
+	(*SubscribeRequest)(nil),          // 20: karlmalone.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 21: karlmalone.v1.SubscribeResponse
+	(*Member)(nil),                    // 22: karlmalone.v1.Member
+	(*Group)(nil),                     // 23: karlmalone.v1.Group
+	(*Message)(nil),                   // 24: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*Attachment)(nil),                // 26: karlmalone.v1.Attachment
+	(*ReactionCount)(nil),             // 27: karlmalone.v1.ReactionCount
+	(*Event)(nil),                     // 28: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	20, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	21, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	22, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	23, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	22, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	22, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	23, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	24, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	25, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	24, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
 	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	22, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	22, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	22, // 10: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
-	22, // 11: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
-	25, // 12: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	2,  // 13: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 14: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 15: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 16: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 17: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 18: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
-	14, // 19: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
-	16, // 20: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	18, // 21: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	3,  // 22: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 23: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 24: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 25: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 26: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 27: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
-	15, // 28: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
-	17, // 29: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	19, // 30: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	24, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	24, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	24, // 10: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
+	24, // 11: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
+	27, // 12: karlmalone.v1.SetReactionResponse.reactions:type_name -> karlmalone.v1.ReactionCount
+	28, // 13: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	2,  // 14: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 15: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 16: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 17: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 18: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 19: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
+	14, // 20: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
+	16, // 21: karlmalone.v1.ChatService.SetReaction:input_type -> karlmalone.v1.SetReactionRequest
+	18, // 22: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	20, // 23: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	3,  // 24: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 25: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 26: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 27: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 28: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 29: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
+	15, // 30: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
+	17, // 31: karlmalone.v1.ChatService.SetReaction:output_type -> karlmalone.v1.SetReactionResponse
+	19, // 32: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	21, // 33: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	24, // [24:34] is the sub-list for method output_type
+	14, // [14:24] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1546,7 +1670,7 @@ func file_karlmalone_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

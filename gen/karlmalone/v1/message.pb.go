@@ -188,7 +188,10 @@ type Message struct {
 	// True for a copy made by ChatService.ForwardMessage.
 	Forwarded bool `protobuf:"varint,21,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	// Set when the sender edited the text; only the current text is kept.
-	EditedAt      *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	EditedAt *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	// The reactions, one per emoji, in the order each emoji first came;
+	// filled in by ListMessages and SetReaction, for the member reading.
+	Reactions     []*ReactionCount `protobuf:"bytes,23,rep,name=reactions,proto3" json:"reactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,6 +314,13 @@ func (x *Message) GetEditedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Message) GetReactions() []*ReactionCount {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
 type isMessage_Content interface {
 	isMessage_Content()
 }
@@ -328,6 +338,70 @@ type Message_Attachment struct {
 func (*Message_Text) isMessage_Content() {}
 
 func (*Message_Attachment) isMessage_Content() {}
+
+// ReactionCount is how many members reacted to a message with one emoji.
+type ReactionCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The emoji.
+	Emoji string `protobuf:"bytes,1,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	// How many members reacted with it.
+	Count int32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// True when the member reading is one of them.
+	ReactedByMe   bool `protobuf:"varint,3,opt,name=reacted_by_me,json=reactedByMe,proto3" json:"reacted_by_me,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionCount) Reset() {
+	*x = ReactionCount{}
+	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionCount) ProtoMessage() {}
+
+func (x *ReactionCount) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionCount.ProtoReflect.Descriptor instead.
+func (*ReactionCount) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReactionCount) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *ReactionCount) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ReactionCount) GetReactedByMe() bool {
+	if x != nil {
+		return x.ReactedByMe
+	}
+	return false
+}
 
 // ReplyPreview is the message a reply quotes, as the server resolves it: in
 // ListMessages and ListConversations at the time of reading (so it shows a
@@ -351,7 +425,7 @@ type ReplyPreview struct {
 
 func (x *ReplyPreview) Reset() {
 	*x = ReplyPreview{}
-	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	mi := &file_karlmalone_v1_message_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +437,7 @@ func (x *ReplyPreview) String() string {
 func (*ReplyPreview) ProtoMessage() {}
 
 func (x *ReplyPreview) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	mi := &file_karlmalone_v1_message_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +450,7 @@ func (x *ReplyPreview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyPreview.ProtoReflect.Descriptor instead.
 func (*ReplyPreview) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{2}
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ReplyPreview) GetSeq() int64 {
@@ -425,7 +499,7 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x04kind\x12\x18\n" +
 	"\acaption\x18\x03 \x01(\tR\acaption\x12!\n" +
 	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\xe4\x03\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\xa0\x04\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -440,8 +514,13 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"recalledAt\x126\n" +
 	"\breply_to\x18\x14 \x01(\v2\x1b.karlmalone.v1.ReplyPreviewR\areplyTo\x12\x1c\n" +
 	"\tforwarded\x18\x15 \x01(\bR\tforwarded\x127\n" +
-	"\tedited_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAtB\t\n" +
-	"\acontent\"\xbb\x01\n" +
+	"\tedited_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAt\x12:\n" +
+	"\treactions\x18\x17 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactionsB\t\n" +
+	"\acontent\"_\n" +
+	"\rReactionCount\x12\x14\n" +
+	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\x12\"\n" +
+	"\rreacted_by_me\x18\x03 \x01(\bR\vreactedByMe\"\xbb\x01\n" +
 	"\fReplyPreview\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x1b\n" +
 	"\tsender_id\x18\x02 \x01(\x03R\bsenderId\x12\x12\n" +
@@ -468,27 +547,29 @@ func file_karlmalone_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_karlmalone_v1_message_proto_goTypes = []any{
 	(AttachmentKind)(0),           // 0: karlmalone.v1.AttachmentKind
 	(*Attachment)(nil),            // 1: karlmalone.v1.Attachment
 	(*Message)(nil),               // 2: karlmalone.v1.Message
-	(*ReplyPreview)(nil),          // 3: karlmalone.v1.ReplyPreview
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*ReactionCount)(nil),         // 3: karlmalone.v1.ReactionCount
+	(*ReplyPreview)(nil),          // 4: karlmalone.v1.ReplyPreview
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_karlmalone_v1_message_proto_depIdxs = []int32{
 	0, // 0: karlmalone.v1.Attachment.kind:type_name -> karlmalone.v1.AttachmentKind
 	1, // 1: karlmalone.v1.Message.attachment:type_name -> karlmalone.v1.Attachment
-	4, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	4, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
-	3, // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
-	4, // 5: karlmalone.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
-	0, // 6: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	5, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	5, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
+	4, // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
+	5, // 5: karlmalone.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
+	3, // 6: karlmalone.v1.Message.reactions:type_name -> karlmalone.v1.ReactionCount
+	0, // 7: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_message_proto_init() }
@@ -506,7 +587,7 @@ func file_karlmalone_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_message_proto_rawDesc), len(file_karlmalone_v1_message_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

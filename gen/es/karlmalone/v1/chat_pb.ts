@@ -10,7 +10,7 @@ import type { Group } from "./group_pb.js";
 import { file_karlmalone_v1_group } from "./group_pb.js";
 import type { Member } from "./member_pb.js";
 import { file_karlmalone_v1_member } from "./member_pb.js";
-import type { Attachment, Message as Message$1 } from "./message_pb.js";
+import type { Attachment, Message as Message$1, ReactionCount } from "./message_pb.js";
 import { file_karlmalone_v1_message } from "./message_pb.js";
 import type { Event } from "./push_pb.js";
 import { file_karlmalone_v1_push } from "./push_pb.js";
@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/chat.proto.
  */
 export const file_karlmalone_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCK+AQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIARIUCgxyZXBseV90b19zZXEYFCABKANCCAoGdGFyZ2V0QgkKB2NvbnRlbnQiPgoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJoChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidAoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEwoJYWZ0ZXJfc2VxGAIgASgDSAASFAoKYmVmb3JlX3NlcRgDIAEoA0gAEg0KBWxpbWl0GAQgASgFQgoKCHBvc2l0aW9uIlIKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIiQKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMiPAoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJAChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSKFAQoVRm9yd2FyZE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoHcGVlcl9pZBgDIAEoA0gAEhIKCGdyb3VwX2lkGAQgASgDSAASFQoNY2xpZW50X21zZ19pZBgFIAEoCUIICgZ0YXJnZXQiQQoWRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkgKEkVkaXRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEgwKBHRleHQYAyABKAkiPgoTRWRpdE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIysQYKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJUCgtFZGl0TWVzc2FnZRIhLmthcmxtYWxvbmUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElEKClNlbmRUeXBpbmcSIC5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXF1ZXN0GiEua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVzcG9uc2USUAoJU3Vic2NyaWJlEh8ua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXF1ZXN0GiAua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXNwb25zZTABQrQBChFjb20ua2FybG1hbG9uZS52MUIJQ2hhdFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCK+AQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIARIUCgxyZXBseV90b19zZXEYFCABKANCCAoGdGFyZ2V0QgkKB2NvbnRlbnQiPgoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJoChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidAoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEwoJYWZ0ZXJfc2VxGAIgASgDSAASFAoKYmVmb3JlX3NlcRgDIAEoA0gAEg0KBWxpbWl0GAQgASgFQgoKCHBvc2l0aW9uIlIKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIiQKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMiPAoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJAChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSKFAQoVRm9yd2FyZE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoHcGVlcl9pZBgDIAEoA0gAEhIKCGdyb3VwX2lkGAQgASgDSAASFQoNY2xpZW50X21zZ19pZBgFIAEoCUIICgZ0YXJnZXQiQQoWRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkgKEkVkaXRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEgwKBHRleHQYAyABKAkiPgoTRWRpdE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkkKElNldFJlYWN0aW9uUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEg0KBWVtb2ppGAMgASgJIkYKE1NldFJlYWN0aW9uUmVzcG9uc2USLwoJcmVhY3Rpb25zGAEgAygLMhwua2FybG1hbG9uZS52MS5SZWFjdGlvbkNvdW50IiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIyhwcKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJUCgtFZGl0TWVzc2FnZRIhLmthcmxtYWxvbmUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElQKC1NldFJlYWN0aW9uEiEua2FybG1hbG9uZS52MS5TZXRSZWFjdGlvblJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNldFJlYWN0aW9uUmVzcG9uc2USUQoKU2VuZFR5cGluZxIgLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1JlcXVlc3QaIS5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXNwb25zZRJQCglTdWJzY3JpYmUSHy5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFCtAEKEWNvbS5rYXJsbWFsb25lLnYxQglDaGF0UHJvdG9QAVo/Z2l0aHViLmNvbS9rYXJsbWFsb25lL2thcmxtYWxvbmUvZ2VuL2thcmxtYWxvbmUvdjE7a2FybG1hbG9uZXYxogIDS1hYqgINS2FybG1hbG9uZS5WMcoCDUthcmxtYWxvbmVcVjHiAhlLYXJsbWFsb25lXFYxXEdQQk1ldGFkYXRh6gIOS2FybG1hbG9uZTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
 
 /**
  * Conversation is one of the caller's conversations.
@@ -573,6 +573,63 @@ export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__P
   messageDesc(file_karlmalone_v1_chat, 14);
 
 /**
+ * SetReactionRequest sets or clears the caller's reaction to a message.
+ *
+ * @generated from message karlmalone.v1.SetReactionRequest
+ */
+export type SetReactionRequest = Message<"karlmalone.v1.SetReactionRequest"> & {
+  /**
+   * The message's conversation, one the caller belongs to.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq; not a recalled one.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * A single emoji (one grapheme, at most 64 bytes); empty clears the
+   * caller's reaction.
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.SetReactionRequest.
+ * Use `create(SetReactionRequestSchema)` to create a new message.
+ */
+export const SetReactionRequestSchema: GenMessage<SetReactionRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 15);
+
+/**
+ * SetReactionResponse carries the message's reactions after the change.
+ *
+ * @generated from message karlmalone.v1.SetReactionResponse
+ */
+export type SetReactionResponse = Message<"karlmalone.v1.SetReactionResponse"> & {
+  /**
+   * As Message.reactions, for the caller.
+   *
+   * @generated from field: repeated karlmalone.v1.ReactionCount reactions = 1;
+   */
+  reactions: ReactionCount[];
+};
+
+/**
+ * Describes the message karlmalone.v1.SetReactionResponse.
+ * Use `create(SetReactionResponseSchema)` to create a new message.
+ */
+export const SetReactionResponseSchema: GenMessage<SetReactionResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 16);
+
+/**
  * SendTypingRequest says the caller is typing.
  *
  * @generated from message karlmalone.v1.SendTypingRequest
@@ -591,7 +648,7 @@ export type SendTypingRequest = Message<"karlmalone.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 15);
+  messageDesc(file_karlmalone_v1_chat, 17);
 
 /**
  * SendTypingResponse is empty.
@@ -606,7 +663,7 @@ export type SendTypingResponse = Message<"karlmalone.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 16);
+  messageDesc(file_karlmalone_v1_chat, 18);
 
 /**
  * SubscribeRequest opens the caller's event stream.
@@ -621,7 +678,7 @@ export type SubscribeRequest = Message<"karlmalone.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 17);
+  messageDesc(file_karlmalone_v1_chat, 19);
 
 /**
  * SubscribeResponse is one event.
@@ -642,7 +699,7 @@ export type SubscribeResponse = Message<"karlmalone.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 18);
+  messageDesc(file_karlmalone_v1_chat, 20);
 
 /**
  * ConversationKind tells one-to-one from group conversations.
@@ -759,6 +816,17 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof EditMessageRequestSchema;
     output: typeof EditMessageResponseSchema;
+  },
+  /**
+   * SetReaction sets the caller's one reaction to a message (replacing any
+   * earlier one) or, with an empty emoji, clears it, and pushes reaction.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.SetReaction
+   */
+  setReaction: {
+    methodKind: "unary";
+    input: typeof SetReactionRequestSchema;
+    output: typeof SetReactionResponseSchema;
   },
   /**
    * SendTyping tells the conversation's other members that the caller is typing.

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/message.proto.
  */
 export const file_karlmalone_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDIvQCCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIcmVwbHlfdG8YFCABKAsyGy5rYXJsbWFsb25lLnYxLlJlcGx5UHJldmlldxIRCglmb3J3YXJkZWQYFSABKAgSLQoJZWRpdGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdjb250ZW50IokBCgxSZXBseVByZXZpZXcSCwoDc2VxGAEgASgDEhEKCXNlbmRlcl9pZBgCIAEoAxIMCgR0ZXh0GAMgASgJEjYKD2F0dGFjaG1lbnRfa2luZBgEIAEoDjIdLmthcmxtYWxvbmUudjEuQXR0YWNobWVudEtpbmQSEwoLdW5hdmFpbGFibGUYBSABKAgqgQEKDkF0dGFjaG1lbnRLaW5kEh8KG0FUVEFDSE1FTlRfS0lORF9VTlNQRUNJRklFRBAAEhkKFUFUVEFDSE1FTlRfS0lORF9JTUFHRRABEhgKFEFUVEFDSE1FTlRfS0lORF9GSUxFEAISGQoVQVRUQUNITUVOVF9LSU5EX1ZPSUNFEANCtwEKEWNvbS5rYXJsbWFsb25lLnYxQgxNZXNzYWdlUHJvdG9QAVo/Z2l0aHViLmNvbS9rYXJsbWFsb25lL2thcmxtYWxvbmUvZ2VuL2thcmxtYWxvbmUvdjE7a2FybG1hbG9uZXYxogIDS1hYqgINS2FybG1hbG9uZS5WMcoCDUthcmxtYWxvbmVcVjHiAhlLYXJsbWFsb25lXFYxXEdQQk1ldGFkYXRh6gIOS2FybG1hbG9uZTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDIqUDCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIcmVwbHlfdG8YFCABKAsyGy5rYXJsbWFsb25lLnYxLlJlcGx5UHJldmlldxIRCglmb3J3YXJkZWQYFSABKAgSLQoJZWRpdGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCglyZWFjdGlvbnMYFyADKAsyHC5rYXJsbWFsb25lLnYxLlJlYWN0aW9uQ291bnRCCQoHY29udGVudCJECg1SZWFjdGlvbkNvdW50Eg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgFEhUKDXJlYWN0ZWRfYnlfbWUYAyABKAgiiQEKDFJlcGx5UHJldmlldxILCgNzZXEYASABKAMSEQoJc2VuZGVyX2lkGAIgASgDEgwKBHRleHQYAyABKAkSNgoPYXR0YWNobWVudF9raW5kGAQgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBITCgt1bmF2YWlsYWJsZRgFIAEoCCqBAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESGAoUQVRUQUNITUVOVF9LSU5EX0ZJTEUQAhIZChVBVFRBQ0hNRU5UX0tJTkRfVk9JQ0UQA0K3AQoRY29tLmthcmxtYWxvbmUudjFCDE1lc3NhZ2VQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Attachment references an uploaded file (POST /v1/attachments).
@@ -154,6 +154,14 @@ export type Message = Message$1<"karlmalone.v1.Message"> & {
    * @generated from field: google.protobuf.Timestamp edited_at = 22;
    */
   editedAt?: Timestamp | undefined;
+
+  /**
+   * The reactions, one per emoji, in the order each emoji first came;
+   * filled in by ListMessages and SetReaction, for the member reading.
+   *
+   * @generated from field: repeated karlmalone.v1.ReactionCount reactions = 23;
+   */
+  reactions: ReactionCount[];
 };
 
 /**
@@ -162,6 +170,41 @@ export type Message = Message$1<"karlmalone.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_karlmalone_v1_message, 1);
+
+/**
+ * ReactionCount is how many members reacted to a message with one emoji.
+ *
+ * @generated from message karlmalone.v1.ReactionCount
+ */
+export type ReactionCount = Message$1<"karlmalone.v1.ReactionCount"> & {
+  /**
+   * The emoji.
+   *
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * How many members reacted with it.
+   *
+   * @generated from field: int32 count = 2;
+   */
+  count: number;
+
+  /**
+   * True when the member reading is one of them.
+   *
+   * @generated from field: bool reacted_by_me = 3;
+   */
+  reactedByMe: boolean;
+};
+
+/**
+ * Describes the message karlmalone.v1.ReactionCount.
+ * Use `create(ReactionCountSchema)` to create a new message.
+ */
+export const ReactionCountSchema: GenMessage<ReactionCount> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_message, 2);
 
 /**
  * ReplyPreview is the message a reply quotes, as the server resolves it: in
@@ -213,7 +256,7 @@ export type ReplyPreview = Message$1<"karlmalone.v1.ReplyPreview"> & {
  * Use `create(ReplyPreviewSchema)` to create a new message.
  */
 export const ReplyPreviewSchema: GenMessage<ReplyPreview> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_message, 2);
+  messageDesc(file_karlmalone_v1_message, 3);
 
 /**
  * AttachmentKind says how a client should present an attachment.

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/push.proto.
  */
 export const file_karlmalone_v1_push: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL3B1c2gucHJvdG8SDWthcmxtYWxvbmUudjEi2wcKBUV2ZW50EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdtZXNzYWdlGAogASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlSAASOgoQbWVzc2FnZV9yZWNhbGxlZBgLIAEoCzIeLmthcmxtYWxvbmUudjEuTWVzc2FnZVJlY2FsbGVkSAASMgoMcmVhZF9yZWNlaXB0GAwgASgLMhoua2FybG1hbG9uZS52MS5SZWFkUmVjZWlwdEgAEicKBnR5cGluZxgNIAEoCzIVLmthcmxtYWxvbmUudjEuVHlwaW5nSAASNgoObWVzc2FnZV9lZGl0ZWQYDiABKAsyHC5rYXJsbWFsb25lLnYxLk1lc3NhZ2VFZGl0ZWRIABI/ChdmcmllbmRfcmVxdWVzdF9yZWNlaXZlZBgUIAEoCzIcLmthcmxtYWxvbmUudjEuRnJpZW5kUmVxdWVzdEgAEj8KF2ZyaWVuZF9yZXF1ZXN0X2Fuc3dlcmVkGBUgASgLMhwua2FybG1hbG9uZS52MS5GcmllbmRSZXF1ZXN0SAASOAoPY29udGFjdF9yZW1vdmVkGBYgASgLMh0ua2FybG1hbG9uZS52MS5Db250YWN0UmVtb3ZlZEgAEi0KDWdyb3VwX2NyZWF0ZWQYHiABKAsyFC5rYXJsbWFsb25lLnYxLkdyb3VwSAASLQoNZ3JvdXBfdXBkYXRlZBgfIAEoCzIULmthcmxtYWxvbmUudjEuR3JvdXBIABI4Cg9ncm91cF9kaXNzb2x2ZWQYICABKAsyHS5rYXJsbWFsb25lLnYxLkdyb3VwRGlzc29sdmVkSAASOQoNbWVtYmVyX2pvaW5lZBghIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI3CgttZW1iZXJfbGVmdBgiIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI6Cg5tZW1iZXJfcmVtb3ZlZBgjIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI/ChNtZW1iZXJfcm9sZV9jaGFuZ2VkGCQgASgLMiAua2FybG1hbG9uZS52MS5Hcm91cE1lbWJlckNoYW5nZUgAEjgKD3Nlc3Npb25fcmV2b2tlZBgoIAEoCzIdLmthcmxtYWxvbmUudjEuU2Vzc2lvblJldm9rZWRIABInCgZyZXN5bmMYMiABKAsyFS5rYXJsbWFsb25lLnYxLlJlc3luY0gAQgYKBGtpbmQiMwoGUmVzeW5jEikKBXNpbmNlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIyCgpFdmVudEJhdGNoEiQKBmV2ZW50cxgBIAMoCzIULmthcmxtYWxvbmUudjEuRXZlbnQiewoPTWVzc2FnZVJlY2FsbGVkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEi8KC3JlY2FsbGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKFAQoNTWVzc2FnZUVkaXRlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEhEKCXNlbmRlcl9pZBgDIAEoAxIMCgR0ZXh0GAQgASgJEi0KCWVkaXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoLUmVhZFJlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAxIQCghyZWFkX3NlcRgDIAEoAyI0CgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAyIjCg5Db250YWN0UmVtb3ZlZBIRCgltZW1iZXJfaWQYASABKAMiIgoOR3JvdXBEaXNzb2x2ZWQSEAoIZ3JvdXBfaWQYASABKAMicgoRR3JvdXBNZW1iZXJDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAMSEQoJbWVtYmVyX2lkGAIgASgDEhAKCGFjdG9yX2lkGAMgASgDEiYKBHJvbGUYBCABKA4yGC5rYXJsbWFsb25lLnYxLkdyb3VwUm9sZSIkCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgDQrQBChFjb20ua2FybG1hbG9uZS52MUIJUHVzaFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_contact, file_karlmalone_v1_group, file_karlmalone_v1_message]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL3B1c2gucHJvdG8SDWthcmxtYWxvbmUudjEijwgKBUV2ZW50EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdtZXNzYWdlGAogASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlSAASOgoQbWVzc2FnZV9yZWNhbGxlZBgLIAEoCzIeLmthcmxtYWxvbmUudjEuTWVzc2FnZVJlY2FsbGVkSAASMgoMcmVhZF9yZWNlaXB0GAwgASgLMhoua2FybG1hbG9uZS52MS5SZWFkUmVjZWlwdEgAEicKBnR5cGluZxgNIAEoCzIVLmthcmxtYWxvbmUudjEuVHlwaW5nSAASNgoObWVzc2FnZV9lZGl0ZWQYDiABKAsyHC5rYXJsbWFsb25lLnYxLk1lc3NhZ2VFZGl0ZWRIABIyCghyZWFjdGlvbhgPIAEoCzIeLmthcmxtYWxvbmUudjEuUmVhY3Rpb25DaGFuZ2VkSAASPwoXZnJpZW5kX3JlcXVlc3RfcmVjZWl2ZWQYFCABKAsyHC5rYXJsbWFsb25lLnYxLkZyaWVuZFJlcXVlc3RIABI/ChdmcmllbmRfcmVxdWVzdF9hbnN3ZXJlZBgVIAEoCzIcLmthcmxtYWxvbmUudjEuRnJpZW5kUmVxdWVzdEgAEjgKD2NvbnRhY3RfcmVtb3ZlZBgWIAEoCzIdLmthcmxtYWxvbmUudjEuQ29udGFjdFJlbW92ZWRIABItCg1ncm91cF9jcmVhdGVkGB4gASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEi0KDWdyb3VwX3VwZGF0ZWQYHyABKAsyFC5rYXJsbWFsb25lLnYxLkdyb3VwSAASOAoPZ3JvdXBfZGlzc29sdmVkGCAgASgLMh0ua2FybG1hbG9uZS52MS5Hcm91cERpc3NvbHZlZEgAEjkKDW1lbWJlcl9qb2luZWQYISABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASNwoLbWVtYmVyX2xlZnQYIiABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASOgoObWVtYmVyX3JlbW92ZWQYIyABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASPwoTbWVtYmVyX3JvbGVfY2hhbmdlZBgkIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI4Cg9zZXNzaW9uX3Jldm9rZWQYKCABKAsyHS5rYXJsbWFsb25lLnYxLlNlc3Npb25SZXZva2VkSAASJwoGcmVzeW5jGDIgASgLMhUua2FybG1hbG9uZS52MS5SZXN5bmNIAEIGCgRraW5kIjMKBlJlc3luYxIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMgoKRXZlbnRCYXRjaBIkCgZldmVudHMYASADKAsyFC5rYXJsbWFsb25lLnYxLkV2ZW50InsKD01lc3NhZ2VSZWNhbGxlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEhEKCXNlbmRlcl9pZBgDIAEoAxIvCgtyZWNhbGxlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihQEKDU1lc3NhZ2VFZGl0ZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAMSDAoEdGV4dBgEIAEoCRItCgllZGl0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInEKD1JlYWN0aW9uQ2hhbmdlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEhEKCW1lbWJlcl9pZBgDIAEoAxINCgVlbW9qaRgEIAEoCRIWCg5wcmV2aW91c19lbW9qaRgFIAEoCSJLCgtSZWFkUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEQoJbWVtYmVyX2lkGAIgASgDEhAKCHJlYWRfc2VxGAMgASgDIjQKBlR5cGluZxIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEQoJbWVtYmVyX2lkGAIgASgDIiMKDkNvbnRhY3RSZW1vdmVkEhEKCW1lbWJlcl9pZBgBIAEoAyIiCg5Hcm91cERpc3NvbHZlZBIQCghncm91cF9pZBgBIAEoAyJyChFHcm91cE1lbWJlckNoYW5nZRIQCghncm91cF9pZBgBIAEoAxIRCgltZW1iZXJfaWQYAiABKAMSEAoIYWN0b3JfaWQYAyABKAMSJgoEcm9sZRgEIAEoDjIYLmthcmxtYWxvbmUudjEuR3JvdXBSb2xlIiQKDlNlc3Npb25SZXZva2VkEhIKCnNlc3Npb25faWQYASABKANCtAEKEWNvbS5rYXJsbWFsb25lLnYxQglQdXNoUHJvdG9QAVo/Z2l0aHViLmNvbS9rYXJsbWFsb25lL2thcmxtYWxvbmUvZ2VuL2thcmxtYWxvbmUvdjE7a2FybG1hbG9uZXYxogIDS1hYqgINS2FybG1hbG9uZS5WMcoCDUthcmxtYWxvbmVcVjHiAhlLYXJsbWFsb25lXFYxXEdQQk1ldGFkYXRh6gIOS2FybG1hbG9uZTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_karlmalone_v1_contact, file_karlmalone_v1_group, file_karlmalone_v1_message]);
 
 /**
  * Event is what GET /v1/push frames and ChatService.Subscribe carry.
@@ -78,6 +78,14 @@ export type Event = Message<"karlmalone.v1.Event"> & {
      */
     value: MessageEdited;
     case: "messageEdited";
+  } | {
+    /**
+     * A member set, changed or cleared its reaction to a message.
+     *
+     * @generated from field: karlmalone.v1.ReactionChanged reaction = 15;
+     */
+    value: ReactionChanged;
+    case: "reaction";
   } | {
     /**
      * Someone sent the member a friend request.
@@ -326,6 +334,56 @@ export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
   messageDesc(file_karlmalone_v1_push, 4);
 
 /**
+ * ReactionChanged says a member's reaction to a message changed. A client
+ * counting reactions takes one off previous_emoji and adds one to emoji.
+ *
+ * @generated from message karlmalone.v1.ReactionChanged
+ */
+export type ReactionChanged = Message<"karlmalone.v1.ReactionChanged"> & {
+  /**
+   * The message's conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq in it.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The member who reacted.
+   *
+   * @generated from field: int64 member_id = 3;
+   */
+  memberId: bigint;
+
+  /**
+   * The member's reaction now; empty when it was cleared.
+   *
+   * @generated from field: string emoji = 4;
+   */
+  emoji: string;
+
+  /**
+   * The member's reaction before; empty when there was none.
+   *
+   * @generated from field: string previous_emoji = 5;
+   */
+  previousEmoji: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.ReactionChanged.
+ * Use `create(ReactionChangedSchema)` to create a new message.
+ */
+export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_push, 5);
+
+/**
  * ReadReceipt says a member read a conversation up to read_seq.
  *
  * @generated from message karlmalone.v1.ReadReceipt
@@ -358,7 +416,7 @@ export type ReadReceipt = Message<"karlmalone.v1.ReadReceipt"> & {
  * Use `create(ReadReceiptSchema)` to create a new message.
  */
 export const ReadReceiptSchema: GenMessage<ReadReceipt> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 5);
+  messageDesc(file_karlmalone_v1_push, 6);
 
 /**
  * Typing says a member is typing in a conversation.
@@ -386,7 +444,7 @@ export type Typing = Message<"karlmalone.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 6);
+  messageDesc(file_karlmalone_v1_push, 7);
 
 /**
  * ContactRemoved says a contact removed the member (or the member removed it
@@ -408,7 +466,7 @@ export type ContactRemoved = Message<"karlmalone.v1.ContactRemoved"> & {
  * Use `create(ContactRemovedSchema)` to create a new message.
  */
 export const ContactRemovedSchema: GenMessage<ContactRemoved> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 7);
+  messageDesc(file_karlmalone_v1_push, 8);
 
 /**
  * GroupDissolved says a group ended.
@@ -429,7 +487,7 @@ export type GroupDissolved = Message<"karlmalone.v1.GroupDissolved"> & {
  * Use `create(GroupDissolvedSchema)` to create a new message.
  */
 export const GroupDissolvedSchema: GenMessage<GroupDissolved> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 8);
+  messageDesc(file_karlmalone_v1_push, 9);
 
 /**
  * GroupMemberChange says a member joined, left, was removed or changed role.
@@ -471,7 +529,7 @@ export type GroupMemberChange = Message<"karlmalone.v1.GroupMemberChange"> & {
  * Use `create(GroupMemberChangeSchema)` to create a new message.
  */
 export const GroupMemberChangeSchema: GenMessage<GroupMemberChange> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 9);
+  messageDesc(file_karlmalone_v1_push, 10);
 
 /**
  * SessionRevoked says one of the member's sessions ended; the socket of that
@@ -493,5 +551,5 @@ export type SessionRevoked = Message<"karlmalone.v1.SessionRevoked"> & {
  * Use `create(SessionRevokedSchema)` to create a new message.
  */
 export const SessionRevokedSchema: GenMessage<SessionRevoked> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 10);
+  messageDesc(file_karlmalone_v1_push, 11);
 

@@ -51,6 +51,8 @@ const (
 	ChatServiceForwardMessageProcedure = "/karlmalone.v1.ChatService/ForwardMessage"
 	// ChatServiceEditMessageProcedure is the fully-qualified name of the ChatService's EditMessage RPC.
 	ChatServiceEditMessageProcedure = "/karlmalone.v1.ChatService/EditMessage"
+	// ChatServiceSetReactionProcedure is the fully-qualified name of the ChatService's SetReaction RPC.
+	ChatServiceSetReactionProcedure = "/karlmalone.v1.ChatService/SetReaction"
 	// ChatServiceSendTypingProcedure is the fully-qualified name of the ChatService's SendTyping RPC.
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
 	// ChatServiceSubscribeProcedure is the fully-qualified name of the ChatService's Subscribe RPC.
@@ -79,6 +81,9 @@ type ChatServiceClient interface {
 	// the edit window (-edit-window, 24 h) and pushes message_edited. Only the
 	// current text is kept.
 	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
+	// SetReaction sets the caller's one reaction to a message (replacing any
+	// earlier one) or, with an empty emoji, clears it, and pushes reaction.
+	SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -141,6 +146,12 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		setReaction: connect.NewClient[v1.SetReactionRequest, v1.SetReactionResponse](
+			httpClient,
+			baseURL+ChatServiceSetReactionProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("SetReaction")),
+			connect.WithClientOptions(opts...),
+		),
 		sendTyping: connect.NewClient[v1.SendTypingRequest, v1.SendTypingResponse](
 			httpClient,
 			baseURL+ChatServiceSendTypingProcedure,
@@ -165,6 +176,7 @@ type chatServiceClient struct {
 	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
 	forwardMessage    *connect.Client[v1.ForwardMessageRequest, v1.ForwardMessageResponse]
 	editMessage       *connect.Client[v1.EditMessageRequest, v1.EditMessageResponse]
+	setReaction       *connect.Client[v1.SetReactionRequest, v1.SetReactionResponse]
 	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
 	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 }
@@ -232,6 +244,15 @@ func (c *chatServiceClient) EditMessage(ctx context.Context, req *v1.EditMessage
 	return nil, err
 }
 
+// SetReaction calls karlmalone.v1.ChatService.SetReaction.
+func (c *chatServiceClient) SetReaction(ctx context.Context, req *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
+	response, err := c.setReaction.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // SendTyping calls karlmalone.v1.ChatService.SendTyping.
 func (c *chatServiceClient) SendTyping(ctx context.Context, req *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
 	response, err := c.sendTyping.CallUnary(ctx, connect.NewRequest(req))
@@ -268,6 +289,9 @@ type ChatServiceHandler interface {
 	// the edit window (-edit-window, 24 h) and pushes message_edited. Only the
 	// current text is kept.
 	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
+	// SetReaction sets the caller's one reaction to a message (replacing any
+	// earlier one) or, with an empty emoji, clears it, and pushes reaction.
+	SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -326,6 +350,12 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceSetReactionHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceSetReactionProcedure,
+		svc.SetReaction,
+		connect.WithSchema(chatServiceMethods.ByName("SetReaction")),
+		connect.WithHandlerOptions(opts...),
+	)
 	chatServiceSendTypingHandler := connect.NewUnaryHandlerSimple(
 		ChatServiceSendTypingProcedure,
 		svc.SendTyping,
@@ -354,6 +384,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceForwardMessageHandler.ServeHTTP(w, r)
 		case ChatServiceEditMessageProcedure:
 			chatServiceEditMessageHandler.ServeHTTP(w, r)
+		case ChatServiceSetReactionProcedure:
+			chatServiceSetReactionHandler.ServeHTTP(w, r)
 		case ChatServiceSendTypingProcedure:
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
 		case ChatServiceSubscribeProcedure:
@@ -393,6 +425,10 @@ func (UnimplementedChatServiceHandler) ForwardMessage(context.Context, *v1.Forwa
 
 func (UnimplementedChatServiceHandler) EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.EditMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.SetReaction is not implemented"))
 }
 
 func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
