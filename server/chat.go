@@ -53,6 +53,7 @@ var (
 	errClientMsgIDUsed = connect.NewError(connect.CodeAlreadyExists, errors.New("client_msg_id: already used for a message in another conversation"))
 	errNoReplyTarget   = connect.NewError(connect.CodeNotFound, errors.New("reply_to_seq: no such message in this conversation"))
 	errReplyRecalled   = connect.NewError(connect.CodeFailedPrecondition, errors.New("reply_to_seq: that message was recalled"))
+	errMentionEveryone = connect.NewError(connect.CodePermissionDenied, errors.New("mention_everyone: only the group's owner and admins may mention everyone"))
 	errForwardRecalled = connect.NewError(connect.CodeFailedPrecondition, errors.New("seq: a recalled message cannot be forwarded"))
 )
 
@@ -65,6 +66,8 @@ type sendMessageParams struct {
 	AttachmentKind *int32  `name:"attachment.kind" validate:"omitnil,min=1,max=3"`
 	Caption        *string `name:"attachment.caption" validate:"omitnil,max=1024"`
 	ReplyToSeq     *int64  `name:"reply_to_seq" validate:"omitnil,gt=0"`
+	Mentions       []int64 `name:"mentions" validate:"max=50,unique,dive,gt=0"`
+	MentionAll     bool    `name:"mention_everyone"`
 }
 
 func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest) (*v1.SendMessageResponse, error) {
@@ -80,6 +83,7 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	// when it stores nothing do we ask why (sendTarget), off the hot path.
 	arg := db.CreateMessageParams{
 		PeerID: p.PeerID, GroupID: p.GroupID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text, ReplyToSeq: p.ReplyToSeq,
+		Mentions: p.Mentions, MentionEveryone: p.MentionAll,
 	}
 	var q quoted
 	if p.ReplyToSeq != nil {
@@ -121,6 +125,13 @@ func (s *ChatServer) send(ctx context.Context, me int64, p sendMessageParams, ar
 		if err != nil {
 			return nil, err
 		}
+		if arg.MentionEveryone {
+			// Or the insert refused @everyone from a plain member.
+			cm, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: convID, MemberID: me})
+			if err == nil && cm.Role < store.RoleAdmin {
+				return nil, errMentionEveryone
+			}
+		}
 		return s.storedMessage(ctx, me, p.ClientMsgID, convID)
 	case err != nil:
 		return nil, err
@@ -144,7 +155,7 @@ func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessagePa
 
 // sendParams validates a SendMessage request.
 func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
-	p := sendMessageParams{ClientMsgID: req.GetClientMsgId()}
+	p := sendMessageParams{ClientMsgID: req.GetClientMsgId(), Mentions: req.GetMentions(), MentionAll: req.GetMentionEveryone()}
 	if r := req.GetReplyToSeq(); r != 0 {
 		p.ReplyToSeq = &r
 	}
@@ -171,6 +182,12 @@ func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 	}
 	if err := check(p); err != nil {
 		return p, err
+	}
+	if p.PeerID != nil && (len(p.Mentions) > 0 || p.MentionAll) {
+		return p, invalid("mentions: only group messages mention members")
+	}
+	if len(p.Mentions) == 0 {
+		p.Mentions = nil // stored as NULL: no mentions
 	}
 	// PostgreSQL text cannot hold NUL; say so rather than fail on insert.
 	for _, f := range []struct {

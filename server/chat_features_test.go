@@ -392,3 +392,145 @@ func TestChatReactions(t *testing.T) {
 		}
 	})
 }
+
+// conversationOf is c's entry for convID in ListConversations (nil if none).
+func conversationOf(t testing.TB, c *client, convID int64) *v1.Conversation {
+	t.Helper()
+	for _, page := range pages(t, func(token string) (*v1.ListConversationsResponse, error) {
+		return c.Chat.ListConversations(context.Background(), &v1.ListConversationsRequest{PageSize: 100, PageToken: token})
+	}) {
+		for _, cv := range page.GetConversations() {
+			if cv.GetId() == convID {
+				return cv
+			}
+		}
+	}
+	return nil
+}
+
+func TestChatMentions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b, c, d, out := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cid"), e.register(t, "dan"), e.register(t, "out")
+	c2 := e.login(t, c.Phone, c.Password)
+	g := newGroup(t, a, b, c, d)
+	conv := g.GetConversationId()
+	if _, err := a.Groups.SetMemberRole(context.Background(), &v1.SetMemberRoleRequest{GroupId: g.GetId(), MemberId: b.ID, Role: v1.GroupRole_GROUP_ROLE_ADMIN}); err != nil {
+		t.Fatal(err)
+	}
+	mention := func(cl *client, key string, everyone bool, ids ...int64) (*v1.SendMessageResponse, error) {
+		req := groupText(g.GetId(), key, "hey @you")
+		req.Mentions, req.MentionEveryone = ids, everyone
+		return cl.Chat.SendMessage(context.Background(), req)
+	}
+	mentionedMe := func(t *testing.T, cl *client) bool {
+		t.Helper()
+		return conversationOf(t, cl, conv).GetMentionedMe()
+	}
+	dEv, c2Ev := e.connect(t, d), e.connect(t, c2)
+
+	step(t, "a member mentions members; non-members are dropped; pushed with the mentions", func(t *testing.T) {
+		res, err := mention(c, "m1", false, d.ID, out.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sentText(conv, 1, c.ID, "m1", "hey @you")
+		want.Mentions = []int64{d.ID}
+		wantProto(t, "sent", want, res.GetMessage(), anyTime)
+		for _, ev := range []*events{dEv, c2Ev} {
+			wantProto(t, "pushed", want, ev.nextWhere(isMessage).GetMessage(), anyTime)
+		}
+		wantProto(t, "listed", want, messageAt(history(t, a, conv), 1), anyTime)
+	})
+
+	step(t, "mentioned_me until read", func(t *testing.T) {
+		if !mentionedMe(t, d) {
+			t.Fatal("dan is not told he was mentioned")
+		}
+		if mentionedMe(t, a) || mentionedMe(t, c) {
+			t.Fatal("mentioned_me for a member not mentioned, or for the sender")
+		}
+		chatSend(t, a, groupText(g.GetId(), "m2", "later message"))
+		if _, err := d.Chat.MarkRead(context.Background(), &v1.MarkReadRequest{ConversationId: conv, Seq: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if mentionedMe(t, d) {
+			t.Fatal("mentioned_me after reading past the mention")
+		}
+	})
+
+	step(t, "everyone: the owner and admins only", func(t *testing.T) {
+		_, err := mention(c, "e1", true)
+		wantCode(t, err, connect.CodePermissionDenied)
+		if got := conversationOf(t, a, conv).GetLastSeq(); got != 2 {
+			t.Fatalf("a refused @everyone moved last_seq to %d", got)
+		}
+		res, err := mention(b, "e2", true) // bob is an admin
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.GetMessage().GetMentionEveryone() {
+			t.Fatalf("sent %v", res.GetMessage())
+		}
+		for _, cl := range []*client{a, c, d} {
+			if !mentionedMe(t, cl) {
+				t.Fatalf("member %d not mentioned by @everyone", cl.ID)
+			}
+		}
+		if mentionedMe(t, b) {
+			t.Fatal("the sender of @everyone is mentioned")
+		}
+		if _, err := mention(a, "e3", true); err != nil { // the owner
+			t.Fatal(err)
+		}
+	})
+
+	step(t, "a recalled mention no longer counts", func(t *testing.T) {
+		chatSend(t, d, groupText(g.GetId(), "read", "all read")) // dan's own message moves his cursor
+		res, err := mention(c, "m3", false, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !mentionedMe(t, d) {
+			t.Fatal("not mentioned")
+		}
+		if _, err := c.Chat.RecallMessage(context.Background(), &v1.RecallMessageRequest{ConversationId: conv, Seq: res.GetMessage().GetSeq()}); err != nil {
+			t.Fatal(err)
+		}
+		if mentionedMe(t, d) {
+			t.Fatal("mentioned_me after the mention was recalled")
+		}
+	})
+
+	step(t, "what may not be mentioned", func(t *testing.T) {
+		makeContacts(t, c, d)
+		req := peerText(d.ID, "p1", "hi")
+		req.Mentions = []int64{d.ID}
+		_, err := c.Chat.SendMessage(context.Background(), req)
+		wantInvalid(t, err, "mentions")
+		_, err = mention(c, "x1", false, d.ID, d.ID)
+		wantInvalid(t, err, "mentions")
+		_, err = mention(c, "x2", false, 0)
+		wantInvalid(t, err, "mentions")
+		many := make([]int64, 51)
+		for i := range many {
+			many[i] = int64(i + 1)
+		}
+		_, err = mention(c, "x3", false, many...)
+		wantInvalid(t, err, "mentions")
+	})
+
+	step(t, "raw JSON", func(t *testing.T) {
+		status, body, raw := e.postJSON(t, "/karlmalone.v1.ChatService/SendMessage", c.Token,
+			fmt.Sprintf(`{"groupId":"%d","clientMsgId":"j1","text":"yo","mentions":["%d"]}`, g.GetId(), a.ID))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, raw)
+		}
+		wantFields(t, "json mention", map[string]any{"mentions": []any{fmt.Sprint(a.ID)}}, body["message"].(map[string]any))
+		status, body, raw = e.postJSON(t, "/karlmalone.v1.ChatService/SendMessage", c.Token,
+			fmt.Sprintf(`{"groupId":"%d","clientMsgId":"j2","text":"all","mentionEveryone":true}`, g.GetId()))
+		if status != http.StatusForbidden || body["code"] != "permission_denied" {
+			t.Fatalf("json @everyone from a member: %d %s", status, raw)
+		}
+	})
+}

@@ -75,7 +75,7 @@ func toGroupMember(m db.Member, self bool, role int16, joinedAt *timestamppb.Tim
 func toMessage(m db.Message, contentType *string, size *int64, q quoted) *v1.Message {
 	out := &v1.Message{
 		ConversationId: m.ConversationID, Seq: m.Seq, SenderId: m.SenderID, ClientMsgId: m.ClientMsgID,
-		SentAt: timestamppb.New(m.SentAt), Forwarded: m.Forwarded,
+		SentAt: timestamppb.New(m.SentAt), Forwarded: m.Forwarded, Mentions: m.Mentions, MentionEveryone: m.MentionEveryone,
 	}
 	switch {
 	case m.RecalledAt != nil:
@@ -183,7 +183,7 @@ func toCreatedMessage(row db.CreateMessageRow, att *db.Attachment, q quoted) *v1
 func toConversation(r db.ListConversationsByMemberRow) *v1.Conversation {
 	out := &v1.Conversation{
 		Id: r.ID, Kind: v1.ConversationKind(r.Kind), LastSeq: r.LastSeq, ReadSeq: r.ReadSeq,
-		UnreadCount: max(r.LastSeq-r.ReadSeq, 0), UpdatedAt: timestamppb.New(r.ActiveAt),
+		UnreadCount: max(r.LastSeq-r.ReadSeq, 0), UpdatedAt: timestamppb.New(r.ActiveAt), MentionedMe: r.MentionedMe,
 	}
 	switch {
 	case r.Kind == store.ConversationDirect && r.PeerID != nil:

@@ -98,7 +98,10 @@ type Conversation struct {
 	// Messages after read_seq.
 	UnreadCount int64 `protobuf:"varint,8,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
 	// When the last message was sent (or the conversation opened).
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// True while an unread message (after read_seq) mentions the caller, by
+	// id or as everyone; MarkRead past it clears it.
+	MentionedMe   bool `protobuf:"varint,20,opt,name=mentioned_me,json=mentionedMe,proto3" json:"mentioned_me,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +210,13 @@ func (x *Conversation) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Conversation) GetMentionedMe() bool {
+	if x != nil {
+		return x.MentionedMe
+	}
+	return false
+}
+
 type isConversation_With interface {
 	isConversation_With()
 }
@@ -245,9 +255,14 @@ type SendMessageRequest struct {
 	//	*SendMessageRequest_Attachment
 	Content isSendMessageRequest_Content `protobuf_oneof:"content"`
 	// Quote a message of the same conversation (its seq); 0: not a reply.
-	ReplyToSeq    int64 `protobuf:"varint,20,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReplyToSeq int64 `protobuf:"varint,20,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	// Group messages only: member ids to mention, at most 50 (ids of
+	// non-members are dropped).
+	Mentions []int64 `protobuf:"varint,21,rep,packed,name=mentions,proto3" json:"mentions,omitempty"`
+	// Group messages only: mention everyone; the group's owner and admins only.
+	MentionEveryone bool `protobuf:"varint,22,opt,name=mention_everyone,json=mentionEveryone,proto3" json:"mention_everyone,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SendMessageRequest) Reset() {
@@ -342,6 +357,20 @@ func (x *SendMessageRequest) GetReplyToSeq() int64 {
 		return x.ReplyToSeq
 	}
 	return 0
+}
+
+func (x *SendMessageRequest) GetMentions() []int64 {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
+func (x *SendMessageRequest) GetMentionEveryone() bool {
+	if x != nil {
+		return x.MentionEveryone
+	}
+	return false
 }
 
 type isSendMessageRequest_Target interface {
@@ -1450,7 +1479,7 @@ var File_karlmalone_v1_chat_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/chat.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\x1a\x18karlmalone/v1/push.proto\"\x85\x03\n" +
+	"\x18karlmalone/v1/chat.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\x1a\x18karlmalone/v1/push.proto\"\xa8\x03\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.karlmalone.v1.ConversationKindR\x04kind\x12+\n" +
@@ -1461,8 +1490,9 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\bread_seq\x18\a \x01(\x03R\areadSeq\x12!\n" +
 	"\funread_count\x18\b \x01(\x03R\vunreadCount\x129\n" +
 	"\n" +
-	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\x06\n" +
-	"\x04with\"\xfa\x01\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
+	"\fmentioned_me\x18\x14 \x01(\bR\vmentionedMeB\x06\n" +
+	"\x04with\"\xc1\x02\n" +
 	"\x12SendMessageRequest\x12\x19\n" +
 	"\apeer_id\x18\x01 \x01(\x03H\x00R\x06peerId\x12\x1b\n" +
 	"\bgroup_id\x18\x02 \x01(\x03H\x00R\agroupId\x12\"\n" +
@@ -1472,7 +1502,9 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"attachment\x18\x05 \x01(\v2\x19.karlmalone.v1.AttachmentH\x01R\n" +
 	"attachment\x12 \n" +
 	"\freply_to_seq\x18\x14 \x01(\x03R\n" +
-	"replyToSeqB\b\n" +
+	"replyToSeq\x12\x1a\n" +
+	"\bmentions\x18\x15 \x03(\x03R\bmentions\x12)\n" +
+	"\x10mention_everyone\x18\x16 \x01(\bR\x0fmentionEveryoneB\b\n" +
 	"\x06targetB\t\n" +
 	"\acontent\"G\n" +
 	"\x13SendMessageResponse\x120\n" +

@@ -191,9 +191,13 @@ type Message struct {
 	EditedAt *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
 	// The reactions, one per emoji, in the order each emoji first came;
 	// filled in by ListMessages and SetReaction, for the member reading.
-	Reactions     []*ReactionCount `protobuf:"bytes,23,rep,name=reactions,proto3" json:"reactions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reactions []*ReactionCount `protobuf:"bytes,23,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	// The members of the group the message mentions (only members are kept).
+	Mentions []int64 `protobuf:"varint,24,rep,packed,name=mentions,proto3" json:"mentions,omitempty"`
+	// True when the message mentions everyone in the group.
+	MentionEveryone bool `protobuf:"varint,25,opt,name=mention_everyone,json=mentionEveryone,proto3" json:"mention_everyone,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -319,6 +323,20 @@ func (x *Message) GetReactions() []*ReactionCount {
 		return x.Reactions
 	}
 	return nil
+}
+
+func (x *Message) GetMentions() []int64 {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
+func (x *Message) GetMentionEveryone() bool {
+	if x != nil {
+		return x.MentionEveryone
+	}
+	return false
 }
 
 type isMessage_Content interface {
@@ -499,7 +517,7 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x04kind\x12\x18\n" +
 	"\acaption\x18\x03 \x01(\tR\acaption\x12!\n" +
 	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\xa0\x04\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\xe7\x04\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -515,7 +533,9 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\breply_to\x18\x14 \x01(\v2\x1b.karlmalone.v1.ReplyPreviewR\areplyTo\x12\x1c\n" +
 	"\tforwarded\x18\x15 \x01(\bR\tforwarded\x127\n" +
 	"\tedited_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAt\x12:\n" +
-	"\treactions\x18\x17 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactionsB\t\n" +
+	"\treactions\x18\x17 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactions\x12\x1a\n" +
+	"\bmentions\x18\x18 \x03(\x03R\bmentions\x12)\n" +
+	"\x10mention_everyone\x18\x19 \x01(\bR\x0fmentionEveryoneB\t\n" +
 	"\acontent\"_\n" +
 	"\rReactionCount\x12\x14\n" +
 	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
