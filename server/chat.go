@@ -299,28 +299,30 @@ func (s *ChatServer) ListConversations(ctx context.Context, req *v1.ListConversa
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken(), 2)
+	after, err := decodePageToken(req.GetPageToken(), 3)
 	if err != nil {
 		return nil, err
 	}
 	arg := db.ListConversationsByMemberParams{MemberID: me, MaxRows: size + 1}
 	if after != nil {
-		at := time.UnixMicro(after[0])
-		arg.AfterActiveAt, arg.AfterID = &at, after[1]
+		at := time.UnixMicro(after[1])
+		arg.AfterPinRank, arg.AfterActiveAt, arg.AfterID = after[0], &at, after[2]
 	}
 	rows, err := s.q.ListConversationsByMember(ctx, arg)
 	if err != nil {
 		return nil, fmt.Errorf("list conversations: %w", err)
 	}
-	// Keyed on activity time, which moves when a message arrives: a
-	// conversation that becomes active while a client pages jumps to the front
-	// (the client learns of it by push) and is not repeated behind the cursor.
+	// Keyed on the pin and activity time, which move when a message arrives
+	// or the caller pins: a conversation that moves ahead while a client pages
+	// jumps to the front (the client learns of it by push) and is not
+	// repeated behind the cursor.
 	rows, next := trimPage(rows, size, func(r db.ListConversationsByMemberRow) []int64 {
-		return []int64{r.ActiveAt.UnixMicro(), r.ID}
+		return []int64{r.PinRank, r.ActiveAt.UnixMicro(), r.ID}
 	})
 	res := &v1.ListConversationsResponse{NextPageToken: next}
+	now := s.now()
 	for _, r := range rows {
-		res.Conversations = append(res.Conversations, toConversation(r))
+		res.Conversations = append(res.Conversations, toConversation(r, now))
 	}
 	return res, nil
 }

@@ -229,3 +229,63 @@ func (s *ChatServer) withReactions(ctx context.Context, me, convID int64, msgs [
 	}
 	return nil
 }
+
+// UpdateConversationSettings changes the caller's own mute, pin and archive
+// of a conversation, and syncs them to the caller's devices.
+func (s *ChatServer) UpdateConversationSettings(ctx context.Context, req *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := conversationParams{ConversationID: req.GetConversationId()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	arg := db.UpdateConversationSettingsParams{ConversationID: p.ConversationID, MemberID: me, Pinned: req.Pinned, Archived: req.Archived}
+	switch m := req.GetMute().(type) {
+	case *v1.UpdateConversationSettingsRequest_MuteUntil:
+		if err := m.MuteUntil.CheckValid(); err != nil || !m.MuteUntil.AsTime().After(s.now()) {
+			return nil, invalid("mute_until: must be a time in the future")
+		}
+		until := m.MuteUntil.AsTime()
+		arg.SetMute, arg.MutedUntil = true, &until
+	case *v1.UpdateConversationSettingsRequest_MuteForever:
+		if !m.MuteForever {
+			return nil, invalid("mute_forever: must be true when set (unmute with unmute)")
+		}
+		arg.SetMute, arg.MutedForever = true, true
+	case *v1.UpdateConversationSettingsRequest_Unmute:
+		if !m.Unmute {
+			return nil, invalid("unmute: must be true when set")
+		}
+		arg.SetMute = true
+	}
+	r, err := s.q.UpdateConversationSettings(ctx, arg)
+	if err != nil {
+		return nil, fmt.Errorf("update conversation settings: %w", err)
+	}
+	out := toConversationSettings(r, s.now())
+	s.publish([]int64{me}, conversationSettingsChanged(out))
+	return &v1.UpdateConversationSettingsResponse{Settings: out}, nil
+}
+
+type clearHistoryParams struct {
+	ConversationID int64 `name:"conversation_id" validate:"gt=0"`
+	UpToSeq        int64 `name:"up_to_seq" validate:"min=0"`
+}
+
+// ClearConversationHistory raises the caller's floor of a conversation:
+// the messages up to it disappear for the caller only (ListMessages, unread
+// counts, mentions, reactions, forwards, replies), and stay for everyone
+// else. The floor syncs to the caller's devices.
+func (s *ChatServer) ClearConversationHistory(ctx context.Context, req *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error) {
+	me := callerFrom(ctx).MemberID
+	p := clearHistoryParams{ConversationID: req.GetConversationId(), UpToSeq: req.GetUpToSeq()}
+	if err := check(p); err != nil {
+		return nil, err
+	}
+	r, err := s.q.ClearConversationHistory(ctx, db.ClearConversationHistoryParams{ConversationID: p.ConversationID, MemberID: me, UpToSeq: p.UpToSeq})
+	if err != nil {
+		return nil, fmt.Errorf("clear conversation history: %w", err)
+	}
+	out := toConversationSettings(conversationSettingsRow(r), s.now())
+	s.publish([]int64{me}, conversationSettingsChanged(out))
+	return &v1.ClearConversationHistoryResponse{Settings: out}, nil
+}

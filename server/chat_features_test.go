@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/server"
@@ -531,6 +533,183 @@ func TestChatMentions(t *testing.T) {
 			fmt.Sprintf(`{"groupId":"%d","clientMsgId":"j2","text":"all","mentionEveryone":true}`, g.GetId()))
 		if status != http.StatusForbidden || body["code"] != "permission_denied" {
 			t.Fatalf("json @everyone from a member: %d %s", status, raw)
+		}
+	})
+}
+
+func TestChatConversationSettings(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b, c := e.register(t, "ann"), e.register(t, "bob"), e.register(t, "cid")
+	a2 := e.login(t, a.Phone, a.Password)
+	ab, ac := makeContacts(t, a, b), makeContacts(t, a, c)
+	g := newGroup(t, a, b, c)
+	gc := g.GetConversationId()
+	chatSend(t, b, peerText(a.ID, "1", "one"))
+	chatSend(t, c, peerText(a.ID, "1", "two"))
+	for i := range 3 {
+		chatSend(t, b, groupText(g.GetId(), fmt.Sprint("g", i), "group"))
+	}
+	update := func(req *v1.UpdateConversationSettingsRequest) *v1.ConversationSettings {
+		t.Helper()
+		res, err := a.Chat.UpdateConversationSettings(context.Background(), req)
+		if err != nil {
+			t.Fatalf("UpdateConversationSettings: %v", err)
+		}
+		return res.GetSettings()
+	}
+	order := func(t *testing.T, pageSize int32) []int64 {
+		t.Helper()
+		var ids []int64
+		for _, page := range pages(t, func(token string) (*v1.ListConversationsResponse, error) {
+			return a.Chat.ListConversations(context.Background(), &v1.ListConversationsRequest{PageSize: pageSize, PageToken: token})
+		}) {
+			for _, cv := range page.GetConversations() {
+				ids = append(ids, cv.GetId())
+			}
+		}
+		return ids
+	}
+	isSettings := func(ev *v1.Event) bool { return ev.GetConversationSettingsChanged() != nil }
+	a2Ev, bEv := e.connect(t, a2), e.connect(t, b)
+	yes, no := true, false
+
+	step(t, "pinned conversations come first, the latest pinned first, on every page", func(t *testing.T) {
+		if got := order(t, 100); !slices.Equal(got, []int64{gc, ac, ab}) {
+			t.Fatalf("by activity: %v", got)
+		}
+		got := update(&v1.UpdateConversationSettingsRequest{ConversationId: ab, Pinned: &yes})
+		if got.GetPinnedAt() == nil {
+			t.Fatalf("pinned: %v", got)
+		}
+		wantProto(t, "synced to ann's other device", got, a2Ev.nextWhere(isSettings).GetConversationSettingsChanged())
+		update(&v1.UpdateConversationSettingsRequest{ConversationId: ac, Pinned: &yes})
+		for _, size := range []int32{100, 1} {
+			if got := order(t, size); !slices.Equal(got, []int64{ac, ab, gc}) {
+				t.Fatalf("pages of %d: %v", size, got)
+			}
+		}
+		update(&v1.UpdateConversationSettingsRequest{ConversationId: ab, Pinned: &yes}) // again: to the top
+		update(&v1.UpdateConversationSettingsRequest{ConversationId: ac, Pinned: &no})
+		if got := order(t, 1); !slices.Equal(got, []int64{ab, gc, ac}) {
+			t.Fatalf("after re-pin and unpin: %v", got)
+		}
+		if cv := conversationOf(t, b, ab); cv.GetSettings().GetPinnedAt() != nil {
+			t.Fatalf("ann's pin shows for bob: %v", cv.GetSettings())
+		}
+	})
+
+	step(t, "mute until a time, forever, unmute; mentions still arrive", func(t *testing.T) {
+		until := timestamppb.New(time.Now().Add(time.Hour).Truncate(time.Microsecond))
+		got := update(&v1.UpdateConversationSettingsRequest{ConversationId: gc, Mute: &v1.UpdateConversationSettingsRequest_MuteUntil{MuteUntil: until}})
+		wantProto(t, "muted until", &v1.ConversationSettings{ConversationId: gc, MutedUntil: until, Muted: true}, got)
+		got = update(&v1.UpdateConversationSettingsRequest{ConversationId: gc, Mute: &v1.UpdateConversationSettingsRequest_MuteForever{MuteForever: true}, Archived: &yes})
+		wantProto(t, "muted forever and archived", &v1.ConversationSettings{ConversationId: gc, MutedForever: true, Muted: true, Archived: true}, got)
+		wantProto(t, "listed", got, conversationOf(t, a, gc).GetSettings())
+
+		req := groupText(g.GetId(), "mention", "@ann look")
+		req.Mentions = []int64{a.ID}
+		chatSend(t, b, req)
+		if got := a2Ev.nextWhere(isMessage).GetMessage(); !slices.Equal(got.GetMentions(), []int64{a.ID}) {
+			t.Fatalf("muted ann's device got %v", got)
+		}
+		if !conversationOf(t, a, gc).GetMentionedMe() {
+			t.Fatal("mentioned_me in a muted group")
+		}
+
+		got = update(&v1.UpdateConversationSettingsRequest{ConversationId: gc, Mute: &v1.UpdateConversationSettingsRequest_Unmute{Unmute: true}})
+		wantProto(t, "unmuted, still archived", &v1.ConversationSettings{ConversationId: gc, Archived: true}, got)
+		_, err := a.Chat.UpdateConversationSettings(context.Background(), &v1.UpdateConversationSettingsRequest{
+			ConversationId: gc, Mute: &v1.UpdateConversationSettingsRequest_MuteUntil{MuteUntil: timestamppb.New(time.Now().Add(-time.Minute))},
+		})
+		wantInvalid(t, err, "mute_until")
+		_, err = a.Chat.UpdateConversationSettings(context.Background(), &v1.UpdateConversationSettingsRequest{
+			ConversationId: gc, Mute: &v1.UpdateConversationSettingsRequest_MuteForever{MuteForever: false},
+		})
+		wantInvalid(t, err, "mute_forever")
+	})
+
+	step(t, "settings events go to the member's own devices only", func(t *testing.T) {
+		update(&v1.UpdateConversationSettingsRequest{ConversationId: ab, Archived: &yes})
+		chatSend(t, a, peerText(b.ID, "after", "next")) // bob's next event is this message, not ann's settings
+		after := func(ev *v1.Event) bool { return ev.GetMessage().GetClientMsgId() == "after" }
+		if ev := bEv.nextWhere(func(ev *v1.Event) bool { return after(ev) || isSettings(ev) }); !after(ev) {
+			t.Fatalf("bob got %v", ev)
+		}
+	})
+
+	step(t, "clear history for me: gone for ann only, unread and mentions respect it", func(t *testing.T) {
+		res, err := a.Chat.ClearConversationHistory(context.Background(), &v1.ClearConversationHistoryRequest{ConversationId: gc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetSettings().GetClearedSeq() != 4 {
+			t.Fatalf("cleared to %v", res.GetSettings())
+		}
+		a2Ev.nextWhere(func(ev *v1.Event) bool { return ev.GetConversationSettingsChanged().GetClearedSeq() == 4 })
+		if msgs := history(t, a, gc); len(msgs) != 0 {
+			t.Fatalf("ann still sees %v", seqsOf(msgs))
+		}
+		if msgs := history(t, b, gc); len(msgs) != 4 {
+			t.Fatalf("bob sees %v", seqsOf(msgs))
+		}
+		cv := conversationOf(t, a, gc)
+		if cv.GetUnreadCount() != 0 || cv.GetMentionedMe() || cv.GetLastMessage() != nil || cv.GetLastSeq() != 4 {
+			t.Fatalf("ann's conversation after clearing: %v", cv)
+		}
+		chatSend(t, b, groupText(g.GetId(), "new", "fresh"))
+		cv = conversationOf(t, a, gc)
+		if cv.GetUnreadCount() != 1 || cv.GetLastMessage().GetSeq() != 5 {
+			t.Fatalf("ann's conversation after a new message: %v", cv)
+		}
+		if got := seqsOf(history(t, a, gc)); !slices.Equal(got, []int64{5}) {
+			t.Fatalf("ann reads %v", got)
+		}
+		res, err = a.Chat.ClearConversationHistory(context.Background(), &v1.ClearConversationHistoryRequest{ConversationId: gc, UpToSeq: 2})
+		if err != nil || res.GetSettings().GetClearedSeq() != 4 {
+			t.Fatalf("the floor moved back: %v %v", res, err)
+		}
+	})
+
+	step(t, "what is cleared cannot be quoted, forwarded or reacted to by ann", func(t *testing.T) {
+		_, err := a.Chat.SendMessage(context.Background(), replyText(groupText(g.GetId(), "re", "re"), 2))
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = a.Chat.ForwardMessage(context.Background(), &v1.ForwardMessageRequest{
+			ConversationId: gc, Seq: 2, ClientMsgId: "fw", Target: &v1.ForwardMessageRequest_PeerId{PeerId: b.ID},
+		})
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = a.Chat.SetReaction(context.Background(), &v1.SetReactionRequest{ConversationId: gc, Seq: 2, Emoji: "👍"})
+		wantCode(t, err, connect.CodeNotFound)
+		if _, err := b.Chat.SetReaction(context.Background(), &v1.SetReactionRequest{ConversationId: gc, Seq: 2, Emoji: "👍"}); err != nil {
+			t.Fatal(err) // bob still can
+		}
+	})
+
+	step(t, "only members have settings", func(t *testing.T) {
+		out := e.register(t, "out")
+		_, err := out.Chat.UpdateConversationSettings(context.Background(), &v1.UpdateConversationSettingsRequest{ConversationId: gc, Pinned: &yes})
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = out.Chat.ClearConversationHistory(context.Background(), &v1.ClearConversationHistoryRequest{ConversationId: gc})
+		wantCode(t, err, connect.CodeNotFound)
+		_, err = a.Chat.ClearConversationHistory(context.Background(), &v1.ClearConversationHistoryRequest{ConversationId: gc, UpToSeq: -1})
+		wantInvalid(t, err, "up_to_seq")
+	})
+
+	step(t, "raw JSON", func(t *testing.T) {
+		status, body, raw := e.postJSON(t, "/karlmalone.v1.ChatService/UpdateConversationSettings", a.Token,
+			fmt.Sprintf(`{"conversationId":"%d","muteForever":true,"pinned":false}`, ab))
+		if status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, raw)
+		}
+		wantFields(t, "json settings", map[string]any{"mutedForever": true, "muted": true, "archived": true},
+			body["settings"].(map[string]any))
+		if _, pinned := body["settings"].(map[string]any)["pinnedAt"]; pinned {
+			t.Fatalf("still pinned: %s", raw)
+		}
+		status, body, raw = e.postJSON(t, "/karlmalone.v1.ChatService/ClearConversationHistory", a.Token,
+			fmt.Sprintf(`{"conversationId":"%d","upToSeq":"1"}`, ab))
+		if status != http.StatusOK || body["settings"].(map[string]any)["clearedSeq"] != "1" {
+			t.Fatalf("json clear: %d %s", status, raw)
 		}
 	})
 }

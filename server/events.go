@@ -28,6 +28,10 @@ func reactionChanged(r *v1.ReactionChanged) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_Reaction{Reaction: r}}
 }
 
+func conversationSettingsChanged(cs *v1.ConversationSettings) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_ConversationSettingsChanged{ConversationSettingsChanged: cs}}
+}
+
 func readReceipt(conversationID, memberID, readSeq int64) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_ReadReceipt{ReadReceipt: &v1.ReadReceipt{
 		ConversationId: conversationID, MemberId: memberID, ReadSeq: readSeq,

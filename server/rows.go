@@ -180,10 +180,18 @@ func toCreatedMessage(row db.CreateMessageRow, att *db.Attachment, q quoted) *v1
 	return toMessage(m, nil, nil, q)
 }
 
-func toConversation(r db.ListConversationsByMemberRow) *v1.Conversation {
+// toConversation maps a row of the caller's conversation list; now decides
+// whether a mute until a time still holds. Messages at or below the
+// caller's cleared floor are not unread.
+func toConversation(r db.ListConversationsByMemberRow, now time.Time) *v1.Conversation {
 	out := &v1.Conversation{
 		Id: r.ID, Kind: v1.ConversationKind(r.Kind), LastSeq: r.LastSeq, ReadSeq: r.ReadSeq,
-		UnreadCount: max(r.LastSeq-r.ReadSeq, 0), UpdatedAt: timestamppb.New(r.ActiveAt), MentionedMe: r.MentionedMe,
+		UnreadCount: max(r.LastSeq-max(r.ReadSeq, r.ClearedSeq), 0), UpdatedAt: timestamppb.New(r.ActiveAt),
+		MentionedMe: r.MentionedMe,
+		Settings: toConversationSettings(conversationSettingsRow{
+			ConversationID: r.ID, MutedUntil: r.MutedUntil, MutedForever: r.MutedForever,
+			PinnedAt: r.PinnedAt, Archived: r.Archived, ClearedSeq: r.ClearedSeq,
+		}, now),
 	}
 	switch {
 	case r.Kind == store.ConversationDirect && r.PeerID != nil:
@@ -209,6 +217,26 @@ func toConversation(r db.ListConversationsByMemberRow) *v1.Conversation {
 			SenderID: r.QuotedSenderID, Body: r.QuotedBody, AttachmentKind: r.QuotedAttachmentKind,
 			Caption: r.QuotedCaption, RecalledAt: r.QuotedRecalledAt,
 		})
+	}
+	return out
+}
+
+// conversationSettingsRow is what the settings queries return
+// (UpdateConversationSettings, ClearConversationHistory: one shape).
+type conversationSettingsRow = db.UpdateConversationSettingsRow
+
+// toConversationSettings maps a member's settings of a conversation; now
+// decides whether a mute until a time still holds.
+func toConversationSettings(r conversationSettingsRow, now time.Time) *v1.ConversationSettings {
+	out := &v1.ConversationSettings{
+		ConversationId: r.ConversationID, MutedForever: r.MutedForever, Archived: r.Archived, ClearedSeq: r.ClearedSeq,
+		Muted: r.MutedForever || (r.MutedUntil != nil && r.MutedUntil.After(now)),
+	}
+	if r.MutedUntil != nil {
+		out.MutedUntil = timestamppb.New(*r.MutedUntil)
+	}
+	if r.PinnedAt != nil {
+		out.PinnedAt = timestamppb.New(*r.PinnedAt)
 	}
 	return out
 }

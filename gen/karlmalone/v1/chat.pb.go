@@ -101,7 +101,10 @@ type Conversation struct {
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// True while an unread message (after read_seq) mentions the caller, by
 	// id or as everyone; MarkRead past it clears it.
-	MentionedMe   bool `protobuf:"varint,20,opt,name=mentioned_me,json=mentionedMe,proto3" json:"mentioned_me,omitempty"`
+	MentionedMe bool `protobuf:"varint,20,opt,name=mentioned_me,json=mentionedMe,proto3" json:"mentioned_me,omitempty"`
+	// The caller's own settings of the conversation (mute, pin, archive,
+	// cleared history).
+	Settings      *ConversationSettings `protobuf:"bytes,21,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -215,6 +218,13 @@ func (x *Conversation) GetMentionedMe() bool {
 		return x.MentionedMe
 	}
 	return false
+}
+
+func (x *Conversation) GetSettings() *ConversationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
 }
 
 type isConversation_With interface {
@@ -1309,6 +1319,287 @@ func (x *SetReactionResponse) GetReactions() []*ReactionCount {
 	return nil
 }
 
+// UpdateConversationSettingsRequest changes the settings that are set;
+// those left unset keep their value.
+type UpdateConversationSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// A new mute, if any.
+	//
+	// Types that are valid to be assigned to Mute:
+	//
+	//	*UpdateConversationSettingsRequest_MuteUntil
+	//	*UpdateConversationSettingsRequest_MuteForever
+	//	*UpdateConversationSettingsRequest_Unmute
+	Mute isUpdateConversationSettingsRequest_Mute `protobuf_oneof:"mute"`
+	// Pin (true: to the top, also when already pinned) or unpin (false).
+	Pinned *bool `protobuf:"varint,5,opt,name=pinned,proto3,oneof" json:"pinned,omitempty"`
+	// Archive (true) or unarchive (false).
+	Archived      *bool `protobuf:"varint,6,opt,name=archived,proto3,oneof" json:"archived,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConversationSettingsRequest) Reset() {
+	*x = UpdateConversationSettingsRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConversationSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConversationSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateConversationSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConversationSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateConversationSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateConversationSettingsRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *UpdateConversationSettingsRequest) GetMute() isUpdateConversationSettingsRequest_Mute {
+	if x != nil {
+		return x.Mute
+	}
+	return nil
+}
+
+func (x *UpdateConversationSettingsRequest) GetMuteUntil() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Mute.(*UpdateConversationSettingsRequest_MuteUntil); ok {
+			return x.MuteUntil
+		}
+	}
+	return nil
+}
+
+func (x *UpdateConversationSettingsRequest) GetMuteForever() bool {
+	if x != nil {
+		if x, ok := x.Mute.(*UpdateConversationSettingsRequest_MuteForever); ok {
+			return x.MuteForever
+		}
+	}
+	return false
+}
+
+func (x *UpdateConversationSettingsRequest) GetUnmute() bool {
+	if x != nil {
+		if x, ok := x.Mute.(*UpdateConversationSettingsRequest_Unmute); ok {
+			return x.Unmute
+		}
+	}
+	return false
+}
+
+func (x *UpdateConversationSettingsRequest) GetPinned() bool {
+	if x != nil && x.Pinned != nil {
+		return *x.Pinned
+	}
+	return false
+}
+
+func (x *UpdateConversationSettingsRequest) GetArchived() bool {
+	if x != nil && x.Archived != nil {
+		return *x.Archived
+	}
+	return false
+}
+
+type isUpdateConversationSettingsRequest_Mute interface {
+	isUpdateConversationSettingsRequest_Mute()
+}
+
+type UpdateConversationSettingsRequest_MuteUntil struct {
+	// Mute until this time, which must be in the future.
+	MuteUntil *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=mute_until,json=muteUntil,proto3,oneof"`
+}
+
+type UpdateConversationSettingsRequest_MuteForever struct {
+	// Mute until unmuted; must be true.
+	MuteForever bool `protobuf:"varint,3,opt,name=mute_forever,json=muteForever,proto3,oneof"`
+}
+
+type UpdateConversationSettingsRequest_Unmute struct {
+	// Unmute; must be true.
+	Unmute bool `protobuf:"varint,4,opt,name=unmute,proto3,oneof"`
+}
+
+func (*UpdateConversationSettingsRequest_MuteUntil) isUpdateConversationSettingsRequest_Mute() {}
+
+func (*UpdateConversationSettingsRequest_MuteForever) isUpdateConversationSettingsRequest_Mute() {}
+
+func (*UpdateConversationSettingsRequest_Unmute) isUpdateConversationSettingsRequest_Mute() {}
+
+// UpdateConversationSettingsResponse carries the settings after the change.
+type UpdateConversationSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's settings now.
+	Settings      *ConversationSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConversationSettingsResponse) Reset() {
+	*x = UpdateConversationSettingsResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConversationSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConversationSettingsResponse) ProtoMessage() {}
+
+func (x *UpdateConversationSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConversationSettingsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateConversationSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateConversationSettingsResponse) GetSettings() *ConversationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// ClearConversationHistoryRequest clears the caller's history of a
+// conversation up to a seq.
+type ClearConversationHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Clear every message up to this seq (beyond the last message: up to it);
+	// 0 clears everything sent so far. The floor never moves back.
+	UpToSeq       int64 `protobuf:"varint,2,opt,name=up_to_seq,json=upToSeq,proto3" json:"up_to_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearConversationHistoryRequest) Reset() {
+	*x = ClearConversationHistoryRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearConversationHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearConversationHistoryRequest) ProtoMessage() {}
+
+func (x *ClearConversationHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearConversationHistoryRequest.ProtoReflect.Descriptor instead.
+func (*ClearConversationHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ClearConversationHistoryRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ClearConversationHistoryRequest) GetUpToSeq() int64 {
+	if x != nil {
+		return x.UpToSeq
+	}
+	return 0
+}
+
+// ClearConversationHistoryResponse carries the settings after the change.
+type ClearConversationHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's settings now, with cleared_seq.
+	Settings      *ConversationSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearConversationHistoryResponse) Reset() {
+	*x = ClearConversationHistoryResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearConversationHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearConversationHistoryResponse) ProtoMessage() {}
+
+func (x *ClearConversationHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearConversationHistoryResponse.ProtoReflect.Descriptor instead.
+func (*ClearConversationHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClearConversationHistoryResponse) GetSettings() *ConversationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 // SendTypingRequest says the caller is typing.
 type SendTypingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1320,7 +1611,7 @@ type SendTypingRequest struct {
 
 func (x *SendTypingRequest) Reset() {
 	*x = SendTypingRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1623,7 @@ func (x *SendTypingRequest) String() string {
 func (*SendTypingRequest) ProtoMessage() {}
 
 func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1636,7 @@ func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingRequest.ProtoReflect.Descriptor instead.
 func (*SendTypingRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendTypingRequest) GetConversationId() int64 {
@@ -1364,7 +1655,7 @@ type SendTypingResponse struct {
 
 func (x *SendTypingResponse) Reset() {
 	*x = SendTypingResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1667,7 @@ func (x *SendTypingResponse) String() string {
 func (*SendTypingResponse) ProtoMessage() {}
 
 func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1680,7 @@ func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingResponse.ProtoReflect.Descriptor instead.
 func (*SendTypingResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 // SubscribeRequest opens the caller's event stream.
@@ -1401,7 +1692,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1704,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1717,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 // SubscribeResponse is one event.
@@ -1440,7 +1731,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1743,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1756,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubscribeResponse) GetEvent() *Event {
@@ -1479,7 +1770,7 @@ var File_karlmalone_v1_chat_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/chat.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\x1a\x18karlmalone/v1/push.proto\"\xa8\x03\n" +
+	"\x18karlmalone/v1/chat.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\x1a\x18karlmalone/v1/push.proto\"\xe9\x03\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.karlmalone.v1.ConversationKindR\x04kind\x12+\n" +
@@ -1491,7 +1782,8 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\funread_count\x18\b \x01(\x03R\vunreadCount\x129\n" +
 	"\n" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
-	"\fmentioned_me\x18\x14 \x01(\bR\vmentionedMeB\x06\n" +
+	"\fmentioned_me\x18\x14 \x01(\bR\vmentionedMe\x12?\n" +
+	"\bsettings\x18\x15 \x01(\v2#.karlmalone.v1.ConversationSettingsR\bsettingsB\x06\n" +
 	"\x04with\"\xc1\x02\n" +
 	"\x12SendMessageRequest\x12\x19\n" +
 	"\apeer_id\x18\x01 \x01(\x03H\x00R\x06peerId\x12\x1b\n" +
@@ -1557,7 +1849,25 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x14\n" +
 	"\x05emoji\x18\x03 \x01(\tR\x05emoji\"Q\n" +
 	"\x13SetReactionResponse\x12:\n" +
-	"\treactions\x18\x01 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactions\"<\n" +
+	"\treactions\x18\x01 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactions\"\xa6\x02\n" +
+	"!UpdateConversationSettingsRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12;\n" +
+	"\n" +
+	"mute_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\tmuteUntil\x12#\n" +
+	"\fmute_forever\x18\x03 \x01(\bH\x00R\vmuteForever\x12\x18\n" +
+	"\x06unmute\x18\x04 \x01(\bH\x00R\x06unmute\x12\x1b\n" +
+	"\x06pinned\x18\x05 \x01(\bH\x01R\x06pinned\x88\x01\x01\x12\x1f\n" +
+	"\barchived\x18\x06 \x01(\bH\x02R\barchived\x88\x01\x01B\x06\n" +
+	"\x04muteB\t\n" +
+	"\a_pinnedB\v\n" +
+	"\t_archived\"e\n" +
+	"\"UpdateConversationSettingsResponse\x12?\n" +
+	"\bsettings\x18\x01 \x01(\v2#.karlmalone.v1.ConversationSettingsR\bsettings\"f\n" +
+	"\x1fClearConversationHistoryRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x1a\n" +
+	"\tup_to_seq\x18\x02 \x01(\x03R\aupToSeq\"c\n" +
+	" ClearConversationHistoryResponse\x12?\n" +
+	"\bsettings\x18\x01 \x01(\v2#.karlmalone.v1.ConversationSettingsR\bsettings\"<\n" +
 	"\x11SendTypingRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\"\x14\n" +
 	"\x12SendTypingResponse\"\x12\n" +
@@ -1567,7 +1877,7 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\x87\a\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\x88\t\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
@@ -1576,7 +1886,9 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12]\n" +
 	"\x0eForwardMessage\x12$.karlmalone.v1.ForwardMessageRequest\x1a%.karlmalone.v1.ForwardMessageResponse\x12T\n" +
 	"\vEditMessage\x12!.karlmalone.v1.EditMessageRequest\x1a\".karlmalone.v1.EditMessageResponse\x12T\n" +
-	"\vSetReaction\x12!.karlmalone.v1.SetReactionRequest\x1a\".karlmalone.v1.SetReactionResponse\x12Q\n" +
+	"\vSetReaction\x12!.karlmalone.v1.SetReactionRequest\x1a\".karlmalone.v1.SetReactionResponse\x12\x81\x01\n" +
+	"\x1aUpdateConversationSettings\x120.karlmalone.v1.UpdateConversationSettingsRequest\x1a1.karlmalone.v1.UpdateConversationSettingsResponse\x12{\n" +
+	"\x18ClearConversationHistory\x12..karlmalone.v1.ClearConversationHistoryRequest\x1a/.karlmalone.v1.ClearConversationHistoryResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
 	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01B\xb4\x01\n" +
@@ -1595,78 +1907,91 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
-	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
-	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
-	(*SendMessageRequest)(nil),        // 2: karlmalone.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),       // 3: karlmalone.v1.SendMessageResponse
-	(*ListConversationsRequest)(nil),  // 4: karlmalone.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil), // 5: karlmalone.v1.ListConversationsResponse
-	(*ListMessagesRequest)(nil),       // 6: karlmalone.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),      // 7: karlmalone.v1.ListMessagesResponse
-	(*MarkReadRequest)(nil),           // 8: karlmalone.v1.MarkReadRequest
-	(*MarkReadResponse)(nil),          // 9: karlmalone.v1.MarkReadResponse
-	(*RecallMessageRequest)(nil),      // 10: karlmalone.v1.RecallMessageRequest
-	(*RecallMessageResponse)(nil),     // 11: karlmalone.v1.RecallMessageResponse
-	(*ForwardMessageRequest)(nil),     // 12: karlmalone.v1.ForwardMessageRequest
-	(*ForwardMessageResponse)(nil),    // 13: karlmalone.v1.ForwardMessageResponse
-	(*EditMessageRequest)(nil),        // 14: karlmalone.v1.EditMessageRequest
-	(*EditMessageResponse)(nil),       // 15: karlmalone.v1.EditMessageResponse
-	(*SetReactionRequest)(nil),        // 16: karlmalone.v1.SetReactionRequest
-	(*SetReactionResponse)(nil),       // 17: karlmalone.v1.SetReactionResponse
-	(*SendTypingRequest)(nil),         // 18: karlmalone.v1.SendTypingRequest
-	(*SendTypingResponse)(nil),        // 19: karlmalone.v1.SendTypingResponse
-	(*SubscribeRequest)(nil),          // 20: karlmalone.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 21: karlmalone.v1.SubscribeResponse
-	(*Member)(nil),                    // 22: karlmalone.v1.Member
-	(*Group)(nil),                     // 23: karlmalone.v1.Group
-	(*Message)(nil),                   // 24: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 26: karlmalone.v1.Attachment
-	(*ReactionCount)(nil),             // 27: karlmalone.v1.ReactionCount
-	(*Event)(nil),                     // 28: karlmalone.v1.Event
+	(ConversationKind)(0),                      // 0: karlmalone.v1.ConversationKind
+	(*Conversation)(nil),                       // 1: karlmalone.v1.Conversation
+	(*SendMessageRequest)(nil),                 // 2: karlmalone.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),                // 3: karlmalone.v1.SendMessageResponse
+	(*ListConversationsRequest)(nil),           // 4: karlmalone.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil),          // 5: karlmalone.v1.ListConversationsResponse
+	(*ListMessagesRequest)(nil),                // 6: karlmalone.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),               // 7: karlmalone.v1.ListMessagesResponse
+	(*MarkReadRequest)(nil),                    // 8: karlmalone.v1.MarkReadRequest
+	(*MarkReadResponse)(nil),                   // 9: karlmalone.v1.MarkReadResponse
+	(*RecallMessageRequest)(nil),               // 10: karlmalone.v1.RecallMessageRequest
+	(*RecallMessageResponse)(nil),              // 11: karlmalone.v1.RecallMessageResponse
+	(*ForwardMessageRequest)(nil),              // 12: karlmalone.v1.ForwardMessageRequest
+	(*ForwardMessageResponse)(nil),             // 13: karlmalone.v1.ForwardMessageResponse
+	(*EditMessageRequest)(nil),                 // 14: karlmalone.v1.EditMessageRequest
+	(*EditMessageResponse)(nil),                // 15: karlmalone.v1.EditMessageResponse
+	(*SetReactionRequest)(nil),                 // 16: karlmalone.v1.SetReactionRequest
+	(*SetReactionResponse)(nil),                // 17: karlmalone.v1.SetReactionResponse
+	(*UpdateConversationSettingsRequest)(nil),  // 18: karlmalone.v1.UpdateConversationSettingsRequest
+	(*UpdateConversationSettingsResponse)(nil), // 19: karlmalone.v1.UpdateConversationSettingsResponse
+	(*ClearConversationHistoryRequest)(nil),    // 20: karlmalone.v1.ClearConversationHistoryRequest
+	(*ClearConversationHistoryResponse)(nil),   // 21: karlmalone.v1.ClearConversationHistoryResponse
+	(*SendTypingRequest)(nil),                  // 22: karlmalone.v1.SendTypingRequest
+	(*SendTypingResponse)(nil),                 // 23: karlmalone.v1.SendTypingResponse
+	(*SubscribeRequest)(nil),                   // 24: karlmalone.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),                  // 25: karlmalone.v1.SubscribeResponse
+	(*Member)(nil),                             // 26: karlmalone.v1.Member
+	(*Group)(nil),                              // 27: karlmalone.v1.Group
+	(*Message)(nil),                            // 28: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),              // 29: google.protobuf.Timestamp
+	(*ConversationSettings)(nil),               // 30: karlmalone.v1.ConversationSettings
+	(*Attachment)(nil),                         // 31: karlmalone.v1.Attachment
+	(*ReactionCount)(nil),                      // 32: karlmalone.v1.ReactionCount
+	(*Event)(nil),                              // 33: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	22, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	23, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	24, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	25, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	24, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
-	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	24, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	24, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	24, // 10: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
-	24, // 11: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
-	27, // 12: karlmalone.v1.SetReactionResponse.reactions:type_name -> karlmalone.v1.ReactionCount
-	28, // 13: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	2,  // 14: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 15: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 16: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 17: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 18: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 19: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
-	14, // 20: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
-	16, // 21: karlmalone.v1.ChatService.SetReaction:input_type -> karlmalone.v1.SetReactionRequest
-	18, // 22: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	20, // 23: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	3,  // 24: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 25: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 26: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 27: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 28: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 29: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
-	15, // 30: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
-	17, // 31: karlmalone.v1.ChatService.SetReaction:output_type -> karlmalone.v1.SetReactionResponse
-	19, // 32: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	21, // 33: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	24, // [24:34] is the sub-list for method output_type
-	14, // [14:24] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	26, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	27, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	28, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	29, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 5: karlmalone.v1.Conversation.settings:type_name -> karlmalone.v1.ConversationSettings
+	31, // 6: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	28, // 7: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	1,  // 8: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
+	28, // 9: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	28, // 10: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	28, // 11: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
+	28, // 12: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
+	32, // 13: karlmalone.v1.SetReactionResponse.reactions:type_name -> karlmalone.v1.ReactionCount
+	29, // 14: karlmalone.v1.UpdateConversationSettingsRequest.mute_until:type_name -> google.protobuf.Timestamp
+	30, // 15: karlmalone.v1.UpdateConversationSettingsResponse.settings:type_name -> karlmalone.v1.ConversationSettings
+	30, // 16: karlmalone.v1.ClearConversationHistoryResponse.settings:type_name -> karlmalone.v1.ConversationSettings
+	33, // 17: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	2,  // 18: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 19: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 20: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 21: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 22: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 23: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
+	14, // 24: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
+	16, // 25: karlmalone.v1.ChatService.SetReaction:input_type -> karlmalone.v1.SetReactionRequest
+	18, // 26: karlmalone.v1.ChatService.UpdateConversationSettings:input_type -> karlmalone.v1.UpdateConversationSettingsRequest
+	20, // 27: karlmalone.v1.ChatService.ClearConversationHistory:input_type -> karlmalone.v1.ClearConversationHistoryRequest
+	22, // 28: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	24, // 29: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	3,  // 30: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 31: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 32: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 33: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 34: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 35: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
+	15, // 36: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
+	17, // 37: karlmalone.v1.ChatService.SetReaction:output_type -> karlmalone.v1.SetReactionResponse
+	19, // 38: karlmalone.v1.ChatService.UpdateConversationSettings:output_type -> karlmalone.v1.UpdateConversationSettingsResponse
+	21, // 39: karlmalone.v1.ChatService.ClearConversationHistory:output_type -> karlmalone.v1.ClearConversationHistoryResponse
+	23, // 40: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	25, // 41: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	30, // [30:42] is the sub-list for method output_type
+	18, // [18:30] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1696,13 +2021,18 @@ func file_karlmalone_v1_chat_proto_init() {
 		(*ForwardMessageRequest_PeerId)(nil),
 		(*ForwardMessageRequest_GroupId)(nil),
 	}
+	file_karlmalone_v1_chat_proto_msgTypes[17].OneofWrappers = []any{
+		(*UpdateConversationSettingsRequest_MuteUntil)(nil),
+		(*UpdateConversationSettingsRequest_MuteForever)(nil),
+		(*UpdateConversationSettingsRequest_Unmute)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

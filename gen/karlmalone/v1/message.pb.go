@@ -506,6 +506,110 @@ func (x *ReplyPreview) GetUnavailable() bool {
 	return false
 }
 
+// ConversationSettings are one member's own settings of a conversation; the
+// other members never see them.
+type ConversationSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Muted until this time; unset when not muted until a time.
+	MutedUntil *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=muted_until,json=mutedUntil,proto3" json:"muted_until,omitempty"`
+	// Muted until unmuted.
+	MutedForever bool `protobuf:"varint,3,opt,name=muted_forever,json=mutedForever,proto3" json:"muted_forever,omitempty"`
+	// Whether the conversation is muted now: muted_forever, or muted_until
+	// still ahead (as of the server's clock when it answered).
+	Muted bool `protobuf:"varint,4,opt,name=muted,proto3" json:"muted,omitempty"`
+	// When the conversation was pinned; unset when it is not. Pinned
+	// conversations come first in ListConversations, the latest pinned first.
+	PinnedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=pinned_at,json=pinnedAt,proto3" json:"pinned_at,omitempty"`
+	// Archived (a client's hint to list it apart; it still gets messages).
+	Archived bool `protobuf:"varint,6,opt,name=archived,proto3" json:"archived,omitempty"`
+	// The caller cleared its history up to this seq: ListMessages shows it
+	// only the messages after it, and they alone count as unread.
+	ClearedSeq    int64 `protobuf:"varint,7,opt,name=cleared_seq,json=clearedSeq,proto3" json:"cleared_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationSettings) Reset() {
+	*x = ConversationSettings{}
+	mi := &file_karlmalone_v1_message_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationSettings) ProtoMessage() {}
+
+func (x *ConversationSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_message_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationSettings.ProtoReflect.Descriptor instead.
+func (*ConversationSettings) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConversationSettings) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ConversationSettings) GetMutedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MutedUntil
+	}
+	return nil
+}
+
+func (x *ConversationSettings) GetMutedForever() bool {
+	if x != nil {
+		return x.MutedForever
+	}
+	return false
+}
+
+func (x *ConversationSettings) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *ConversationSettings) GetPinnedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PinnedAt
+	}
+	return nil
+}
+
+func (x *ConversationSettings) GetArchived() bool {
+	if x != nil {
+		return x.Archived
+	}
+	return false
+}
+
+func (x *ConversationSettings) GetClearedSeq() int64 {
+	if x != nil {
+		return x.ClearedSeq
+	}
+	return 0
+}
+
 var File_karlmalone_v1_message_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_message_proto_rawDesc = "" +
@@ -546,7 +650,17 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\tsender_id\x18\x02 \x01(\x03R\bsenderId\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12F\n" +
 	"\x0fattachment_kind\x18\x04 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x0eattachmentKind\x12 \n" +
-	"\vunavailable\x18\x05 \x01(\bR\vunavailable*\x81\x01\n" +
+	"\vunavailable\x18\x05 \x01(\bR\vunavailable\"\xad\x02\n" +
+	"\x14ConversationSettings\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12;\n" +
+	"\vmuted_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"mutedUntil\x12#\n" +
+	"\rmuted_forever\x18\x03 \x01(\bR\fmutedForever\x12\x14\n" +
+	"\x05muted\x18\x04 \x01(\bR\x05muted\x127\n" +
+	"\tpinned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bpinnedAt\x12\x1a\n" +
+	"\barchived\x18\x06 \x01(\bR\barchived\x12\x1f\n" +
+	"\vcleared_seq\x18\a \x01(\x03R\n" +
+	"clearedSeq*\x81\x01\n" +
 	"\x0eAttachmentKind\x12\x1f\n" +
 	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x18\n" +
@@ -567,29 +681,32 @@ func file_karlmalone_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_karlmalone_v1_message_proto_goTypes = []any{
 	(AttachmentKind)(0),           // 0: karlmalone.v1.AttachmentKind
 	(*Attachment)(nil),            // 1: karlmalone.v1.Attachment
 	(*Message)(nil),               // 2: karlmalone.v1.Message
 	(*ReactionCount)(nil),         // 3: karlmalone.v1.ReactionCount
 	(*ReplyPreview)(nil),          // 4: karlmalone.v1.ReplyPreview
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*ConversationSettings)(nil),  // 5: karlmalone.v1.ConversationSettings
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_karlmalone_v1_message_proto_depIdxs = []int32{
-	0, // 0: karlmalone.v1.Attachment.kind:type_name -> karlmalone.v1.AttachmentKind
-	1, // 1: karlmalone.v1.Message.attachment:type_name -> karlmalone.v1.Attachment
-	5, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	5, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
-	4, // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
-	5, // 5: karlmalone.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
-	3, // 6: karlmalone.v1.Message.reactions:type_name -> karlmalone.v1.ReactionCount
-	0, // 7: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: karlmalone.v1.Attachment.kind:type_name -> karlmalone.v1.AttachmentKind
+	1,  // 1: karlmalone.v1.Message.attachment:type_name -> karlmalone.v1.Attachment
+	6,  // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	6,  // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
+	6,  // 5: karlmalone.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
+	3,  // 6: karlmalone.v1.Message.reactions:type_name -> karlmalone.v1.ReactionCount
+	0,  // 7: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
+	6,  // 8: karlmalone.v1.ConversationSettings.muted_until:type_name -> google.protobuf.Timestamp
+	6,  // 9: karlmalone.v1.ConversationSettings.pinned_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_message_proto_init() }
@@ -607,7 +724,7 @@ func file_karlmalone_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_message_proto_rawDesc), len(file_karlmalone_v1_message_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -37,6 +37,7 @@ type Event struct {
 	//	*Event_Typing
 	//	*Event_MessageEdited
 	//	*Event_Reaction
+	//	*Event_ConversationSettingsChanged
 	//	*Event_FriendRequestReceived
 	//	*Event_FriendRequestAnswered
 	//	*Event_ContactRemoved
@@ -147,6 +148,15 @@ func (x *Event) GetReaction() *ReactionChanged {
 	if x != nil {
 		if x, ok := x.Kind.(*Event_Reaction); ok {
 			return x.Reaction
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetConversationSettingsChanged() *ConversationSettings {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_ConversationSettingsChanged); ok {
+			return x.ConversationSettingsChanged
 		}
 	}
 	return nil
@@ -294,6 +304,12 @@ type Event_Reaction struct {
 	Reaction *ReactionChanged `protobuf:"bytes,15,opt,name=reaction,proto3,oneof"`
 }
 
+type Event_ConversationSettingsChanged struct {
+	// The member changed its own settings of a conversation (on another
+	// device, or this one): mute, pin, archive or cleared history.
+	ConversationSettingsChanged *ConversationSettings `protobuf:"bytes,16,opt,name=conversation_settings_changed,json=conversationSettingsChanged,proto3,oneof"`
+}
+
 type Event_FriendRequestReceived struct {
 	// Someone sent the member a friend request.
 	FriendRequestReceived *FriendRequest `protobuf:"bytes,20,opt,name=friend_request_received,json=friendRequestReceived,proto3,oneof"`
@@ -366,6 +382,8 @@ func (*Event_Typing) isEvent_Kind() {}
 func (*Event_MessageEdited) isEvent_Kind() {}
 
 func (*Event_Reaction) isEvent_Kind() {}
+
+func (*Event_ConversationSettingsChanged) isEvent_Kind() {}
 
 func (*Event_FriendRequestReceived) isEvent_Kind() {}
 
@@ -1064,8 +1082,7 @@ var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x99\n" +
-	"\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x84\v\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
@@ -1074,7 +1091,8 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\fread_receipt\x18\f \x01(\v2\x1a.karlmalone.v1.ReadReceiptH\x00R\vreadReceipt\x12/\n" +
 	"\x06typing\x18\r \x01(\v2\x15.karlmalone.v1.TypingH\x00R\x06typing\x12E\n" +
 	"\x0emessage_edited\x18\x0e \x01(\v2\x1c.karlmalone.v1.MessageEditedH\x00R\rmessageEdited\x12<\n" +
-	"\breaction\x18\x0f \x01(\v2\x1e.karlmalone.v1.ReactionChangedH\x00R\breaction\x12V\n" +
+	"\breaction\x18\x0f \x01(\v2\x1e.karlmalone.v1.ReactionChangedH\x00R\breaction\x12i\n" +
+	"\x1dconversation_settings_changed\x18\x10 \x01(\v2#.karlmalone.v1.ConversationSettingsH\x00R\x1bconversationSettingsChanged\x12V\n" +
 	"\x17friend_request_received\x18\x14 \x01(\v2\x1c.karlmalone.v1.FriendRequestH\x00R\x15friendRequestReceived\x12V\n" +
 	"\x17friend_request_answered\x18\x15 \x01(\v2\x1c.karlmalone.v1.FriendRequestH\x00R\x15friendRequestAnswered\x12H\n" +
 	"\x0fcontact_removed\x18\x16 \x01(\v2\x1d.karlmalone.v1.ContactRemovedH\x00R\x0econtactRemoved\x12;\n" +
@@ -1161,9 +1179,10 @@ var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*SessionRevoked)(nil),        // 11: karlmalone.v1.SessionRevoked
 	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 	(*Message)(nil),               // 13: karlmalone.v1.Message
-	(*FriendRequest)(nil),         // 14: karlmalone.v1.FriendRequest
-	(*Group)(nil),                 // 15: karlmalone.v1.Group
-	(GroupRole)(0),                // 16: karlmalone.v1.GroupRole
+	(*ConversationSettings)(nil),  // 14: karlmalone.v1.ConversationSettings
+	(*FriendRequest)(nil),         // 15: karlmalone.v1.FriendRequest
+	(*Group)(nil),                 // 16: karlmalone.v1.Group
+	(GroupRole)(0),                // 17: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
 	12, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
@@ -1173,28 +1192,29 @@ var file_karlmalone_v1_push_proto_depIdxs = []int32{
 	7,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
 	4,  // 5: karlmalone.v1.Event.message_edited:type_name -> karlmalone.v1.MessageEdited
 	5,  // 6: karlmalone.v1.Event.reaction:type_name -> karlmalone.v1.ReactionChanged
-	14, // 7: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
-	14, // 8: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
-	8,  // 9: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
-	15, // 10: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
-	15, // 11: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
-	9,  // 12: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
-	10, // 13: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
-	10, // 14: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
-	10, // 15: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
-	10, // 16: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
-	11, // 17: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
-	1,  // 18: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	12, // 19: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 20: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	12, // 21: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	12, // 22: karlmalone.v1.MessageEdited.edited_at:type_name -> google.protobuf.Timestamp
-	16, // 23: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	14, // 7: karlmalone.v1.Event.conversation_settings_changed:type_name -> karlmalone.v1.ConversationSettings
+	15, // 8: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
+	15, // 9: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
+	8,  // 10: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
+	16, // 11: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
+	16, // 12: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
+	9,  // 13: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
+	10, // 14: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 15: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 16: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 17: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
+	11, // 18: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
+	1,  // 19: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
+	12, // 20: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 21: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	12, // 22: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	12, // 23: karlmalone.v1.MessageEdited.edited_at:type_name -> google.protobuf.Timestamp
+	17, // 24: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -1212,6 +1232,7 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_Typing)(nil),
 		(*Event_MessageEdited)(nil),
 		(*Event_Reaction)(nil),
+		(*Event_ConversationSettingsChanged)(nil),
 		(*Event_FriendRequestReceived)(nil),
 		(*Event_FriendRequestAnswered)(nil),
 		(*Event_ContactRemoved)(nil),

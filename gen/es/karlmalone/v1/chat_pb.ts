@@ -10,7 +10,7 @@ import type { Group } from "./group_pb.js";
 import { file_karlmalone_v1_group } from "./group_pb.js";
 import type { Member } from "./member_pb.js";
 import { file_karlmalone_v1_member } from "./member_pb.js";
-import type { Attachment, Message as Message$1, ReactionCount } from "./message_pb.js";
+import type { Attachment, ConversationSettings, Message as Message$1, ReactionCount } from "./message_pb.js";
 import { file_karlmalone_v1_message } from "./message_pb.js";
 import type { Event } from "./push_pb.js";
 import { file_karlmalone_v1_push } from "./push_pb.js";
@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/chat.proto.
  */
 export const file_karlmalone_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEizQIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMbWVudGlvbmVkX21lGBQgASgIQgYKBHdpdGgi6gEKElNlbmRNZXNzYWdlUmVxdWVzdBIRCgdwZWVyX2lkGAEgASgDSAASEgoIZ3JvdXBfaWQYAiABKANIABIVCg1jbGllbnRfbXNnX2lkGAMgASgJEg4KBHRleHQYBCABKAlIARIvCgphdHRhY2htZW50GAUgASgLMhkua2FybG1hbG9uZS52MS5BdHRhY2htZW50SAESFAoMcmVwbHlfdG9fc2VxGBQgASgDEhAKCG1lbnRpb25zGBUgAygDEhgKEG1lbnRpb25fZXZlcnlvbmUYFiABKAhCCAoGdGFyZ2V0QgkKB2NvbnRlbnQiPgoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkEKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJoChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidAoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSEwoJYWZ0ZXJfc2VxGAIgASgDSAASFAoKYmVmb3JlX3NlcRgDIAEoA0gAEg0KBWxpbWl0GAQgASgFQgoKCHBvc2l0aW9uIlIKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIjcKD01hcmtSZWFkUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIiQKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMiPAoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJAChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSKFAQoVRm9yd2FyZE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoHcGVlcl9pZBgDIAEoA0gAEhIKCGdyb3VwX2lkGAQgASgDSAASFQoNY2xpZW50X21zZ19pZBgFIAEoCUIICgZ0YXJnZXQiQQoWRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkgKEkVkaXRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEgwKBHRleHQYAyABKAkiPgoTRWRpdE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIkkKElNldFJlYWN0aW9uUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEg0KBWVtb2ppGAMgASgJIkYKE1NldFJlYWN0aW9uUmVzcG9uc2USLwoJcmVhY3Rpb25zGAEgAygLMhwua2FybG1hbG9uZS52MS5SZWFjdGlvbkNvdW50IiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIyhwcKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJUCgtFZGl0TWVzc2FnZRIhLmthcmxtYWxvbmUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElQKC1NldFJlYWN0aW9uEiEua2FybG1hbG9uZS52MS5TZXRSZWFjdGlvblJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNldFJlYWN0aW9uUmVzcG9uc2USUQoKU2VuZFR5cGluZxIgLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1JlcXVlc3QaIS5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXNwb25zZRJQCglTdWJzY3JpYmUSHy5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFCtAEKEWNvbS5rYXJsbWFsb25lLnYxQglDaGF0UHJvdG9QAVo/Z2l0aHViLmNvbS9rYXJsbWFsb25lL2thcmxtYWxvbmUvZ2VuL2thcmxtYWxvbmUvdjE7a2FybG1hbG9uZXYxogIDS1hYqgINS2FybG1hbG9uZS5WMcoCDUthcmxtYWxvbmVcVjHiAhlLYXJsbWFsb25lXFYxXEdQQk1ldGFkYXRh6gIOS2FybG1hbG9uZTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEihAMKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMbWVudGlvbmVkX21lGBQgASgIEjUKCHNldHRpbmdzGBUgASgLMiMua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25TZXR0aW5nc0IGCgR3aXRoIuoBChJTZW5kTWVzc2FnZVJlcXVlc3QSEQoHcGVlcl9pZBgBIAEoA0gAEhIKCGdyb3VwX2lkGAIgASgDSAASFQoNY2xpZW50X21zZ19pZBgDIAEoCRIOCgR0ZXh0GAQgASgJSAESLwoKYXR0YWNobWVudBgFIAEoCzIZLmthcmxtYWxvbmUudjEuQXR0YWNobWVudEgBEhQKDHJlcGx5X3RvX3NlcRgUIAEoAxIQCghtZW50aW9ucxgVIAMoAxIYChBtZW50aW9uX2V2ZXJ5b25lGBYgASgIQggKBnRhcmdldEIJCgdjb250ZW50Ij4KE1NlbmRNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSJBChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiaAoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRIyCg1jb252ZXJzYXRpb25zGAEgAygLMhsua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInQKE0xpc3RNZXNzYWdlc1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhMKCWFmdGVyX3NlcRgCIAEoA0gAEhQKCmJlZm9yZV9zZXEYAyABKANIABINCgVsaW1pdBgEIAEoBUIKCghwb3NpdGlvbiJSChRMaXN0TWVzc2FnZXNSZXNwb25zZRIoCghtZXNzYWdlcxgBIAMoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCCI3Cg9NYXJrUmVhZFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyIkChBNYXJrUmVhZFJlc3BvbnNlEhAKCHJlYWRfc2VxGAEgASgDIjwKFFJlY2FsbE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMiQAoVUmVjYWxsTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2UihQEKFUZvcndhcmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEhEKB3BlZXJfaWQYAyABKANIABISCghncm91cF9pZBgEIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYBSABKAlCCAoGdGFyZ2V0IkEKFkZvcndhcmRNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSJIChJFZGl0TWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIMCgR0ZXh0GAMgASgJIj4KE0VkaXRNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSJJChJTZXRSZWFjdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCSJGChNTZXRSZWFjdGlvblJlc3BvbnNlEi8KCXJlYWN0aW9ucxgBIAMoCzIcLmthcmxtYWxvbmUudjEuUmVhY3Rpb25Db3VudCLkAQohVXBkYXRlQ29udmVyc2F0aW9uU2V0dGluZ3NSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIwCgptdXRlX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAEhYKDG11dGVfZm9yZXZlchgDIAEoCEgAEhAKBnVubXV0ZRgEIAEoCEgAEhMKBnBpbm5lZBgFIAEoCEgBiAEBEhUKCGFyY2hpdmVkGAYgASgISAKIAQFCBgoEbXV0ZUIJCgdfcGlubmVkQgsKCV9hcmNoaXZlZCJbCiJVcGRhdGVDb252ZXJzYXRpb25TZXR0aW5nc1Jlc3BvbnNlEjUKCHNldHRpbmdzGAEgASgLMiMua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25TZXR0aW5ncyJNCh9DbGVhckNvbnZlcnNhdGlvbkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIRCgl1cF90b19zZXEYAiABKAMiWQogQ2xlYXJDb252ZXJzYXRpb25IaXN0b3J5UmVzcG9uc2USNQoIc2V0dGluZ3MYASABKAsyIy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvblNldHRpbmdzIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIyiAkKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJUCgtFZGl0TWVzc2FnZRIhLmthcmxtYWxvbmUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElQKC1NldFJlYWN0aW9uEiEua2FybG1hbG9uZS52MS5TZXRSZWFjdGlvblJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNldFJlYWN0aW9uUmVzcG9uc2USgQEKGlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzEjAua2FybG1hbG9uZS52MS5VcGRhdGVDb252ZXJzYXRpb25TZXR0aW5nc1JlcXVlc3QaMS5rYXJsbWFsb25lLnYxLlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzUmVzcG9uc2USewoYQ2xlYXJDb252ZXJzYXRpb25IaXN0b3J5Ei4ua2FybG1hbG9uZS52MS5DbGVhckNvbnZlcnNhdGlvbkhpc3RvcnlSZXF1ZXN0Gi8ua2FybG1hbG9uZS52MS5DbGVhckNvbnZlcnNhdGlvbkhpc3RvcnlSZXNwb25zZRJRCgpTZW5kVHlwaW5nEiAua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVxdWVzdBohLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1Jlc3BvbnNlElAKCVN1YnNjcmliZRIfLmthcmxtYWxvbmUudjEuU3Vic2NyaWJlUmVxdWVzdBogLmthcmxtYWxvbmUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAUK0AQoRY29tLmthcmxtYWxvbmUudjFCCUNoYXRQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
 
 /**
  * Conversation is one of the caller's conversations.
@@ -107,6 +107,14 @@ export type Conversation = Message<"karlmalone.v1.Conversation"> & {
    * @generated from field: bool mentioned_me = 20;
    */
   mentionedMe: boolean;
+
+  /**
+   * The caller's own settings of the conversation (mute, pin, archive,
+   * cleared history).
+   *
+   * @generated from field: karlmalone.v1.ConversationSettings settings = 21;
+   */
+  settings?: ConversationSettings | undefined;
 };
 
 /**
@@ -653,6 +661,145 @@ export const SetReactionResponseSchema: GenMessage<SetReactionResponse> = /*@__P
   messageDesc(file_karlmalone_v1_chat, 16);
 
 /**
+ * UpdateConversationSettingsRequest changes the settings that are set;
+ * those left unset keep their value.
+ *
+ * @generated from message karlmalone.v1.UpdateConversationSettingsRequest
+ */
+export type UpdateConversationSettingsRequest = Message<"karlmalone.v1.UpdateConversationSettingsRequest"> & {
+  /**
+   * A conversation the caller belongs to.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * A new mute, if any.
+   *
+   * @generated from oneof karlmalone.v1.UpdateConversationSettingsRequest.mute
+   */
+  mute: {
+    /**
+     * Mute until this time, which must be in the future.
+     *
+     * @generated from field: google.protobuf.Timestamp mute_until = 2;
+     */
+    value: Timestamp;
+    case: "muteUntil";
+  } | {
+    /**
+     * Mute until unmuted; must be true.
+     *
+     * @generated from field: bool mute_forever = 3;
+     */
+    value: boolean;
+    case: "muteForever";
+  } | {
+    /**
+     * Unmute; must be true.
+     *
+     * @generated from field: bool unmute = 4;
+     */
+    value: boolean;
+    case: "unmute";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Pin (true: to the top, also when already pinned) or unpin (false).
+   *
+   * @generated from field: optional bool pinned = 5;
+   */
+  pinned?: boolean | undefined;
+
+  /**
+   * Archive (true) or unarchive (false).
+   *
+   * @generated from field: optional bool archived = 6;
+   */
+  archived?: boolean | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.UpdateConversationSettingsRequest.
+ * Use `create(UpdateConversationSettingsRequestSchema)` to create a new message.
+ */
+export const UpdateConversationSettingsRequestSchema: GenMessage<UpdateConversationSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 17);
+
+/**
+ * UpdateConversationSettingsResponse carries the settings after the change.
+ *
+ * @generated from message karlmalone.v1.UpdateConversationSettingsResponse
+ */
+export type UpdateConversationSettingsResponse = Message<"karlmalone.v1.UpdateConversationSettingsResponse"> & {
+  /**
+   * The caller's settings now.
+   *
+   * @generated from field: karlmalone.v1.ConversationSettings settings = 1;
+   */
+  settings?: ConversationSettings | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.UpdateConversationSettingsResponse.
+ * Use `create(UpdateConversationSettingsResponseSchema)` to create a new message.
+ */
+export const UpdateConversationSettingsResponseSchema: GenMessage<UpdateConversationSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 18);
+
+/**
+ * ClearConversationHistoryRequest clears the caller's history of a
+ * conversation up to a seq.
+ *
+ * @generated from message karlmalone.v1.ClearConversationHistoryRequest
+ */
+export type ClearConversationHistoryRequest = Message<"karlmalone.v1.ClearConversationHistoryRequest"> & {
+  /**
+   * A conversation the caller belongs to.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * Clear every message up to this seq (beyond the last message: up to it);
+   * 0 clears everything sent so far. The floor never moves back.
+   *
+   * @generated from field: int64 up_to_seq = 2;
+   */
+  upToSeq: bigint;
+};
+
+/**
+ * Describes the message karlmalone.v1.ClearConversationHistoryRequest.
+ * Use `create(ClearConversationHistoryRequestSchema)` to create a new message.
+ */
+export const ClearConversationHistoryRequestSchema: GenMessage<ClearConversationHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 19);
+
+/**
+ * ClearConversationHistoryResponse carries the settings after the change.
+ *
+ * @generated from message karlmalone.v1.ClearConversationHistoryResponse
+ */
+export type ClearConversationHistoryResponse = Message<"karlmalone.v1.ClearConversationHistoryResponse"> & {
+  /**
+   * The caller's settings now, with cleared_seq.
+   *
+   * @generated from field: karlmalone.v1.ConversationSettings settings = 1;
+   */
+  settings?: ConversationSettings | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.ClearConversationHistoryResponse.
+ * Use `create(ClearConversationHistoryResponseSchema)` to create a new message.
+ */
+export const ClearConversationHistoryResponseSchema: GenMessage<ClearConversationHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 20);
+
+/**
  * SendTypingRequest says the caller is typing.
  *
  * @generated from message karlmalone.v1.SendTypingRequest
@@ -671,7 +818,7 @@ export type SendTypingRequest = Message<"karlmalone.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 17);
+  messageDesc(file_karlmalone_v1_chat, 21);
 
 /**
  * SendTypingResponse is empty.
@@ -686,7 +833,7 @@ export type SendTypingResponse = Message<"karlmalone.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 18);
+  messageDesc(file_karlmalone_v1_chat, 22);
 
 /**
  * SubscribeRequest opens the caller's event stream.
@@ -701,7 +848,7 @@ export type SubscribeRequest = Message<"karlmalone.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 19);
+  messageDesc(file_karlmalone_v1_chat, 23);
 
 /**
  * SubscribeResponse is one event.
@@ -722,7 +869,7 @@ export type SubscribeResponse = Message<"karlmalone.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 20);
+  messageDesc(file_karlmalone_v1_chat, 24);
 
 /**
  * ConversationKind tells one-to-one from group conversations.
@@ -850,6 +997,30 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof SetReactionRequestSchema;
     output: typeof SetReactionResponseSchema;
+  },
+  /**
+   * UpdateConversationSettings changes the caller's own settings of a
+   * conversation (mute, pin, archive) and pushes conversation_settings_changed
+   * to the caller's devices.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.UpdateConversationSettings
+   */
+  updateConversationSettings: {
+    methodKind: "unary";
+    input: typeof UpdateConversationSettingsRequestSchema;
+    output: typeof UpdateConversationSettingsResponseSchema;
+  },
+  /**
+   * ClearConversationHistory clears a conversation's history for the caller
+   * only, up to a seq, and pushes conversation_settings_changed to the
+   * caller's devices.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.ClearConversationHistory
+   */
+  clearConversationHistory: {
+    methodKind: "unary";
+    input: typeof ClearConversationHistoryRequestSchema;
+    output: typeof ClearConversationHistoryResponseSchema;
   },
   /**
    * SendTyping tells the conversation's other members that the caller is typing.

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/message.proto.
  */
 export const file_karlmalone_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDItEDCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIcmVwbHlfdG8YFCABKAsyGy5rYXJsbWFsb25lLnYxLlJlcGx5UHJldmlldxIRCglmb3J3YXJkZWQYFSABKAgSLQoJZWRpdGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCglyZWFjdGlvbnMYFyADKAsyHC5rYXJsbWFsb25lLnYxLlJlYWN0aW9uQ291bnQSEAoIbWVudGlvbnMYGCADKAMSGAoQbWVudGlvbl9ldmVyeW9uZRgZIAEoCEIJCgdjb250ZW50IkQKDVJlYWN0aW9uQ291bnQSDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKAUSFQoNcmVhY3RlZF9ieV9tZRgDIAEoCCKJAQoMUmVwbHlQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAMSDAoEdGV4dBgDIAEoCRI2Cg9hdHRhY2htZW50X2tpbmQYBCABKA4yHS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRLaW5kEhMKC3VuYXZhaWxhYmxlGAUgASgIKoEBCg5BdHRhY2htZW50S2luZBIfChtBVFRBQ0hNRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIZChVBVFRBQ0hNRU5UX0tJTkRfSU1BR0UQARIYChRBVFRBQ0hNRU5UX0tJTkRfRklMRRACEhkKFUFUVEFDSE1FTlRfS0lORF9WT0lDRRADQrcBChFjb20ua2FybG1hbG9uZS52MUIMTWVzc2FnZVByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDItEDCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIcmVwbHlfdG8YFCABKAsyGy5rYXJsbWFsb25lLnYxLlJlcGx5UHJldmlldxIRCglmb3J3YXJkZWQYFSABKAgSLQoJZWRpdGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCglyZWFjdGlvbnMYFyADKAsyHC5rYXJsbWFsb25lLnYxLlJlYWN0aW9uQ291bnQSEAoIbWVudGlvbnMYGCADKAMSGAoQbWVudGlvbl9ldmVyeW9uZRgZIAEoCEIJCgdjb250ZW50IkQKDVJlYWN0aW9uQ291bnQSDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKAUSFQoNcmVhY3RlZF9ieV9tZRgDIAEoCCKJAQoMUmVwbHlQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAMSDAoEdGV4dBgDIAEoCRI2Cg9hdHRhY2htZW50X2tpbmQYBCABKA4yHS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRLaW5kEhMKC3VuYXZhaWxhYmxlGAUgASgIItwBChRDb252ZXJzYXRpb25TZXR0aW5ncxIXCg9jb252ZXJzYXRpb25faWQYASABKAMSLwoLbXV0ZWRfdW50aWwYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDW11dGVkX2ZvcmV2ZXIYAyABKAgSDQoFbXV0ZWQYBCABKAgSLQoJcGlubmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhcmNoaXZlZBgGIAEoCBITCgtjbGVhcmVkX3NlcRgHIAEoAyqBAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESGAoUQVRUQUNITUVOVF9LSU5EX0ZJTEUQAhIZChVBVFRBQ0hNRU5UX0tJTkRfVk9JQ0UQA0K3AQoRY29tLmthcmxtYWxvbmUudjFCDE1lc3NhZ2VQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Attachment references an uploaded file (POST /v1/attachments).
@@ -271,6 +271,73 @@ export type ReplyPreview = Message$1<"karlmalone.v1.ReplyPreview"> & {
  */
 export const ReplyPreviewSchema: GenMessage<ReplyPreview> = /*@__PURE__*/
   messageDesc(file_karlmalone_v1_message, 3);
+
+/**
+ * ConversationSettings are one member's own settings of a conversation; the
+ * other members never see them.
+ *
+ * @generated from message karlmalone.v1.ConversationSettings
+ */
+export type ConversationSettings = Message$1<"karlmalone.v1.ConversationSettings"> & {
+  /**
+   * The conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * Muted until this time; unset when not muted until a time.
+   *
+   * @generated from field: google.protobuf.Timestamp muted_until = 2;
+   */
+  mutedUntil?: Timestamp | undefined;
+
+  /**
+   * Muted until unmuted.
+   *
+   * @generated from field: bool muted_forever = 3;
+   */
+  mutedForever: boolean;
+
+  /**
+   * Whether the conversation is muted now: muted_forever, or muted_until
+   * still ahead (as of the server's clock when it answered).
+   *
+   * @generated from field: bool muted = 4;
+   */
+  muted: boolean;
+
+  /**
+   * When the conversation was pinned; unset when it is not. Pinned
+   * conversations come first in ListConversations, the latest pinned first.
+   *
+   * @generated from field: google.protobuf.Timestamp pinned_at = 5;
+   */
+  pinnedAt?: Timestamp | undefined;
+
+  /**
+   * Archived (a client's hint to list it apart; it still gets messages).
+   *
+   * @generated from field: bool archived = 6;
+   */
+  archived: boolean;
+
+  /**
+   * The caller cleared its history up to this seq: ListMessages shows it
+   * only the messages after it, and they alone count as unread.
+   *
+   * @generated from field: int64 cleared_seq = 7;
+   */
+  clearedSeq: bigint;
+};
+
+/**
+ * Describes the message karlmalone.v1.ConversationSettings.
+ * Use `create(ConversationSettingsSchema)` to create a new message.
+ */
+export const ConversationSettingsSchema: GenMessage<ConversationSettings> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_message, 4);
 
 /**
  * AttachmentKind says how a client should present an attachment.

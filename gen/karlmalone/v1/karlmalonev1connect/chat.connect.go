@@ -53,6 +53,12 @@ const (
 	ChatServiceEditMessageProcedure = "/karlmalone.v1.ChatService/EditMessage"
 	// ChatServiceSetReactionProcedure is the fully-qualified name of the ChatService's SetReaction RPC.
 	ChatServiceSetReactionProcedure = "/karlmalone.v1.ChatService/SetReaction"
+	// ChatServiceUpdateConversationSettingsProcedure is the fully-qualified name of the ChatService's
+	// UpdateConversationSettings RPC.
+	ChatServiceUpdateConversationSettingsProcedure = "/karlmalone.v1.ChatService/UpdateConversationSettings"
+	// ChatServiceClearConversationHistoryProcedure is the fully-qualified name of the ChatService's
+	// ClearConversationHistory RPC.
+	ChatServiceClearConversationHistoryProcedure = "/karlmalone.v1.ChatService/ClearConversationHistory"
 	// ChatServiceSendTypingProcedure is the fully-qualified name of the ChatService's SendTyping RPC.
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
 	// ChatServiceSubscribeProcedure is the fully-qualified name of the ChatService's Subscribe RPC.
@@ -84,6 +90,14 @@ type ChatServiceClient interface {
 	// SetReaction sets the caller's one reaction to a message (replacing any
 	// earlier one) or, with an empty emoji, clears it, and pushes reaction.
 	SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error)
+	// UpdateConversationSettings changes the caller's own settings of a
+	// conversation (mute, pin, archive) and pushes conversation_settings_changed
+	// to the caller's devices.
+	UpdateConversationSettings(context.Context, *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error)
+	// ClearConversationHistory clears a conversation's history for the caller
+	// only, up to a seq, and pushes conversation_settings_changed to the
+	// caller's devices.
+	ClearConversationHistory(context.Context, *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -152,6 +166,18 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("SetReaction")),
 			connect.WithClientOptions(opts...),
 		),
+		updateConversationSettings: connect.NewClient[v1.UpdateConversationSettingsRequest, v1.UpdateConversationSettingsResponse](
+			httpClient,
+			baseURL+ChatServiceUpdateConversationSettingsProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("UpdateConversationSettings")),
+			connect.WithClientOptions(opts...),
+		),
+		clearConversationHistory: connect.NewClient[v1.ClearConversationHistoryRequest, v1.ClearConversationHistoryResponse](
+			httpClient,
+			baseURL+ChatServiceClearConversationHistoryProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("ClearConversationHistory")),
+			connect.WithClientOptions(opts...),
+		),
 		sendTyping: connect.NewClient[v1.SendTypingRequest, v1.SendTypingResponse](
 			httpClient,
 			baseURL+ChatServiceSendTypingProcedure,
@@ -169,16 +195,18 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // chatServiceClient implements ChatServiceClient.
 type chatServiceClient struct {
-	sendMessage       *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
-	listConversations *connect.Client[v1.ListConversationsRequest, v1.ListConversationsResponse]
-	listMessages      *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
-	markRead          *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
-	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
-	forwardMessage    *connect.Client[v1.ForwardMessageRequest, v1.ForwardMessageResponse]
-	editMessage       *connect.Client[v1.EditMessageRequest, v1.EditMessageResponse]
-	setReaction       *connect.Client[v1.SetReactionRequest, v1.SetReactionResponse]
-	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
-	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	sendMessage                *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	listConversations          *connect.Client[v1.ListConversationsRequest, v1.ListConversationsResponse]
+	listMessages               *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
+	markRead                   *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
+	recallMessage              *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
+	forwardMessage             *connect.Client[v1.ForwardMessageRequest, v1.ForwardMessageResponse]
+	editMessage                *connect.Client[v1.EditMessageRequest, v1.EditMessageResponse]
+	setReaction                *connect.Client[v1.SetReactionRequest, v1.SetReactionResponse]
+	updateConversationSettings *connect.Client[v1.UpdateConversationSettingsRequest, v1.UpdateConversationSettingsResponse]
+	clearConversationHistory   *connect.Client[v1.ClearConversationHistoryRequest, v1.ClearConversationHistoryResponse]
+	sendTyping                 *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
+	subscribe                  *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 }
 
 // SendMessage calls karlmalone.v1.ChatService.SendMessage.
@@ -253,6 +281,24 @@ func (c *chatServiceClient) SetReaction(ctx context.Context, req *v1.SetReaction
 	return nil, err
 }
 
+// UpdateConversationSettings calls karlmalone.v1.ChatService.UpdateConversationSettings.
+func (c *chatServiceClient) UpdateConversationSettings(ctx context.Context, req *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error) {
+	response, err := c.updateConversationSettings.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ClearConversationHistory calls karlmalone.v1.ChatService.ClearConversationHistory.
+func (c *chatServiceClient) ClearConversationHistory(ctx context.Context, req *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error) {
+	response, err := c.clearConversationHistory.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // SendTyping calls karlmalone.v1.ChatService.SendTyping.
 func (c *chatServiceClient) SendTyping(ctx context.Context, req *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
 	response, err := c.sendTyping.CallUnary(ctx, connect.NewRequest(req))
@@ -292,6 +338,14 @@ type ChatServiceHandler interface {
 	// SetReaction sets the caller's one reaction to a message (replacing any
 	// earlier one) or, with an empty emoji, clears it, and pushes reaction.
 	SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error)
+	// UpdateConversationSettings changes the caller's own settings of a
+	// conversation (mute, pin, archive) and pushes conversation_settings_changed
+	// to the caller's devices.
+	UpdateConversationSettings(context.Context, *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error)
+	// ClearConversationHistory clears a conversation's history for the caller
+	// only, up to a seq, and pushes conversation_settings_changed to the
+	// caller's devices.
+	ClearConversationHistory(context.Context, *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -356,6 +410,18 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("SetReaction")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceUpdateConversationSettingsHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceUpdateConversationSettingsProcedure,
+		svc.UpdateConversationSettings,
+		connect.WithSchema(chatServiceMethods.ByName("UpdateConversationSettings")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceClearConversationHistoryHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceClearConversationHistoryProcedure,
+		svc.ClearConversationHistory,
+		connect.WithSchema(chatServiceMethods.ByName("ClearConversationHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
 	chatServiceSendTypingHandler := connect.NewUnaryHandlerSimple(
 		ChatServiceSendTypingProcedure,
 		svc.SendTyping,
@@ -386,6 +452,10 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceEditMessageHandler.ServeHTTP(w, r)
 		case ChatServiceSetReactionProcedure:
 			chatServiceSetReactionHandler.ServeHTTP(w, r)
+		case ChatServiceUpdateConversationSettingsProcedure:
+			chatServiceUpdateConversationSettingsHandler.ServeHTTP(w, r)
+		case ChatServiceClearConversationHistoryProcedure:
+			chatServiceClearConversationHistoryHandler.ServeHTTP(w, r)
 		case ChatServiceSendTypingProcedure:
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
 		case ChatServiceSubscribeProcedure:
@@ -429,6 +499,14 @@ func (UnimplementedChatServiceHandler) EditMessage(context.Context, *v1.EditMess
 
 func (UnimplementedChatServiceHandler) SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.SetReaction is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) UpdateConversationSettings(context.Context, *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.UpdateConversationSettings is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) ClearConversationHistory(context.Context, *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.ClearConversationHistory is not implemented"))
 }
 
 func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
