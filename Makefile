@@ -91,14 +91,16 @@ lint: $(TOOLS) $(NPM_STAMP)
 	node_modules/.bin/tsc -p web/tsconfig.json
 	node_modules/.bin/tsc -p web/tsconfig.node.json
 
-# The API only grows: against main's proto, buf breaking (FILE rules, buf.yaml)
-# refuses a removed or renumbered field, a renamed one, a changed type or a
-# removed RPC. A clone without a local main (CI checking out one commit)
-# fetches it from origin first; on main itself the check passes trivially.
+# The API only grows: buf breaking (FILE rules, buf.yaml) compares the proto
+# with main's where this branch left it (the merge base, so fields main gained
+# since are not taken for fields this branch removed) and refuses a removed or
+# renumbered field, a renamed one, a changed type or a removed RPC. A clone
+# without a local main fetches it from origin first; on main itself the check
+# compares main with itself and passes.
 BREAKING_BASE ?= main
 breaking: $(TOOLS)
-	@git rev-parse -q --verify 'refs/heads/$(BREAKING_BASE)' >/dev/null || git fetch -q --depth=1 origin '$(BREAKING_BASE):$(BREAKING_BASE)'
-	buf breaking --against '.git#branch=$(BREAKING_BASE)'
+	@git rev-parse -q --verify 'refs/heads/$(BREAKING_BASE)' >/dev/null || git fetch -q origin '$(BREAKING_BASE):$(BREAKING_BASE)'
+	buf breaking --against ".git#ref=$$(git merge-base HEAD '$(BREAKING_BASE)')"
 
 clean:
 	rm -rf bin .data node_modules .build web/artifacts
