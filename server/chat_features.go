@@ -123,17 +123,12 @@ func (s *ChatServer) notEdited(ctx context.Context, me int64, p editMessageParam
 	}
 }
 
-type setReactionParams struct {
-	ConversationID int64 `name:"conversation_id" validate:"gt=0"`
-	Seq            int64 `name:"seq" validate:"gt=0"`
-}
-
 // SetReaction sets, replaces or clears the caller's one reaction to a
 // message, and pushes the change to the conversation's members (the
 // caller's other devices included) when something changed.
 func (s *ChatServer) SetReaction(ctx context.Context, req *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
 	me := callerFrom(ctx).MemberID
-	p := setReactionParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq()}
+	p := messageRefParams{ConversationID: req.GetConversationId(), Seq: req.GetSeq()}
 	if err := check(p); err != nil {
 		return nil, err
 	}
@@ -182,7 +177,7 @@ func (s *ChatServer) SetReaction(ctx context.Context, req *v1.SetReactionRequest
 }
 
 // notReactable explains a reaction that was not stored.
-func (s *ChatServer) notReactable(ctx context.Context, me int64, p setReactionParams) error {
+func (s *ChatServer) notReactable(ctx context.Context, me int64, p messageRefParams) error {
 	r, err := s.q.GetMessageForMember(ctx, db.GetMessageForMemberParams{ConversationID: p.ConversationID, Seq: p.Seq, MemberID: me})
 	switch {
 	case err != nil:
