@@ -440,10 +440,10 @@ func TestChatListConversations(t *testing.T) {
 	wantProto(t, "a's conversations, most recent first", []*v1.Conversation{
 		// a's own last message moved a's cursor: b's two messages were read by replying.
 		{Id: ab, Kind: v1.ConversationKind_CONVERSATION_KIND_DIRECT, With: peer(b),
-			LastMessage: four, LastSeq: 3, ReadSeq: 3, UnreadCount: 0, UpdatedAt: set, Settings: &v1.ConversationSettings{ConversationId: ab}},
+			LastMessage: four, LastSeq: 3, ReadSeq: 3, UnreadCount: 0, UpdatedAt: set},
 		{Id: g.GetConversationId(), Kind: v1.ConversationKind_CONVERSATION_KIND_GROUP, With: &v1.Conversation_Group{Group: g},
-			LastMessage: three, LastSeq: 1, ReadSeq: 0, UnreadCount: 1, UpdatedAt: set, Settings: &v1.ConversationSettings{ConversationId: g.GetConversationId()}},
-		{Id: ac, Kind: v1.ConversationKind_CONVERSATION_KIND_DIRECT, With: peer(c), UpdatedAt: set, Settings: &v1.ConversationSettings{ConversationId: ac}},
+			LastMessage: three, LastSeq: 1, ReadSeq: 0, UnreadCount: 1, UpdatedAt: set},
+		{Id: ac, Kind: v1.ConversationKind_CONVERSATION_KIND_DIRECT, With: peer(c), UpdatedAt: set},
 	}, got, anyTime)
 
 	// b sees the same conversation from its side, with its own cursor.
@@ -453,7 +453,7 @@ func TestChatListConversations(t *testing.T) {
 	}
 	wantProto(t, "b's view of ab", &v1.Conversation{
 		Id: ab, Kind: v1.ConversationKind_CONVERSATION_KIND_DIRECT, With: peer(a),
-		LastMessage: four, LastSeq: 3, ReadSeq: 2, UnreadCount: 1, UpdatedAt: set, Settings: &v1.ConversationSettings{ConversationId: ab},
+		LastMessage: four, LastSeq: 3, ReadSeq: 2, UnreadCount: 1, UpdatedAt: set,
 	}, res.GetConversations()[0], anyTime)
 }
 

@@ -188,10 +188,14 @@ func toConversation(r db.ListConversationsByMemberRow, now time.Time) *v1.Conver
 		Id: r.ID, Kind: v1.ConversationKind(r.Kind), LastSeq: r.LastSeq, ReadSeq: r.ReadSeq,
 		UnreadCount: max(r.LastSeq-max(r.ReadSeq, r.ClearedSeq), 0), UpdatedAt: timestamppb.New(r.ActiveAt),
 		MentionedMe: r.MentionedMe,
-		Settings: toConversationSettings(conversationSettingsRow{
+	}
+	// Absent while every setting has its default, as for a client that
+	// predates them.
+	if r.MutedUntil != nil || r.MutedForever || r.PinnedAt != nil || r.Archived || r.ClearedSeq > 0 {
+		out.Settings = toConversationSettings(conversationSettingsRow{
 			ConversationID: r.ID, MutedUntil: r.MutedUntil, MutedForever: r.MutedForever,
 			PinnedAt: r.PinnedAt, Archived: r.Archived, ClearedSeq: r.ClearedSeq,
-		}, now),
+		}, now)
 	}
 	switch {
 	case r.Kind == store.ConversationDirect && r.PeerID != nil:

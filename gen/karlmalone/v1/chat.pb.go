@@ -95,7 +95,7 @@ type Conversation struct {
 	LastSeq int64 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// The caller's read cursor.
 	ReadSeq int64 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	// Messages after read_seq.
+	// Messages after read_seq (and after settings.cleared_seq).
 	UnreadCount int64 `protobuf:"varint,8,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
 	// When the last message was sent (or the conversation opened).
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
@@ -103,7 +103,7 @@ type Conversation struct {
 	// id or as everyone; MarkRead past it clears it.
 	MentionedMe bool `protobuf:"varint,20,opt,name=mentioned_me,json=mentionedMe,proto3" json:"mentioned_me,omitempty"`
 	// The caller's own settings of the conversation (mute, pin, archive,
-	// cleared history).
+	// cleared history); absent while every one has its default.
 	Settings      *ConversationSettings `protobuf:"bytes,21,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -87,7 +87,7 @@ export type Conversation = Message<"karlmalone.v1.Conversation"> & {
   readSeq: bigint;
 
   /**
-   * Messages after read_seq.
+   * Messages after read_seq (and after settings.cleared_seq).
    *
    * @generated from field: int64 unread_count = 8;
    */
@@ -110,7 +110,7 @@ export type Conversation = Message<"karlmalone.v1.Conversation"> & {
 
   /**
    * The caller's own settings of the conversation (mute, pin, archive,
-   * cleared history).
+   * cleared history); absent while every one has its default.
    *
    * @generated from field: karlmalone.v1.ConversationSettings settings = 21;
    */
