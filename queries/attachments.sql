@@ -15,3 +15,16 @@ SELECT EXISTS (
     JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.member_id = @member_id
     WHERE m.attachment_id = @attachment_id
 ) AS allowed;
+
+-- name: EnsureAttachmentURLKey :one
+-- Stores @key unless a key is already stored, and returns the stored one:
+-- the first node to start picks the key, every node reads the same.
+WITH inserted AS (
+    INSERT INTO attachment_url_key (key) VALUES (@key)
+    ON CONFLICT (singleton) DO NOTHING
+    RETURNING key
+)
+SELECT key FROM inserted
+UNION ALL
+SELECT key FROM attachment_url_key
+LIMIT 1;

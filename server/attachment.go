@@ -253,7 +253,7 @@ func contentType(head []byte, declared string) string {
 // ids, get 404: nobody learns which ids exist.
 func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	caller, err := s.authn.AuthenticateRequest(r)
+	memberID, err := s.downloader(r) // a bearer token or a signed URL (attachment_url.go)
 	if err != nil {
 		s.fail(w, r, "authenticate", err)
 		return
@@ -263,7 +263,7 @@ func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "download", errAttachmentNotFound)
 		return
 	}
-	allowed, err := s.q.CanReadAttachment(ctx, db.CanReadAttachmentParams{AttachmentID: id, MemberID: caller.MemberID})
+	allowed, err := s.q.CanReadAttachment(ctx, db.CanReadAttachmentParams{AttachmentID: id, MemberID: memberID})
 	if err != nil {
 		s.fail(w, r, "download", fmt.Errorf("can read attachment: %w", err))
 		return
@@ -296,6 +296,7 @@ func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 
 	hd := w.Header()
 	hd.Set("Content-Type", row.ContentType)
+	hd.Set("Content-Disposition", contentDisposition(row.ContentType))
 	hd.Set("ETag", `"`+sum.String()+`"`)
 	// The bytes under an id never change; only the members who may fetch
 	// them do, and a device that already has them keeps them anyway.

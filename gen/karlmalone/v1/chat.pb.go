@@ -1766,6 +1766,111 @@ func (x *SubscribeResponse) GetEvent() *Event {
 	return nil
 }
 
+// GetAttachmentUrlRequest names the attachment to sign a URL for.
+type GetAttachmentUrlRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An attachment the caller uploaded or that was sent in one of its
+	// conversations; any other is not found.
+	AttachmentId  int64 `protobuf:"varint,1,opt,name=attachment_id,json=attachmentId,proto3" json:"attachment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAttachmentUrlRequest) Reset() {
+	*x = GetAttachmentUrlRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAttachmentUrlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAttachmentUrlRequest) ProtoMessage() {}
+
+func (x *GetAttachmentUrlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAttachmentUrlRequest.ProtoReflect.Descriptor instead.
+func (*GetAttachmentUrlRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetAttachmentUrlRequest) GetAttachmentId() int64 {
+	if x != nil {
+		return x.AttachmentId
+	}
+	return 0
+}
+
+// GetAttachmentUrlResponse is a download URL that needs no bearer header.
+type GetAttachmentUrlResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A path on this server, like
+	// /v1/attachments/42?m=7&exp=1767225600&sig=…: GET it without
+	// Authorization until expires_at. It serves only the member it was signed
+	// for, and only while that member may still read the attachment.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// When the URL stops working; ask for a new one before then.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAttachmentUrlResponse) Reset() {
+	*x = GetAttachmentUrlResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAttachmentUrlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAttachmentUrlResponse) ProtoMessage() {}
+
+func (x *GetAttachmentUrlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAttachmentUrlResponse.ProtoReflect.Descriptor instead.
+func (*GetAttachmentUrlResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetAttachmentUrlResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *GetAttachmentUrlResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_karlmalone_v1_chat_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_chat_proto_rawDesc = "" +
@@ -1873,11 +1978,17 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x12SendTypingResponse\"\x12\n" +
 	"\x10SubscribeRequest\"?\n" +
 	"\x11SubscribeResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.karlmalone.v1.EventR\x05event*p\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.karlmalone.v1.EventR\x05event\">\n" +
+	"\x17GetAttachmentUrlRequest\x12#\n" +
+	"\rattachment_id\x18\x01 \x01(\x03R\fattachmentId\"g\n" +
+	"\x18GetAttachmentUrlResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt*p\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\x88\t\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xf2\t\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
@@ -1891,7 +2002,8 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x18ClearConversationHistory\x12..karlmalone.v1.ClearConversationHistoryRequest\x1a/.karlmalone.v1.ClearConversationHistoryResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
-	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01B\xb4\x01\n" +
+	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01\x12h\n" +
+	"\x10GetAttachmentUrl\x12&.karlmalone.v1.GetAttachmentUrlRequest\x1a'.karlmalone.v1.GetAttachmentUrlResponse\"\x03\x90\x02\x01B\xb4\x01\n" +
 	"\x11com.karlmalone.v1B\tChatProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
 
 var (
@@ -1907,7 +2019,7 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),                      // 0: karlmalone.v1.ConversationKind
 	(*Conversation)(nil),                       // 1: karlmalone.v1.Conversation
@@ -1935,63 +2047,68 @@ var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(*SendTypingResponse)(nil),                 // 23: karlmalone.v1.SendTypingResponse
 	(*SubscribeRequest)(nil),                   // 24: karlmalone.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),                  // 25: karlmalone.v1.SubscribeResponse
-	(*Member)(nil),                             // 26: karlmalone.v1.Member
-	(*Group)(nil),                              // 27: karlmalone.v1.Group
-	(*Message)(nil),                            // 28: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),              // 29: google.protobuf.Timestamp
-	(*ConversationSettings)(nil),               // 30: karlmalone.v1.ConversationSettings
-	(*Attachment)(nil),                         // 31: karlmalone.v1.Attachment
-	(*ReactionCount)(nil),                      // 32: karlmalone.v1.ReactionCount
-	(*Event)(nil),                              // 33: karlmalone.v1.Event
+	(*GetAttachmentUrlRequest)(nil),            // 26: karlmalone.v1.GetAttachmentUrlRequest
+	(*GetAttachmentUrlResponse)(nil),           // 27: karlmalone.v1.GetAttachmentUrlResponse
+	(*Member)(nil),                             // 28: karlmalone.v1.Member
+	(*Group)(nil),                              // 29: karlmalone.v1.Group
+	(*Message)(nil),                            // 30: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),              // 31: google.protobuf.Timestamp
+	(*ConversationSettings)(nil),               // 32: karlmalone.v1.ConversationSettings
+	(*Attachment)(nil),                         // 33: karlmalone.v1.Attachment
+	(*ReactionCount)(nil),                      // 34: karlmalone.v1.ReactionCount
+	(*Event)(nil),                              // 35: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	26, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	27, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	28, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	29, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 5: karlmalone.v1.Conversation.settings:type_name -> karlmalone.v1.ConversationSettings
-	31, // 6: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	28, // 7: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	28, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	29, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	30, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	31, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 5: karlmalone.v1.Conversation.settings:type_name -> karlmalone.v1.ConversationSettings
+	33, // 6: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	30, // 7: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
 	1,  // 8: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	28, // 9: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	28, // 10: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	28, // 11: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
-	28, // 12: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
-	32, // 13: karlmalone.v1.SetReactionResponse.reactions:type_name -> karlmalone.v1.ReactionCount
-	29, // 14: karlmalone.v1.UpdateConversationSettingsRequest.mute_until:type_name -> google.protobuf.Timestamp
-	30, // 15: karlmalone.v1.UpdateConversationSettingsResponse.settings:type_name -> karlmalone.v1.ConversationSettings
-	30, // 16: karlmalone.v1.ClearConversationHistoryResponse.settings:type_name -> karlmalone.v1.ConversationSettings
-	33, // 17: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	2,  // 18: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 19: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 20: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 21: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 22: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 23: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
-	14, // 24: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
-	16, // 25: karlmalone.v1.ChatService.SetReaction:input_type -> karlmalone.v1.SetReactionRequest
-	18, // 26: karlmalone.v1.ChatService.UpdateConversationSettings:input_type -> karlmalone.v1.UpdateConversationSettingsRequest
-	20, // 27: karlmalone.v1.ChatService.ClearConversationHistory:input_type -> karlmalone.v1.ClearConversationHistoryRequest
-	22, // 28: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	24, // 29: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	3,  // 30: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 31: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 32: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 33: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 34: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 35: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
-	15, // 36: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
-	17, // 37: karlmalone.v1.ChatService.SetReaction:output_type -> karlmalone.v1.SetReactionResponse
-	19, // 38: karlmalone.v1.ChatService.UpdateConversationSettings:output_type -> karlmalone.v1.UpdateConversationSettingsResponse
-	21, // 39: karlmalone.v1.ChatService.ClearConversationHistory:output_type -> karlmalone.v1.ClearConversationHistoryResponse
-	23, // 40: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	25, // 41: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	30, // [30:42] is the sub-list for method output_type
-	18, // [18:30] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	30, // 9: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	30, // 10: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	30, // 11: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
+	30, // 12: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
+	34, // 13: karlmalone.v1.SetReactionResponse.reactions:type_name -> karlmalone.v1.ReactionCount
+	31, // 14: karlmalone.v1.UpdateConversationSettingsRequest.mute_until:type_name -> google.protobuf.Timestamp
+	32, // 15: karlmalone.v1.UpdateConversationSettingsResponse.settings:type_name -> karlmalone.v1.ConversationSettings
+	32, // 16: karlmalone.v1.ClearConversationHistoryResponse.settings:type_name -> karlmalone.v1.ConversationSettings
+	35, // 17: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	31, // 18: karlmalone.v1.GetAttachmentUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 19: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 20: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 21: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 22: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 23: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 24: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
+	14, // 25: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
+	16, // 26: karlmalone.v1.ChatService.SetReaction:input_type -> karlmalone.v1.SetReactionRequest
+	18, // 27: karlmalone.v1.ChatService.UpdateConversationSettings:input_type -> karlmalone.v1.UpdateConversationSettingsRequest
+	20, // 28: karlmalone.v1.ChatService.ClearConversationHistory:input_type -> karlmalone.v1.ClearConversationHistoryRequest
+	22, // 29: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	24, // 30: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	26, // 31: karlmalone.v1.ChatService.GetAttachmentUrl:input_type -> karlmalone.v1.GetAttachmentUrlRequest
+	3,  // 32: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 33: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 34: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 35: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 36: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 37: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
+	15, // 38: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
+	17, // 39: karlmalone.v1.ChatService.SetReaction:output_type -> karlmalone.v1.SetReactionResponse
+	19, // 40: karlmalone.v1.ChatService.UpdateConversationSettings:output_type -> karlmalone.v1.UpdateConversationSettingsResponse
+	21, // 41: karlmalone.v1.ChatService.ClearConversationHistory:output_type -> karlmalone.v1.ClearConversationHistoryResponse
+	23, // 42: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	25, // 43: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	27, // 44: karlmalone.v1.ChatService.GetAttachmentUrl:output_type -> karlmalone.v1.GetAttachmentUrlResponse
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -2032,7 +2149,7 @@ func file_karlmalone_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
