@@ -275,6 +275,7 @@ func (b *NATSBus) onConnect(nc *nats.Conn, again bool) {
 	}
 	b.log.Info("push: connected to NATS", "url", nc.ConnectedUrlRedacted(), "reconnect", again)
 	b.signalConnected()
+	b.node.BusConnected(true)
 	if b.cfg.OnConnect != nil {
 		b.cfg.OnConnect()
 	}
@@ -287,6 +288,7 @@ func (b *NATSBus) onDisconnect(nc *nats.Conn, err error) {
 	b.setSince()
 	b.markDown()
 	b.stats.disconnects.Add(1)
+	b.node.BusConnected(false)
 	b.log.Warn("push: lost NATS; serving this node's members only until it is back", "err", err)
 }
 

@@ -55,6 +55,12 @@ type Config struct {
 	AttachmentDir string
 	// MaxAttachmentBytes bounds one upload.
 	MaxAttachmentBytes int64
+	// SessionCacheSize bounds how many sessions each node caches, and
+	// SessionCacheTTL how long (sessioncache.go): the bound on how long a
+	// revocation goes unnoticed on a node cut off from the bus without
+	// knowing it yet.
+	SessionCacheSize int
+	SessionCacheTTL  time.Duration
 	// CORSOrigins are the browser origins allowed to call the API, like
 	// https://app.example.com (see CheckCORSOrigins); empty: no CORS.
 	CORSOrigins []string
@@ -77,6 +83,10 @@ func DefaultConfig() Config {
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
+
+		// About 200 bytes a session: 20 MB for 100,000 members online.
+		SessionCacheSize: 100_000,
+		SessionCacheTTL:  10 * time.Second,
 	}
 }
 
@@ -90,6 +100,8 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.RecallWindow, d.RecallWindow)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
+	orDefault(&c.SessionCacheSize, d.SessionCacheSize)
+	orDefault(&c.SessionCacheTTL, d.SessionCacheTTL)
 	return c
 }
 
@@ -152,9 +164,11 @@ func New(d Deps) http.Handler {
 	}
 	st := store.New(d.Pool)
 	b := &base{store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
-	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
+	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated,
+		cache: newSessionCache(d.Config.SessionCacheSize, d.Config.SessionCacheTTL, d.Hub)}
 
 	m := newMetrics(d.Pool, d.Hub)
+	m.reg.MustRegister(authn.cache)
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),

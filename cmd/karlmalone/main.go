@@ -154,6 +154,8 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
+	env.Int(&c.server.SessionCacheSize, "session-cache-size", "KARLMALONE_SESSION_CACHE_SIZE", "most sessions each node caches (token → session, instead of a database read per call)")
+	env.Duration(&c.server.SessionCacheTTL, "session-cache-ttl", "KARLMALONE_SESSION_CACHE_TTL", "how long a node caches a session: the longest a revocation can go unnoticed on a node cut off from NATS")
 	var corsOrigins string // parsed into server.CORSOrigins below
 	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
 	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")
