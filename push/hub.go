@@ -660,6 +660,9 @@ launch:
 	return err
 }
 
+// Done is closed once Shutdown has finished.
+func (h *Hub) Done() <-chan struct{} { return h.done }
+
 // Directory is the hub's directory: presence on this node and, with a bus,
 // on the whole cluster.
 func (h *Hub) Directory() *Directory { return h.dir }

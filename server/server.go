@@ -61,6 +61,10 @@ type Config struct {
 	// knowing it yet.
 	SessionCacheSize int
 	SessionCacheTTL  time.Duration
+	// PresenceDebounce is how long a member's presence changes are gathered
+	// before its contacts hear the result (presence.go): a connection that
+	// flaps within it is not reported.
+	PresenceDebounce time.Duration
 	// CORSOrigins are the browser origins allowed to call the API, like
 	// https://app.example.com (see CheckCORSOrigins); empty: no CORS.
 	CORSOrigins []string
@@ -87,6 +91,9 @@ func DefaultConfig() Config {
 		// About 200 bytes a session: 20 MB for 100,000 members online.
 		SessionCacheSize: 100_000,
 		SessionCacheTTL:  10 * time.Second,
+
+		// With the directory's 13 s to notice a dead node, 15 s at most.
+		PresenceDebounce: 2 * time.Second,
 	}
 }
 
@@ -102,6 +109,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
 	orDefault(&c.SessionCacheSize, d.SessionCacheSize)
 	orDefault(&c.SessionCacheTTL, d.SessionCacheTTL)
+	orDefault(&c.PresenceDebounce, d.PresenceDebounce)
 	return c
 }
 
@@ -167,6 +175,7 @@ func New(d Deps) http.Handler {
 	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated,
 		cache: newSessionCache(d.Config.SessionCacheSize, d.Config.SessionCacheTTL, d.Hub)}
 
+	startPresence(b, d.Config.PresenceDebounce)
 	m := newMetrics(d.Pool, d.Hub)
 	m.reg.MustRegister(authn.cache)
 	opts := connect.WithHandlerOptions(

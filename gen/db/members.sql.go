@@ -12,7 +12,7 @@ import (
 const createMember = `-- name: CreateMember :one
 INSERT INTO members (phone, password_hash, nickname, avatar, gender, memo)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence
 `
 
 type CreateMemberParams struct {
@@ -44,12 +44,14 @@ func (q *Queries) CreateMember(ctx context.Context, arg CreateMemberParams) (Mem
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 	)
 	return i, err
 }
 
 const getMemberByID = `-- name: GetMemberByID :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE id = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence FROM members WHERE id = $1
 `
 
 func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
@@ -65,12 +67,14 @@ func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 	)
 	return i, err
 }
 
 const getMemberByPhone = `-- name: GetMemberByPhone :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE phone = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence FROM members WHERE phone = $1
 `
 
 func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, error) {
@@ -86,12 +90,14 @@ func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, e
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 	)
 	return i, err
 }
 
 const listMembersByIDs = `-- name: ListMembersByIDs :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
 `
 
 // One row per id given; callers bound the ids (the group limit).
@@ -115,6 +121,8 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.LastSeenAt,
+			&i.HidePresence,
 		); err != nil {
 			return nil, err
 		}
@@ -127,7 +135,7 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 }
 
 const searchMembersByNicknamePrefix = `-- name: SearchMembersByNicknamePrefix :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence FROM members
 WHERE lower(nickname) LIKE $1::text AND id > $2
 ORDER BY id
 LIMIT $3
@@ -159,6 +167,8 @@ func (q *Queries) SearchMembersByNicknamePrefix(ctx context.Context, arg SearchM
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.LastSeenAt,
+			&i.HidePresence,
 		); err != nil {
 			return nil, err
 		}
@@ -190,17 +200,19 @@ UPDATE members SET
     avatar     = coalesce($2, avatar),
     gender     = coalesce($3, gender),
     memo       = coalesce($4, memo),
+    hide_presence = coalesce($5, hide_presence),
     updated_at = now()
-WHERE id = $5
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at
+WHERE id = $6
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence
 `
 
 type UpdateMemberProfileParams struct {
-	Nickname *string
-	Avatar   *string
-	Gender   *int16
-	Memo     *string
-	ID       int64
+	Nickname     *string
+	Avatar       *string
+	Gender       *int16
+	Memo         *string
+	HidePresence *bool
+	ID           int64
 }
 
 func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfileParams) (Member, error) {
@@ -209,6 +221,7 @@ func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfi
 		arg.Avatar,
 		arg.Gender,
 		arg.Memo,
+		arg.HidePresence,
 		arg.ID,
 	)
 	var i Member
@@ -222,6 +235,8 @@ func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfi
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 	)
 	return i, err
 }

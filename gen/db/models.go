@@ -84,6 +84,8 @@ type Member struct {
 	Memo         string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	LastSeenAt   *time.Time
+	HidePresence bool
 }
 
 type Message struct {

@@ -47,6 +47,7 @@ type Event struct {
 	//	*Event_MemberRoleChanged
 	//	*Event_SessionRevoked
 	//	*Event_Resync
+	//	*Event_Presence
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -240,6 +241,15 @@ func (x *Event) GetResync() *Resync {
 	return nil
 }
 
+func (x *Event) GetPresence() *Presence {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
 type isEvent_Kind interface {
 	isEvent_Kind()
 }
@@ -325,6 +335,13 @@ type Event_Resync struct {
 	Resync *Resync `protobuf:"bytes,50,opt,name=resync,proto3,oneof"`
 }
 
+type Event_Presence struct {
+	// A contact or fellow group member came online or went offline
+	// (debounced: a connection that flaps within a few seconds is not
+	// reported). Not sent for members who hide their presence.
+	Presence *Presence `protobuf:"bytes,51,opt,name=presence,proto3,oneof"`
+}
+
 func (*Event_Message) isEvent_Kind() {}
 
 func (*Event_MessageRecalled) isEvent_Kind() {}
@@ -356,6 +373,8 @@ func (*Event_MemberRoleChanged) isEvent_Kind() {}
 func (*Event_SessionRevoked) isEvent_Kind() {}
 
 func (*Event_Resync) isEvent_Kind() {}
+
+func (*Event_Presence) isEvent_Kind() {}
 
 // Resync tells a client that some of its events may have been lost since a
 // time. It should resync as after a reconnection: ListConversations (most
@@ -865,7 +884,7 @@ var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x94\t\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\"\xcb\t\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
@@ -885,7 +904,8 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\x0emember_removed\x18# \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\rmemberRemoved\x12R\n" +
 	"\x13member_role_changed\x18$ \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\x11memberRoleChanged\x12H\n" +
 	"\x0fsession_revoked\x18( \x01(\v2\x1d.karlmalone.v1.SessionRevokedH\x00R\x0esessionRevoked\x12/\n" +
-	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resyncB\x06\n" +
+	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resync\x125\n" +
+	"\bpresence\x183 \x01(\v2\x17.karlmalone.v1.PresenceH\x00R\bpresenceB\x06\n" +
 	"\x04kind\":\n" +
 	"\x06Resync\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\":\n" +
@@ -947,7 +967,8 @@ var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*Message)(nil),               // 11: karlmalone.v1.Message
 	(*FriendRequest)(nil),         // 12: karlmalone.v1.FriendRequest
 	(*Group)(nil),                 // 13: karlmalone.v1.Group
-	(GroupRole)(0),                // 14: karlmalone.v1.GroupRole
+	(*Presence)(nil),              // 14: karlmalone.v1.Presence
+	(GroupRole)(0),                // 15: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
 	10, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
@@ -967,15 +988,16 @@ var file_karlmalone_v1_push_proto_depIdxs = []int32{
 	8,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
 	9,  // 15: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
 	1,  // 16: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	10, // 17: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 18: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	10, // 19: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	14, // 20: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 17: karlmalone.v1.Event.presence:type_name -> karlmalone.v1.Presence
+	10, // 18: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 19: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	10, // 20: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	15, // 21: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -985,6 +1007,7 @@ func file_karlmalone_v1_push_proto_init() {
 	}
 	file_karlmalone_v1_contact_proto_init()
 	file_karlmalone_v1_group_proto_init()
+	file_karlmalone_v1_member_proto_init()
 	file_karlmalone_v1_message_proto_init()
 	file_karlmalone_v1_push_proto_msgTypes[0].OneofWrappers = []any{
 		(*Event_Message)(nil),
@@ -1003,6 +1026,7 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_MemberRoleChanged)(nil),
 		(*Event_SessionRevoked)(nil),
 		(*Event_Resync)(nil),
+		(*Event_Presence)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
