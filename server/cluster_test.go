@@ -49,21 +49,21 @@ func withAttachments(s attachment.Store) envOption {
 // newCluster starts n nodes and waits until each knows the others. The bus's
 // timers are shrunk (a node silent for 300 ms is dead) so that tests of
 // failures take a fraction of a second.
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int, opts ...envOption) *cluster {
 	t.Helper()
 	cl := &cluster{nats: natstest.New(t), s3: s3test.New(t)}
 	pool := testdb.New(t)
 	for i := range n {
 		p := cl.nats.Proxy()
 		node := &clusterNode{proxy: p}
-		node.env = newEnv(t, withPool(pool), withAttachments(cl.s3.Store(t)), func(d *server.Deps) {
+		node.env = newEnv(t, append([]envOption{withPool(pool), withAttachments(cl.s3.Store(t)), func(d *server.Deps) {
 			node.bus = push.NewNATSBus(push.NATSConfig{
 				URL: p.URL, Name: fmt.Sprintf("node-%c", 'a'+i),
 				Heartbeat: 50 * time.Millisecond, Expiry: 300 * time.Millisecond,
 				AnnounceDelay: time.Millisecond, ReconnectWait: 20 * time.Millisecond,
 			}, d.Log)
 			d.Hub = push.NewHub(server.PushEvents(push.Config{Bus: node.bus}), d.Log)
-		})
+		}}, opts...)...)
 		cl.nodes = append(cl.nodes, node)
 	}
 	for _, node := range cl.nodes {

@@ -184,16 +184,25 @@ func (n *presenceNotifier) flush(due []int64, windows []*presenceWindow) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	now := n.dir.Presence(due...)
+	// Last seen first: a watcher that reads presence on hearing the event
+	// finds the time stored.
 	var offline []int64
 	var lastOff time.Time
 	for i, m := range due {
-		w, online := windows[i], now[i].Online
-		if !online && !w.offAt.IsZero() {
+		if w := windows[i]; !now[i].Online && !w.offAt.IsZero() {
 			offline = append(offline, m)
 			if w.offAt.After(lastOff) {
 				lastOff = w.offAt
 			}
 		}
+	}
+	if len(offline) > 0 {
+		if err := n.b.q.SetMembersLastSeen(ctx, db.SetMembersLastSeenParams{Ids: offline, At: &lastOff}); err != nil {
+			n.b.log.Warn("presence: store last seen", "members", len(offline), "err", err)
+		}
+	}
+	for i, m := range due {
+		w, online := windows[i], now[i].Online
 		if online == w.wasOnline {
 			continue // a flap, merged away
 		}
@@ -207,10 +216,5 @@ func (n *presenceNotifier) flush(due []int64, windows []*presenceWindow) {
 			p.LastSeenAt = timestamppb.New(w.offAt)
 		}
 		n.b.publish(watchers, &v1.Event{Kind: &v1.Event_Presence{Presence: p}})
-	}
-	if len(offline) > 0 {
-		if err := n.b.q.SetMembersLastSeen(ctx, db.SetMembersLastSeenParams{Ids: offline, At: &lastOff}); err != nil {
-			n.b.log.Warn("presence: store last seen", "members", len(offline), "err", err)
-		}
 	}
 }
