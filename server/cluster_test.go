@@ -11,7 +11,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -492,6 +494,65 @@ func (r *resyncClient) waitConverged(t *testing.T, want map[int64]int64, notifie
 			t.Fatalf("member %d: %v", r.c.ID, err)
 		case <-deadline:
 			t.Fatalf("member %d did not converge: holds %s, want up to %v", r.c.ID, held, want)
+		}
+	}
+}
+
+// readyz is node n's /readyz: status and body.
+func (n *clusterNode) readyz(t testing.TB) (int, string) {
+	t.Helper()
+	res := attDo(t, n.H1, "GET", n.URL+"/readyz", "", nil, nil)
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, strings.TrimSpace(string(b))
+}
+
+// With NATS down a node stays ready (it serves every RPC and its own
+// members' pushes) but says it is degraded, and /metrics shows the bus's
+// state and counts: published, dropped, disconnects, reconnects.
+func TestClusterReadyzDegradedAndBusMetrics(t *testing.T) {
+	t.Parallel()
+	cl := newCluster(t, 2)
+	a, b := cl.nodes[0], cl.nodes[1]
+	ann, bob := a.register(t, "ann"), a.register(t, "bob")
+	makeContacts(t, ann, bob)
+	b.connect(t, b.as(bob))
+	a.waitHosts(t, bob.ID, 1)
+	if code, body := a.readyz(t); code != 200 || body != "ok" {
+		t.Fatalf("/readyz with NATS: %d %q", code, body)
+	}
+	chatSend(t, ann, peerText(bob.ID, "m1", "across"))
+	// The send pipeline publishes after it answers: wait for the bus.
+	waitFor(t, "the event on the bus", func() bool { return a.busStats().EventsSent == 1 })
+	m := scrape(t, a.env)
+	for name, want := range map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_peers": 1, "karlmalone_bus_events_published_total": 1} {
+		if got := metricValue(m, name); got != want {
+			t.Errorf("%s = %v with NATS up, want %v", name, got, want)
+		}
+	}
+
+	cl.nats.Stop()
+	waitFor(t, "a notices", func() bool { return !a.busStats().Connected })
+	if code, body := a.readyz(t); code != 200 || body != "degraded: nats disconnected" {
+		t.Errorf("/readyz without NATS: %d %q, want 200 \"degraded: nats disconnected\"", code, body)
+	}
+	chatSend(t, ann, peerText(bob.ID, "m2", "lost on the wire, stored"))
+	waitFor(t, "the event dropped", func() bool { return a.busStats().EventsDropped == 1 })
+	m = scrape(t, a.env)
+	for name, want := range map[string]float64{"karlmalone_bus_connected": 0, "karlmalone_bus_disconnects_total": 1, "karlmalone_bus_events_dropped_total": 1} {
+		if got := metricValue(m, name); got != want {
+			t.Errorf("%s = %v with NATS down, want %v", name, got, want)
+		}
+	}
+
+	cl.nats.Start()
+	waitFor(t, "a reconnects", func() bool { return a.busStats().Connected })
+	if code, body := a.readyz(t); code != 200 || body != "ok" {
+		t.Errorf("/readyz with NATS back: %d %q", code, body)
+	}
+	m = scrape(t, a.env)
+	for name, want := range map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_reconnects_total": 1} {
+		if got := metricValue(m, name); got != want {
+			t.Errorf("%s = %v with NATS back, want %v", name, got, want)
 		}
 	}
 }

@@ -178,6 +178,9 @@ func New(d Deps) http.Handler {
 	startPresence(b, d.Config.PresenceDebounce)
 	m := newMetrics(d.Pool, d.Hub)
 	m.reg.MustRegister(authn.cache)
+	if _, ok := d.Hub.BusStats(); ok {
+		m.reg.MustRegister(busCollector{d.Hub})
+	}
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
@@ -202,6 +205,12 @@ func New(d Deps) http.Handler {
 		defer cancel()
 		if err := st.Ping(ctx); err != nil {
 			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		// Without NATS the node still serves every RPC and its own members'
+		// pushes: keep it in rotation, but say so (docs/CLUSTER.md).
+		if bus, ok := d.Hub.BusStats(); ok && !bus.Connected {
+			fmt.Fprintln(w, "degraded: nats disconnected")
 			return
 		}
 		fmt.Fprintln(w, "ok")
