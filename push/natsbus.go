@@ -370,8 +370,9 @@ func (b *NATSBus) onRevoke(m *nats.Msg) {
 		b.stats.bad.Add(1)
 		return
 	}
-	b.stats.revokesReceived.Add(1)
 	b.node.CloseLocalSession(id)
+	// Counted once applied: whoever sees the count may rely on it.
+	b.stats.revokesReceived.Add(1)
 }
 
 // maxDropped is how many members' lost events a node remembers by name; past
