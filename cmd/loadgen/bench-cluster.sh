@@ -120,9 +120,10 @@ for s in $SCENARIOS; do
 		lgs=()
 		for k in $(seq 1 "$procs"); do
 			: >".data/bench-cluster-idle-$k.log"
-			echo "bench-cluster: loadgen $k/$procs: idle, $((IDLE_SOCKETS / procs)) sockets" >&2
+			n=$((IDLE_SOCKETS / procs + (k <= IDLE_SOCKETS % procs ? 1 : 0)))
+			echo "bench-cluster: loadgen $k/$procs: idle, $n sockets" >&2
 			bin/loadgen -fail-on-loss=false -seed "$((SEED * 100 + k))" -scenario idle -addrs "$(join "${addrs[@]}")" \
-				-members "$((IDLE_MEMBERS / procs))" -sockets "$((IDLE_SOCKETS / procs))" -duration "$IDLE_HOLD" \
+				-members "$((IDLE_MEMBERS / procs))" -sockets "$n" -duration "$IDLE_HOLD" \
 				-setup-concurrency 16 -setup-timeout 8m -server-pid "${node_pids[0]}" \
 				>".data/bench-cluster-idle-$k.md" 2>".data/bench-cluster-idle-$k.log" &
 			lgs+=($!)
@@ -156,7 +157,7 @@ for s in $SCENARIOS; do
 		{
 			echo "### Idle: $IDLE_SOCKETS sockets over $IDLE_MEMBERS members, $NODES nodes, $procs loadgen processes"
 			echo
-			echo "Held at once: $held sockets ($open_now descriptors open in the nodes while sampling). One row per loadgen process; its RSS columns are node-1's."
+			echo "Held: $held sockets (the sum of each loadgen's count at the end of its hold); $open_now descriptors open in the nodes when the RSS below was sampled (every loadgen holding). One table per loadgen process; their RSS columns are node-1's."
 			echo
 			cat .data/bench-cluster-idle.md
 			echo
