@@ -105,6 +105,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cfg := server.DefaultConfig()
 	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhone, cfg.SendPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
 	cfg.AttachmentDir = t.TempDir() // never the working directory's .data
+	// No presence events unless a test asks (withPresenceDebounce): one
+	// arriving between the events a test waits for would only be noise.
+	cfg.PresenceDebounce = time.Hour
 	d := server.Deps{
 		Log:    log,
 		Hasher: password.NewHasher(password.InsecureFastParams, 0),
