@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coder/websocket"
@@ -521,6 +522,16 @@ func (r *resyncClient) waitConverged(t *testing.T, want map[int64]int64, notifie
 	}
 }
 
+// wantMetrics checks /metrics values in m.
+func wantMetrics(t testing.TB, when string, m map[string]*dto.MetricFamily, want map[string]float64) {
+	t.Helper()
+	for name, v := range want {
+		if got := metricValue(m, name); got != v {
+			t.Errorf("%s = %v %s, want %v", name, got, when, v)
+		}
+	}
+}
+
 // readyz is node n's /readyz: status and body.
 func (n *clusterNode) readyz(t testing.TB) (int, string) {
 	t.Helper()
@@ -547,11 +558,7 @@ func TestClusterReadyzDegradedAndBusMetrics(t *testing.T) {
 	// The send pipeline publishes after it answers: wait for the bus.
 	waitFor(t, "the event on the bus", func() bool { return a.busStats().EventsSent == 1 })
 	m := scrape(t, a.env)
-	for name, want := range map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_peers": 1, "karlmalone_bus_events_published_total": 1} {
-		if got := metricValue(m, name); got != want {
-			t.Errorf("%s = %v with NATS up, want %v", name, got, want)
-		}
-	}
+	wantMetrics(t, "with NATS up", m, map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_peers": 1, "karlmalone_bus_events_published_total": 1})
 
 	cl.nats.Stop()
 	waitFor(t, "a notices", func() bool { return !a.busStats().Connected })
@@ -561,11 +568,7 @@ func TestClusterReadyzDegradedAndBusMetrics(t *testing.T) {
 	chatSend(t, ann, peerText(bob.ID, "m2", "lost on the wire, stored"))
 	waitFor(t, "the event dropped", func() bool { return a.busStats().EventsDropped == 1 })
 	m = scrape(t, a.env)
-	for name, want := range map[string]float64{"karlmalone_bus_connected": 0, "karlmalone_bus_disconnects_total": 1, "karlmalone_bus_events_dropped_total": 1} {
-		if got := metricValue(m, name); got != want {
-			t.Errorf("%s = %v with NATS down, want %v", name, got, want)
-		}
-	}
+	wantMetrics(t, "with NATS down", m, map[string]float64{"karlmalone_bus_connected": 0, "karlmalone_bus_disconnects_total": 1, "karlmalone_bus_events_dropped_total": 1})
 
 	cl.nats.Start()
 	waitFor(t, "a reconnects", func() bool { return a.busStats().Connected })
@@ -573,11 +576,7 @@ func TestClusterReadyzDegradedAndBusMetrics(t *testing.T) {
 		t.Errorf("/readyz with NATS back: %d %q", code, body)
 	}
 	m = scrape(t, a.env)
-	for name, want := range map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_reconnects_total": 1} {
-		if got := metricValue(m, name); got != want {
-			t.Errorf("%s = %v with NATS back, want %v", name, got, want)
-		}
-	}
+	wantMetrics(t, "with NATS back", m, map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_reconnects_total": 1})
 }
 
 // kill stops node n abruptly: its NATS link is cut first, so no goodbye
