@@ -1,20 +1,24 @@
 -- name: ListPresenceWatchers :many
--- Who hears of @member_id's presence changes: its contacts (a contact is one
--- row per side, so its own rows name them) and its fellow members of live
--- groups, but nobody when it hides its presence, and nobody it blocked.
--- Unpaged: the recipients of one event, as a group message's are (a group is
--- bounded by its max_members); the caller pushes to all of them.
+-- Who hears of the presence changes of @member_ids, as (member, watcher)
+-- pairs: each member's contacts (a contact is one row per side, so its own
+-- rows name them) and its fellow members of live groups, but nobody for a
+-- member who hides its presence, and nobody it blocked. One statement for
+-- every member whose debounce window ended together.
+-- Unpaged: the recipients of these events, as a group message's are (a group
+-- is bounded by its max_members); the caller pushes to all of them.
 -- @sqlc-vet-disable bounded-list
-SELECT w.id::bigint AS id FROM (
-    SELECT c.member_id AS id FROM contacts c WHERE c.owner_id = @member_id
+SELECT w.member_id::bigint AS member_id, w.watcher_id::bigint AS watcher_id FROM (
+    SELECT c.owner_id AS member_id, c.member_id AS watcher_id
+    FROM contacts c WHERE c.owner_id = ANY(@member_ids::bigint[])
     UNION
-    SELECT fellow.member_id FROM conversation_members mine
+    SELECT mine.member_id, fellow.member_id FROM conversation_members mine
     JOIN groups g ON g.conversation_id = mine.conversation_id AND g.dissolved_at IS NULL
     JOIN conversation_members fellow ON fellow.conversation_id = mine.conversation_id
-    WHERE mine.member_id = @member_id AND fellow.member_id <> @member_id
+    WHERE mine.member_id = ANY(@member_ids::bigint[]) AND fellow.member_id <> mine.member_id
 ) w
-WHERE NOT EXISTS (SELECT 1 FROM members m WHERE m.id = @member_id AND m.hide_presence)
-  AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = @member_id AND b.blocked_id = w.id);
+JOIN members m ON m.id = w.member_id AND NOT m.hide_presence
+WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = w.member_id AND b.blocked_id = w.watcher_id)
+ORDER BY w.member_id;
 
 -- name: ListVisiblePresence :many
 -- Of @ids, the members whose presence @caller_id may see, with when each

@@ -178,8 +178,9 @@ func (n *presenceNotifier) run(done <-chan struct{}) {
 	}
 }
 
-// flush ends the windows of due: one event per member whose state changed,
-// to its watchers, and one statement for the last-seen times.
+// flush ends the windows of due: one statement for the last-seen times, one
+// for the watchers of every member whose state changed, and one event per
+// such member to its watchers.
 func (n *presenceNotifier) flush(due []int64, windows []*presenceWindow) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -201,19 +202,37 @@ func (n *presenceNotifier) flush(due []int64, windows []*presenceWindow) {
 			n.b.log.Warn("presence: store last seen", "members", len(offline), "err", err)
 		}
 	}
+	var changed []int64 // those whose state differs from before their window
+	at := make(map[int64]int, len(due))
 	for i, m := range due {
-		w, online := windows[i], now[i].Online
-		if online == w.wasOnline {
-			continue // a flap, merged away
+		if now[i].Online != windows[i].wasOnline {
+			changed = append(changed, m)
+			at[m] = i
 		}
-		watchers, err := n.b.q.ListPresenceWatchers(ctx, m)
-		if err != nil {
-			n.b.log.Warn("presence: list watchers", "member_id", m, "err", err)
-			continue
+	}
+	if len(changed) == 0 {
+		return // flaps, merged away
+	}
+	rows, err := n.b.q.ListPresenceWatchers(ctx, changed)
+	if err != nil {
+		n.b.log.Warn("presence: list watchers", "members", len(changed), "err", err)
+		return
+	}
+	// Rows come grouped by member: one event per member, to its watchers.
+	for len(rows) > 0 {
+		m, k := rows[0].MemberID, 1
+		for k < len(rows) && rows[k].MemberID == m {
+			k++
 		}
-		p := &v1.Presence{MemberId: m, Online: online}
-		if !online && !w.offAt.IsZero() {
-			p.LastSeenAt = timestamppb.New(w.offAt)
+		watchers := make([]int64, k)
+		for j := range k {
+			watchers[j] = rows[j].WatcherID
+		}
+		rows = rows[k:]
+		i := at[m]
+		p := &v1.Presence{MemberId: m, Online: now[i].Online}
+		if !p.Online && !windows[i].offAt.IsZero() {
+			p.LastSeenAt = timestamppb.New(windows[i].offAt)
 		}
 		n.b.publish(watchers, &v1.Event{Kind: &v1.Event_Presence{Presence: p}})
 	}

@@ -11,37 +11,46 @@ import (
 )
 
 const listPresenceWatchers = `-- name: ListPresenceWatchers :many
-SELECT w.id::bigint AS id FROM (
-    SELECT c.member_id AS id FROM contacts c WHERE c.owner_id = $1
+SELECT w.member_id::bigint AS member_id, w.watcher_id::bigint AS watcher_id FROM (
+    SELECT c.owner_id AS member_id, c.member_id AS watcher_id
+    FROM contacts c WHERE c.owner_id = ANY($1::bigint[])
     UNION
-    SELECT fellow.member_id FROM conversation_members mine
+    SELECT mine.member_id, fellow.member_id FROM conversation_members mine
     JOIN groups g ON g.conversation_id = mine.conversation_id AND g.dissolved_at IS NULL
     JOIN conversation_members fellow ON fellow.conversation_id = mine.conversation_id
-    WHERE mine.member_id = $1 AND fellow.member_id <> $1
+    WHERE mine.member_id = ANY($1::bigint[]) AND fellow.member_id <> mine.member_id
 ) w
-WHERE NOT EXISTS (SELECT 1 FROM members m WHERE m.id = $1 AND m.hide_presence)
-  AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1 AND b.blocked_id = w.id)
+JOIN members m ON m.id = w.member_id AND NOT m.hide_presence
+WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = w.member_id AND b.blocked_id = w.watcher_id)
+ORDER BY w.member_id
 `
 
-// Who hears of @member_id's presence changes: its contacts (a contact is one
-// row per side, so its own rows name them) and its fellow members of live
-// groups, but nobody when it hides its presence, and nobody it blocked.
-// Unpaged: the recipients of one event, as a group message's are (a group is
-// bounded by its max_members); the caller pushes to all of them.
+type ListPresenceWatchersRow struct {
+	MemberID  int64
+	WatcherID int64
+}
+
+// Who hears of the presence changes of @member_ids, as (member, watcher)
+// pairs: each member's contacts (a contact is one row per side, so its own
+// rows name them) and its fellow members of live groups, but nobody for a
+// member who hides its presence, and nobody it blocked. One statement for
+// every member whose debounce window ended together.
+// Unpaged: the recipients of these events, as a group message's are (a group
+// is bounded by its max_members); the caller pushes to all of them.
 // @sqlc-vet-disable bounded-list
-func (q *Queries) ListPresenceWatchers(ctx context.Context, memberID int64) ([]int64, error) {
-	rows, err := q.db.Query(ctx, listPresenceWatchers, memberID)
+func (q *Queries) ListPresenceWatchers(ctx context.Context, memberIds []int64) ([]ListPresenceWatchersRow, error) {
+	rows, err := q.db.Query(ctx, listPresenceWatchers, memberIds)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []int64
+	var items []ListPresenceWatchersRow
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var i ListPresenceWatchersRow
+		if err := rows.Scan(&i.MemberID, &i.WatcherID); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
