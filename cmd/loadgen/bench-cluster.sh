@@ -38,6 +38,8 @@ LOAD_DURATION=${LOAD_DURATION:-20s}
 SCENARIOS=${BENCH_SCENARIOS:-idle direct group}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-1200} # seconds, the whole script
 IDLE_PER_LOADGEN=${IDLE_PER_LOADGEN:-17000} # under the 20,000-descriptor limit
+# More flags for every node, e.g. "-push-ping-timeout 30s" on a busy machine.
+read -r -a node_flags <<<"${BENCH_NODE_FLAGS:-}"
 
 mkdir -p .data
 LOG=.data/bench-cluster.log
@@ -70,7 +72,7 @@ echo "bench-cluster: starting nats-server and $NODES nodes on ports $PORT.. (log
 bin/devpg -dir .data/bench-cluster/postgres -db karlmalone_bench -- \
 	bin/cluster -nodes "$NODES" -port "$PORT" -nats-port "$NATS_PORT" -dir .data/bench-cluster -- \
 	-insecure-fast-password-hash -register-rate 0 -login-rate-addr 0 -login-rate-phone 0 -send-rate 0 \
-	-log-level warn >"$LOG" 2>&1 &
+	-log-level warn "${node_flags[@]}" >"$LOG" 2>&1 &
 cluster_pid=$!
 
 addrs=()
