@@ -122,3 +122,10 @@ fuzz: build
 .PHONY: bench
 bench: build
 	cmd/loadgen/bench.sh
+
+# Cluster load test: nats-server and six nodes (bin/cluster) on a private
+# PostgreSQL (.data/bench-cluster), 100,000 idle sockets and the latency that
+# crossing nodes adds; see docs/BENCHMARKS.md. Takes 5–15 minutes.
+.PHONY: bench-cluster
+bench-cluster: build bin/nats-server
+	cmd/loadgen/bench-cluster.sh

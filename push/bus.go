@@ -52,6 +52,8 @@ type Node interface {
 	// remote on other nodes, that events for them may have been lost since
 	// then (the bus was down): their clients resync over RPC.
 	Resync(since time.Time, remote []int64)
+	// BusConnected says that the bus reached its server (up) or lost it.
+	BusConnected(up bool)
 }
 
 // BusStats is a snapshot of a bus's state, for /metrics and /readyz.
@@ -94,3 +96,5 @@ func (n hubNode) CloseLocalSession(sessionID int64) { n.h.remoteRevoke(sessionID
 func (n hubNode) Directory() *Directory { return n.h.dir }
 
 func (n hubNode) Resync(since time.Time, remote []int64) { n.h.resync(since, remote) }
+
+func (n hubNode) BusConnected(up bool) { n.h.busConnected(up) }

@@ -194,6 +194,8 @@ type Hub struct {
 
 	stats counters
 
+	sessionWatch atomic.Pointer[SessionWatch] // see WatchSessions
+
 	// Test hooks, set by tests before the first receiver registers.
 	testHookWrite         func(*conn)     // in the writer goroutine, before each socket write
 	testHookLinger        func(*conn)     // replaces linger's sleep
@@ -484,6 +486,9 @@ func closeSocket(c *conn, ws *websocket.Conn, r closeReason) {
 // them the word (milliseconds; nothing while the bus is down, see
 // docs/CLUSTER.md).
 func (h *Hub) CloseSession(sessionID int64) {
+	if w := h.sessionWatch.Load(); w != nil && w.Revoked != nil {
+		w.Revoked(sessionID)
+	}
 	h.closeLocalSession(sessionID)
 	if h.bus != nil {
 		h.bus.CloseSession(sessionID) // counted and logged by the bus
@@ -495,7 +500,47 @@ func (h *Hub) remoteRevoke(sessionID int64) {
 	if h.cfg.OnSessionRevoked != nil {
 		h.cfg.OnSessionRevoked(sessionID)
 	}
+	if w := h.sessionWatch.Load(); w != nil && w.Revoked != nil {
+		w.Revoked(sessionID)
+	}
 	h.closeLocalSession(sessionID)
+}
+
+// SessionWatch is told what a node's cache of sessions must forget, and when
+// it cannot trust what it holds. Its funcs must not block.
+type SessionWatch struct {
+	// Revoked: a session was revoked, through this node (CloseSession) or
+	// another (over the bus).
+	Revoked func(sessionID int64)
+	// BusDown: the bus lost its connection; revocations on other nodes
+	// may go unheard from now on.
+	BusDown func()
+	// BusUp: the bus (re)connected; revocations sent while it was down
+	// were lost to this node.
+	BusUp func()
+}
+
+// WatchSessions installs w, replacing the one before (there is one cache per
+// node). It returns whether the bus is connected now, or true without a bus:
+// w hears of every change after that answer.
+func (h *Hub) WatchSessions(w SessionWatch) (connected bool) {
+	h.sessionWatch.Store(&w)
+	if h.bus == nil {
+		return true
+	}
+	return h.bus.Stats().Connected
+}
+
+// busConnected passes the bus's connection changes to the session watch.
+func (h *Hub) busConnected(up bool) {
+	w := h.sessionWatch.Load()
+	switch {
+	case w == nil:
+	case up && w.BusUp != nil:
+		w.BusUp()
+	case !up && w.BusDown != nil:
+		w.BusDown()
+	}
 }
 
 // Sessions lists the sessions with a receiver on this node: after the bus
@@ -614,6 +659,9 @@ launch:
 	}
 	return err
 }
+
+// Done is closed once Shutdown has finished.
+func (h *Hub) Done() <-chan struct{} { return h.done }
 
 // Directory is the hub's directory: presence on this node and, with a bus,
 // on the whole cluster.

@@ -275,6 +275,7 @@ func (b *NATSBus) onConnect(nc *nats.Conn, again bool) {
 	}
 	b.log.Info("push: connected to NATS", "url", nc.ConnectedUrlRedacted(), "reconnect", again)
 	b.signalConnected()
+	b.node.BusConnected(true)
 	if b.cfg.OnConnect != nil {
 		b.cfg.OnConnect()
 	}
@@ -287,6 +288,7 @@ func (b *NATSBus) onDisconnect(nc *nats.Conn, err error) {
 	b.setSince()
 	b.markDown()
 	b.stats.disconnects.Add(1)
+	b.node.BusConnected(false)
 	b.log.Warn("push: lost NATS; serving this node's members only until it is back", "err", err)
 }
 
@@ -368,8 +370,9 @@ func (b *NATSBus) onRevoke(m *nats.Msg) {
 		b.stats.bad.Add(1)
 		return
 	}
-	b.stats.revokesReceived.Add(1)
 	b.node.CloseLocalSession(id)
+	// Counted once applied: whoever sees the count may rely on it.
+	b.stats.revokesReceived.Add(1)
 }
 
 // maxDropped is how many members' lost events a node remembers by name; past

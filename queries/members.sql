@@ -20,6 +20,7 @@ UPDATE members SET
     avatar     = coalesce(sqlc.narg(avatar), avatar),
     gender     = coalesce(sqlc.narg(gender), gender),
     memo       = coalesce(sqlc.narg(memo), memo),
+    hide_presence = coalesce(sqlc.narg(hide_presence), hide_presence),
     updated_at = now()
 WHERE id = @id
 RETURNING *;

@@ -15,7 +15,7 @@ import (
 	"github.com/karlmalone/karlmalone/server"
 )
 
-// testClock is a clock the test moves forward.
+// testClock is a settable clock for the server (Deps.Now).
 type testClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -31,6 +31,12 @@ func (c *testClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
 }
 
 // signedURL asks c for a signed URL of attachment id.

@@ -49,9 +49,10 @@ var errBadToken = connect.NewError(connect.CodeUnauthenticated, errors.New("miss
 // Authenticator turns access tokens into callers. Tokens are 256 random bits;
 // only their SHA-256 is stored, so a database leak reveals no usable token.
 type Authenticator struct {
-	q   *db.Queries
-	log *slog.Logger
-	now func() time.Time
+	q     *db.Queries
+	log   *slog.Logger
+	now   func() time.Time
+	cache *sessionCache // sessioncache.go
 
 	testHookAuthenticated func(Caller) // after a token is accepted (see Deps)
 }
@@ -70,29 +71,49 @@ func hashToken(token string) []byte {
 }
 
 // Authenticate resolves a bearer token. Revoked (deleted) and expired sessions
-// fail at once: every call reads the session row, there is no cache to go stale.
+// fail at once: the session cache (sessioncache.go) hears of every revocation
+// and refuses a session from its expiry on.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller, error) {
 	if token == "" || len(token) > 256 {
 		return Caller{}, errBadToken
 	}
-	s, err := a.q.GetSessionByTokenHash(ctx, hashToken(token))
+	s, err := a.session(ctx, hashToken(token))
 	if errors.Is(err, store.ErrNotFound) {
 		return Caller{}, errBadToken // unknown, revoked or expired
 	}
 	if err != nil {
 		return Caller{}, err
 	}
-	// Keep last_seen_at roughly current without writing on every call.
-	if a.now().Sub(s.LastSeenAt) > 5*time.Minute {
-		if err := a.q.TouchSession(ctx, s.ID); err != nil {
-			a.log.WarnContext(ctx, "touch session", "session_id", s.ID, "err", err)
-		}
-	}
 	c := Caller{MemberID: s.MemberID, SessionID: s.ID, ExpiresAt: s.ExpiresAt}
 	if a.testHookAuthenticated != nil {
 		a.testHookAuthenticated(c)
 	}
 	return c, nil
+}
+
+// session reads a live session through the cache.
+func (a *Authenticator) session(ctx context.Context, hash []byte) (db.Session, error) {
+	now := a.now()
+	s, found, gen := a.cache.get(hash, now)
+	if found {
+		return s, nil
+	}
+	s, err := a.q.GetSessionByTokenHash(ctx, hash)
+	if err != nil {
+		return s, err
+	}
+	if !now.Before(s.ExpiresAt) {
+		return s, store.ErrNotFound // expired by this node's clock, if not yet by the database's
+	}
+	a.cache.put(hash, s, gen, now)
+	// Keep last_seen_at roughly current without writing on every call (the
+	// cache's TTL is far below this interval, so a hit never needs it).
+	if now.Sub(s.LastSeenAt) > 5*time.Minute {
+		if err := a.q.TouchSession(ctx, s.ID); err != nil {
+			a.log.WarnContext(ctx, "touch session", "session_id", s.ID, "err", err)
+		}
+	}
+	return s, nil
 }
 
 // principal adapts Authenticate for the push endpoint.

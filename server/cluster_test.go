@@ -11,12 +11,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coder/websocket"
@@ -49,21 +54,21 @@ func withAttachments(s attachment.Store) envOption {
 // newCluster starts n nodes and waits until each knows the others. The bus's
 // timers are shrunk (a node silent for 300 ms is dead) so that tests of
 // failures take a fraction of a second.
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int, opts ...envOption) *cluster {
 	t.Helper()
 	cl := &cluster{nats: natstest.New(t), s3: s3test.New(t)}
 	pool := testdb.New(t)
 	for i := range n {
 		p := cl.nats.Proxy()
 		node := &clusterNode{proxy: p}
-		node.env = newEnv(t, withPool(pool), withAttachments(cl.s3.Store(t)), func(d *server.Deps) {
+		node.env = newEnv(t, append([]envOption{withPool(pool), withAttachments(cl.s3.Store(t)), func(d *server.Deps) {
 			node.bus = push.NewNATSBus(push.NATSConfig{
 				URL: p.URL, Name: fmt.Sprintf("node-%c", 'a'+i),
 				Heartbeat: 50 * time.Millisecond, Expiry: 300 * time.Millisecond,
 				AnnounceDelay: time.Millisecond, ReconnectWait: 20 * time.Millisecond,
 			}, d.Log)
 			d.Hub = push.NewHub(server.PushEvents(push.Config{Bus: node.bus}), d.Log)
-		})
+		}}, opts...)...)
 		cl.nodes = append(cl.nodes, node)
 	}
 	for _, node := range cl.nodes {
@@ -347,6 +352,11 @@ type resyncClient struct {
 	changed chan struct{}     // capacity 1
 	errs    chan error
 	resyncs int
+	// redial, if set, is step 5 of the procedure: when the socket ends, the
+	// client connects again (once) through it, on another node, and then
+	// checks every conversation (step 4). Used by the run goroutine only.
+	redial   func() (*client, *websocket.Conn, error)
+	redialed atomic.Bool
 }
 
 func newResyncClient(t *testing.T, n *clusterNode, c *client) *resyncClient {
@@ -361,6 +371,22 @@ func newResyncClient(t *testing.T, n *clusterNode, c *client) *resyncClient {
 func (r *resyncClient) run(ws *websocket.Conn) {
 	for {
 		_, data, err := ws.Read(context.Background())
+		if err != nil && r.redial != nil {
+			c, again, err := r.redial()
+			r.redial = nil
+			if err != nil {
+				r.errs <- fmt.Errorf("reconnect: %w", err)
+				return
+			}
+			r.c, ws = c, again
+			r.redialed.Store(true)
+			r.resyncAll()
+			select {
+			case r.changed <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		if err != nil {
 			return // the test ended (or failed elsewhere)
 		}
@@ -498,5 +524,138 @@ func wantMessages(t *testing.T, sockets map[string]*events, want ...*v1.Message)
 				t.Errorf("socket %s got %v, want %v", name, got, w)
 			}
 		}
+	}
+}
+
+// wantMetrics checks /metrics values in m.
+func wantMetrics(t testing.TB, when string, m map[string]*dto.MetricFamily, want map[string]float64) {
+	t.Helper()
+	for name, v := range want {
+		if got := metricValue(m, name); got != v {
+			t.Errorf("%s = %v %s, want %v", name, got, when, v)
+		}
+	}
+}
+
+// readyz is node n's /readyz: status and body.
+func (n *clusterNode) readyz(t testing.TB) (int, string) {
+	t.Helper()
+	res := attDo(t, n.H1, "GET", n.URL+"/readyz", "", nil, nil)
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, strings.TrimSpace(string(b))
+}
+
+// With NATS down a node stays ready (it serves every RPC and its own
+// members' pushes) but says it is degraded, and /metrics shows the bus's
+// state and counts: published, dropped, disconnects, reconnects.
+func TestClusterReadyzDegradedAndBusMetrics(t *testing.T) {
+	t.Parallel()
+	cl := newCluster(t, 2)
+	a, b := cl.nodes[0], cl.nodes[1]
+	ann, bob := a.register(t, "ann"), a.register(t, "bob")
+	makeContacts(t, ann, bob)
+	b.connect(t, b.as(bob))
+	a.waitHosts(t, bob.ID, 1)
+	if code, body := a.readyz(t); code != 200 || body != "ok" {
+		t.Fatalf("/readyz with NATS: %d %q", code, body)
+	}
+	chatSend(t, ann, peerText(bob.ID, "m1", "across"))
+	// The send pipeline publishes after it answers: wait for the bus.
+	waitFor(t, "the event on the bus", func() bool { return a.busStats().EventsSent == 1 })
+	m := scrape(t, a.env)
+	wantMetrics(t, "with NATS up", m, map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_peers": 1, "karlmalone_bus_events_published_total": 1})
+
+	cl.nats.Stop()
+	waitFor(t, "a notices", func() bool { return !a.busStats().Connected })
+	if code, body := a.readyz(t); code != 200 || body != "degraded: nats disconnected" {
+		t.Errorf("/readyz without NATS: %d %q, want 200 \"degraded: nats disconnected\"", code, body)
+	}
+	chatSend(t, ann, peerText(bob.ID, "m2", "lost on the wire, stored"))
+	waitFor(t, "the event dropped", func() bool { return a.busStats().EventsDropped == 1 })
+	m = scrape(t, a.env)
+	wantMetrics(t, "with NATS down", m, map[string]float64{"karlmalone_bus_connected": 0, "karlmalone_bus_disconnects_total": 1, "karlmalone_bus_events_dropped_total": 1})
+
+	cl.nats.Start()
+	waitFor(t, "a reconnects", func() bool { return a.busStats().Connected })
+	if code, body := a.readyz(t); code != 200 || body != "ok" {
+		t.Errorf("/readyz with NATS back: %d %q", code, body)
+	}
+	m = scrape(t, a.env)
+	wantMetrics(t, "with NATS back", m, map[string]float64{"karlmalone_bus_connected": 1, "karlmalone_bus_reconnects_total": 1})
+}
+
+// kill stops node n abruptly: its NATS link is cut first, so no goodbye
+// reaches the others (they expire it), then its hub stops without draining
+// (an expired context: sockets are dropped, or closed with 1001 by the few
+// close handshakes that start first). Its clients see their sockets end.
+func (n *clusterNode) kill() {
+	n.proxy.Cut()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n.Hub.Shutdown(ctx)
+}
+
+// redialTo reconnects c's socket on node n, as a client behind a load
+// balancer does when its node dies.
+func redialTo(n *clusterNode, c *client) func() (*client, *websocket.Conn, error) {
+	return func() (*client, *websocket.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.URL, "http")+"/v1/push", &websocket.DialOptions{
+			Subprotocols: []string{push.SubprotocolProto},
+			HTTPHeader:   http.Header{"Authorization": {"Bearer " + c.Token}},
+		})
+		return n.as(c), ws, err
+	}
+}
+
+// A node dies mid-traffic: its clients reconnect to the other nodes and,
+// following the resync procedure, end with every message once and in order;
+// the members on the surviving nodes miss nothing either. Nothing stored is
+// lost: the database never depended on the node.
+func TestClusterNodeKilledClientsConverge(t *testing.T) {
+	t.Parallel()
+	cl := newCluster(t, 3)
+	a, b, c := cl.nodes[0], cl.nodes[1], cl.nodes[2]
+	sender, r1, r2, r3 := a.register(t, "sender"), a.register(t, "r1-on-c"), a.register(t, "r2-on-c"), a.register(t, "r3-on-b")
+	direct := makeContacts(t, sender, r1)
+	g := newGroup(t, sender, r1, r2, r3)
+
+	readers := []*resyncClient{newResyncClient(t, c, c.as(r1)), newResyncClient(t, c, c.as(r2)), newResyncClient(t, b, b.as(r3))}
+	readers[0].redial, readers[1].redial = redialTo(a, r1), redialTo(b, r2)
+	for _, m := range []*client{r1, r2, r3} {
+		a.waitHosts(t, m.ID, 1)
+	}
+
+	const total = 30
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range total {
+			req := groupText(g.GetId(), fmt.Sprintf("g%d", i), "to the group")
+			if i%3 == 0 {
+				req = peerText(r1.ID, fmt.Sprintf("d%d", i), "to r1")
+			}
+			if _, err := sender.Chat.SendMessage(context.Background(), req); err != nil {
+				t.Errorf("SendMessage: %v", err)
+				return
+			}
+			if i == total/3 {
+				c.kill() // mid-traffic
+			}
+		}
+	})
+	wg.Wait()
+	killed := time.Now()
+	want := map[int64]int64{g.GetConversationId(): total - total/3, direct: total / 3}
+	readers[0].waitConverged(t, want, false)
+	readers[1].waitConverged(t, map[int64]int64{g.GetConversationId(): want[g.GetConversationId()]}, false)
+	readers[2].waitConverged(t, map[int64]int64{g.GetConversationId(): want[g.GetConversationId()]}, false)
+	for i, r := range readers[:2] {
+		if !r.redialed.Load() {
+			t.Errorf("reader %d never reconnected", i)
+		}
+	}
+	if took := time.Since(killed); took > 15*time.Second {
+		t.Errorf("converged %v after the kill", took)
 	}
 }

@@ -107,6 +107,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cfg.PasswordChangePerMember, cfg.PhoneLookupPerMember, cfg.MemberLookupPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
 	cfg.TypingInterval = 0
 	cfg.AttachmentDir = t.TempDir() // never the working directory's .data
+	// No presence events unless a test asks (withPresenceDebounce): one
+	// arriving between the events a test waits for would only be noise.
+	cfg.PresenceDebounce = time.Hour
 	d := server.Deps{
 		Log:    log,
 		Hasher: password.NewHasher(password.InsecureFastParams, 0),

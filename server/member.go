@@ -221,6 +221,7 @@ func (s *MemberServer) UpdateProfile(ctx context.Context, req *v1.UpdateProfileR
 	}
 	m, err := s.q.UpdateMemberProfile(ctx, db.UpdateMemberProfileParams{
 		ID: callerFrom(ctx).MemberID, Nickname: p.Nickname, Avatar: p.Avatar, Gender: g16, Memo: p.Memo,
+		HidePresence: req.HidePresence,
 	})
 	if err != nil {
 		return nil, err

@@ -14,14 +14,15 @@ import (
 // Stored enum numbers are the API's (store/enums.go), so enums convert as
 // they are.
 
-// toMember maps a row to the API; the phone is shown only to the member itself.
+// toMember maps a row to the API; the phone and the presence setting are
+// shown only to the member itself.
 func toMember(m db.Member, self bool) *v1.Member {
 	out := &v1.Member{
 		Id: m.ID, Nickname: m.Nickname, Avatar: m.Avatar, Gender: v1.Gender(m.Gender),
 		Memo: m.Memo, CreatedAt: timestamppb.New(m.CreatedAt), Deleted: m.DeletedAt != nil,
 	}
 	if self {
-		out.Phone = m.Phone
+		out.Phone, out.HidePresence = m.Phone, m.HidePresence
 	}
 	return out
 }

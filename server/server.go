@@ -87,6 +87,16 @@ type Config struct {
 	AttachmentURLKey string
 	// AttachmentURLTTL is how long a signed attachment URL works.
 	AttachmentURLTTL time.Duration
+	// SessionCacheSize bounds how many sessions each node caches, and
+	// SessionCacheTTL how long (sessioncache.go): the bound on how long a
+	// revocation goes unnoticed on a node cut off from the bus without
+	// knowing it yet.
+	SessionCacheSize int
+	SessionCacheTTL  time.Duration
+	// PresenceDebounce is how long a member's presence changes are gathered
+	// before its contacts hear the result (presence.go): a connection that
+	// flaps within it is not reported.
+	PresenceDebounce time.Duration
 	// CORSOrigins are the browser origins allowed to call the API, like
 	// https://app.example.com (see CheckCORSOrigins); empty: no CORS.
 	CORSOrigins []string
@@ -127,6 +137,13 @@ func DefaultConfig() Config {
 		// Long enough to read a conversation, short enough that a leaked
 		// URL soon stops working.
 		AttachmentURLTTL: 15 * time.Minute,
+
+		// About 200 bytes a session: 20 MB for 100,000 members online.
+		SessionCacheSize: 100_000,
+		SessionCacheTTL:  10 * time.Second,
+
+		// With the directory's 13 s to notice a dead node, 15 s at most.
+		PresenceDebounce: 2 * time.Second,
 	}
 }
 
@@ -143,6 +160,9 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
 	orDefault(&c.AttachmentURLTTL, d.AttachmentURLTTL)
+	orDefault(&c.SessionCacheSize, d.SessionCacheSize)
+	orDefault(&c.SessionCacheTTL, d.SessionCacheTTL)
+	orDefault(&c.PresenceDebounce, d.PresenceDebounce)
 	return c
 }
 
@@ -219,10 +239,16 @@ func New(d Deps) http.Handler {
 		urls:     newAttachmentURLs(st.Queries(), d.Config, d.Now),
 		notifier: d.Notifier, integrations: d.Integrations,
 	}
-	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
+	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated,
+		cache: newSessionCache(d.Config.SessionCacheSize, d.Config.SessionCacheTTL, d.Hub)}
 
+	startPresence(b, d.Config.PresenceDebounce)
 	m := newMetrics(d.Pool, d.Hub)
 	registerWebhookMetrics(m.reg, d, d.Log)
+	m.reg.MustRegister(authn.cache)
+	if _, ok := d.Hub.BusStats(); ok {
+		m.reg.MustRegister(busCollector{d.Hub})
+	}
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
@@ -247,6 +273,12 @@ func New(d Deps) http.Handler {
 		defer cancel()
 		if err := st.Ping(ctx); err != nil {
 			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		// Without NATS the node still serves every RPC and its own members'
+		// pushes: keep it in rotation, but say so (docs/CLUSTER.md).
+		if bus, ok := d.Hub.BusStats(); ok && !bus.Connected {
+			fmt.Fprintln(w, "degraded: nats disconnected")
 			return
 		}
 		fmt.Fprintln(w, "ok")

@@ -172,6 +172,9 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
 	env.String(&c.server.AttachmentURLKey, "attachment-url-key", "KARLMALONE_ATTACHMENT_URL_KEY", "key that signs attachment download URLs, at least 32 characters, the same on every node (empty: one generated at first start and kept in the database)")
 	env.Duration(&c.server.AttachmentURLTTL, "attachment-url-ttl", "KARLMALONE_ATTACHMENT_URL_TTL", "how long a signed attachment download URL works")
+	env.Int(&c.server.SessionCacheSize, "session-cache-size", "KARLMALONE_SESSION_CACHE_SIZE", "most sessions each node caches (token → session, instead of a database read per call)")
+	env.Duration(&c.server.SessionCacheTTL, "session-cache-ttl", "KARLMALONE_SESSION_CACHE_TTL", "how long a node caches a session: the longest a revocation can go unnoticed on a node cut off from NATS")
+	env.Duration(&c.server.PresenceDebounce, "presence-debounce", "KARLMALONE_PRESENCE_DEBOUNCE", "how long a member's presence changes are gathered before its contacts hear of them (a flap within it is not reported)")
 	var corsOrigins string // parsed into server.CORSOrigins below
 	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
 	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")

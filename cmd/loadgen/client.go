@@ -80,15 +80,22 @@ func (d *sourceDialer) DialContext(ctx context.Context, network, addr string) (n
 
 // clients are the Connect clients and the WebSocket dialer of one run.
 // Everything a member does goes through rpc(m) and dialPush, the one place
-// that decides which connection (and, later, which node) serves it.
+// that decides which connection and which node serves it: with several
+// nodes (-addrs), member i (or socket i) goes to node i mod N, as a load
+// balancer without sticky sessions would spread them.
 type clients struct {
-	base     string // http://host:port
-	pushURL  string // ws://host:port/v1/push
+	nodes    []*nodeClients
 	protocol string // the RPC protocol, rpcHTTP1 or rpcH2C
 
-	rpcs        []*rpcClients // member i uses rpcs[i % len(rpcs)]
-	subprotocol string        // /v1/push subprotocol
+	subprotocol string // /v1/push subprotocol
 	wsHTTP      *http.Client
+}
+
+// nodeClients reach one node.
+type nodeClients struct {
+	base    string        // http://host:port
+	pushURL string        // ws://host:port/v1/push
+	rpcs    []*rpcClients // member i uses rpcs[i % len(rpcs)]
 }
 
 // rpcClients are the Connect clients over one HTTP transport.
@@ -99,37 +106,56 @@ type rpcClients struct {
 	chat    karlmalonev1connect.ChatServiceClient
 }
 
+// node is the node that serves member (or socket) i.
+func (c *clients) node(i int) *nodeClients { return c.nodes[i%len(c.nodes)] }
+
 // rpc returns the clients member m calls through.
-func (c *clients) rpc(m *member) *rpcClients { return c.rpcs[m.idx%len(c.rpcs)] }
+func (c *clients) rpc(m *member) *rpcClients {
+	n := c.node(m.idx)
+	return n.rpcs[m.idx%len(n.rpcs)]
+}
 
 // clientOptions are what newClients needs from the flags.
 type clientOptions struct {
-	addr         string
-	sources      int    // source addresses to spread connections over
-	maxConns     int    // HTTP/1.1: most connections kept idle for reuse
-	protocol     string // rpcHTTP1 or rpcH2C
-	h2Conns      int    // h2c: multiplexed connections (each its own transport)
-	pushEncoding string // a key of pushEncodings
+	addrs        []string // the nodes' base URLs
+	sources      int      // source addresses to spread connections over
+	maxConns     int      // HTTP/1.1: most connections kept idle for reuse
+	protocol     string   // rpcHTTP1 or rpcH2C
+	h2Conns      int      // h2c: multiplexed connections (each its own transport)
+	pushEncoding string   // a key of pushEncodings
 }
 
 // newClients builds binary-protobuf Connect clients with a bearer-token
 // interceptor over HTTP/1.1 (one TCP connection per request in flight, like
 // many independent clients) or h2c (each of h2Conns transports multiplexes
-// its requests over one connection), and the WebSocket dialer.
+// its requests over one connection per node), and the WebSocket dialer.
 func newClients(o clientOptions) (*clients, error) {
-	u, err := url.Parse(o.addr)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("-addr %q: want http://host:port", o.addr)
-	}
 	sp, ok := pushEncodings[o.pushEncoding]
 	if !ok {
 		return nil, fmt.Errorf("-push-encoding %q: want proto, proto.batch, json or json.batch", o.pushEncoding)
 	}
-	dialer := newSourceDialer(u.Hostname(), o.sources)
-	base := strings.TrimRight(u.String(), "/")
+	if len(o.addrs) == 0 {
+		return nil, fmt.Errorf("no server address")
+	}
+	var urls []*url.URL
+	loopback := true
+	for _, a := range o.addrs {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("server address %q: want http://host:port", a)
+		}
+		if o.protocol == rpcH2C && u.Scheme != "http" {
+			return nil, fmt.Errorf("-rpc-protocol h2c needs http:// addresses, not %q", a)
+		}
+		loopback = loopback && isLoopback(u.Hostname())
+		urls = append(urls, u)
+	}
+	sources := o.sources
+	if !loopback {
+		sources = 0
+	}
+	dialer := newSourceDialer("127.0.0.1", sources)
 	c := &clients{
-		base:        base,
-		pushURL:     strings.Replace(base, "http", "ws", 1) + "/v1/push",
 		protocol:    o.protocol,
 		subprotocol: sp,
 		wsHTTP: &http.Client{Transport: &http.Transport{
@@ -142,14 +168,11 @@ func newClients(o clientOptions) (*clients, error) {
 	case rpcHTTP1:
 		transports = append(transports, &http.Transport{
 			DialContext:         dialer.DialContext,
-			MaxIdleConns:        o.maxConns,
+			MaxIdleConns:        o.maxConns * len(urls),
 			MaxIdleConnsPerHost: o.maxConns,
 			IdleConnTimeout:     90 * time.Second,
 		})
 	case rpcH2C:
-		if u.Scheme != "http" {
-			return nil, fmt.Errorf("-rpc-protocol h2c needs an http:// -addr, not %q", o.addr)
-		}
 		for range max(o.h2Conns, 1) {
 			t := &http.Transport{DialContext: dialer.DialContext, IdleConnTimeout: 90 * time.Second}
 			t.Protocols = new(http.Protocols)
@@ -160,14 +183,19 @@ func newClients(o clientOptions) (*clients, error) {
 		return nil, fmt.Errorf("-rpc-protocol %q: want %s or %s", o.protocol, rpcHTTP1, rpcH2C)
 	}
 	opts := connect.WithInterceptors(bearer{})
-	for _, t := range transports {
-		hc := &http.Client{Transport: t}
-		c.rpcs = append(c.rpcs, &rpcClients{
-			member:  karlmalonev1connect.NewMemberServiceClient(hc, base, opts),
-			contact: karlmalonev1connect.NewContactServiceClient(hc, base, opts),
-			group:   karlmalonev1connect.NewGroupServiceClient(hc, base, opts),
-			chat:    karlmalonev1connect.NewChatServiceClient(hc, base, opts),
-		})
+	for _, u := range urls {
+		base := strings.TrimRight(u.String(), "/")
+		n := &nodeClients{base: base, pushURL: strings.Replace(base, "http", "ws", 1) + "/v1/push"}
+		for _, t := range transports {
+			hc := &http.Client{Transport: t}
+			n.rpcs = append(n.rpcs, &rpcClients{
+				member:  karlmalonev1connect.NewMemberServiceClient(hc, base, opts),
+				contact: karlmalonev1connect.NewContactServiceClient(hc, base, opts),
+				group:   karlmalonev1connect.NewGroupServiceClient(hc, base, opts),
+				chat:    karlmalonev1connect.NewChatServiceClient(hc, base, opts),
+			})
+		}
+		c.nodes = append(c.nodes, n)
 	}
 	return c, nil
 }
@@ -205,10 +233,11 @@ func (bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.St
 	return next
 }
 
-// dialPush opens an authenticated /v1/push socket in the run's
-// subprotocol. onPing, when not nil, is called for every ping the server
-// sends (the library answers it while a Read is pending).
-func (c *clients) dialPush(ctx context.Context, token string, onPing func()) (*websocket.Conn, error) {
+// dialPush opens an authenticated /v1/push socket in the run's subprotocol
+// on the node of i (a member's or a socket's index). onPing, when not nil,
+// is called for every ping the server sends (the library answers it while a
+// Read is pending).
+func (c *clients) dialPush(ctx context.Context, i int, token string, onPing func()) (*websocket.Conn, error) {
 	opts := &websocket.DialOptions{
 		HTTPClient:   c.wsHTTP,
 		HTTPHeader:   http.Header{"Authorization": {"Bearer " + token}},
@@ -217,7 +246,7 @@ func (c *clients) dialPush(ctx context.Context, token string, onPing func()) (*w
 	if onPing != nil {
 		opts.OnPingReceived = func(context.Context, []byte) bool { onPing(); return true }
 	}
-	ws, resp, err := websocket.Dial(ctx, c.pushURL, opts)
+	ws, resp, err := websocket.Dial(ctx, c.node(i).pushURL, opts)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("dial push: HTTP %d: %w", resp.StatusCode, err)

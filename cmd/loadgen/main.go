@@ -49,6 +49,7 @@ func main() {
 // config is everything the flags set.
 type config struct {
 	addr             string
+	addrs            []string // -addrs, else -addr alone
 	scenario         string
 	seed             int
 	members          int
@@ -114,6 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	c := &config{}
 	fs.StringVar(&c.addr, "addr", "http://127.0.0.1:5288", "server base URL")
+	var addrs string
+	fs.StringVar(&addrs, "addrs", "", "base URLs of a cluster's nodes, comma-separated (replaces -addr): member or socket i goes to node i mod N for its RPCs and its socket, so a direct pair's two members are always on different nodes")
 	fs.StringVar(&c.scenario, "scenario", "direct", "what to run: idle, direct, group or login")
 	fs.IntVar(&c.seed, "seed", 1, "derives members' phones (0–99999); the same seed reuses the same members, contacts and group")
 	fs.IntVar(&c.members, "members", 1000, "members to log in for idle (sockets are spread over them) and to log in as for login; direct and group use exactly what they need")
@@ -149,6 +152,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for a := range strings.SplitSeq(addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.addrs = append(c.addrs, a)
+		}
+	}
+	if len(c.addrs) == 0 {
+		c.addrs = []string{c.addr}
 	}
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
@@ -196,14 +207,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	raiseFileLimit(log)
 
 	cl, err := newClients(clientOptions{
-		addr: c.addr, sources: c.sourceAddrs, maxConns: c.maxInflight + c.setupConcurrency,
+		addrs: c.addrs, sources: c.sourceAddrs, maxConns: c.maxInflight + c.setupConcurrency,
 		protocol: c.rpcProtocol, h2Conns: c.rpcConns, pushEncoding: c.pushEncoding,
 	})
 	if err != nil {
 		return err
 	}
-	if err := waitReady(ctx, c.addr); err != nil {
-		return err
+	for _, a := range c.addrs {
+		if err := waitReady(ctx, a); err != nil {
+			return err
+		}
 	}
 	if c.serverPID > 0 {
 		if _, err := readProc(c.serverPID); err != nil {

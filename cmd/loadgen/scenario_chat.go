@@ -35,7 +35,7 @@ func openSockets(ctx context.Context, c *config, cl *clients, t *tracker, ms []*
 	err := forEach(ctx, len(ms), c.setupConcurrency, func(ctx context.Context, i int) error {
 		dctx, cancel := context.WithTimeout(ctx, c.rpcTimeout)
 		defer cancel()
-		ws, err := cl.dialPush(dctx, ms[i].token, nil)
+		ws, err := cl.dialPush(dctx, ms[i].idx, ms[i].token, nil)
 		if err != nil {
 			return fmt.Errorf("socket of member %d: %w", ms[i].idx, err)
 		}

@@ -71,7 +71,7 @@ func runIdle(ctx context.Context, c *config, cl *clients, st *setup, log *slog.L
 		defer cancel()
 		t0 := time.Now()
 		s := &idleSocket{done: make(chan struct{})}
-		ws, err := cl.dialPush(dctx, ms[i%n].token, func() { pings.Add(1); s.pings.Add(1) })
+		ws, err := cl.dialPush(dctx, i, ms[i%n].token, func() { pings.Add(1); s.pings.Add(1) })
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

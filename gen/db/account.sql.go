@@ -237,7 +237,7 @@ func (q *Queries) ListGroupsOfMemberForDelete(ctx context.Context, memberID int6
 
 const lockMemberForDelete = `-- name: LockMemberForDelete :one
 
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at FROM members WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
 `
 
 // Leaving for good (MemberService.DeleteAccount) and taking one's data along
@@ -258,6 +258,8 @@ func (q *Queries) LockMemberForDelete(ctx context.Context, id int64) (Member, er
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 		&i.DeletedAt,
 	)
 	return i, err
@@ -268,7 +270,7 @@ UPDATE members SET
     phone = 'deleted:' || id, password_hash = '', nickname = 'Deleted member',
     avatar = '', gender = 0, memo = '', deleted_at = now(), updated_at = now()
 WHERE id = $1 AND deleted_at IS NULL
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at
 `
 
 // Clears the profile and frees the phone: the row stays for the messages'
@@ -288,6 +290,8 @@ func (q *Queries) TombstoneMember(ctx context.Context, id int64) (Member, error)
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 		&i.DeletedAt,
 	)
 	return i, err

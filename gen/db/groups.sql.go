@@ -281,7 +281,7 @@ func (q *Queries) ListGroupInvitees(ctx context.Context, arg ListGroupInviteesPa
 }
 
 const listGroupMembersWithProfiles = `-- name: ListGroupMembersWithProfiles :many
-SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.deleted_at, cm.role, cm.joined_at
+SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.last_seen_at, m.hide_presence, m.deleted_at, cm.role, cm.joined_at
 FROM conversation_members cm
 JOIN members m ON m.id = cm.member_id
 WHERE cm.conversation_id = $1 AND cm.member_id > $2
@@ -322,6 +322,8 @@ func (q *Queries) ListGroupMembersWithProfiles(ctx context.Context, arg ListGrou
 			&i.Member.Memo,
 			&i.Member.CreatedAt,
 			&i.Member.UpdatedAt,
+			&i.Member.LastSeenAt,
+			&i.Member.HidePresence,
 			&i.Member.DeletedAt,
 			&i.Role,
 			&i.JoinedAt,

@@ -12,7 +12,7 @@ import (
 const createMember = `-- name: CreateMember :one
 INSERT INTO members (phone, password_hash, nickname, avatar, gender, memo)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at
 `
 
 type CreateMemberParams struct {
@@ -44,13 +44,15 @@ func (q *Queries) CreateMember(ctx context.Context, arg CreateMemberParams) (Mem
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getMemberByID = `-- name: GetMemberByID :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at FROM members WHERE id = $1
 `
 
 func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
@@ -66,13 +68,15 @@ func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getMemberByPhone = `-- name: GetMemberByPhone :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE phone = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at FROM members WHERE phone = $1
 `
 
 func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, error) {
@@ -88,13 +92,15 @@ func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, e
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const listMembersByIDs = `-- name: ListMembersByIDs :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
 `
 
 // One row per id given; callers bound the ids (the group limit).
@@ -118,6 +124,8 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.LastSeenAt,
+			&i.HidePresence,
 			&i.DeletedAt,
 		); err != nil {
 			return nil, err
@@ -151,7 +159,7 @@ func (q *Queries) RehashMemberPassword(ctx context.Context, arg RehashMemberPass
 }
 
 const searchMembersByNicknamePrefix = `-- name: SearchMembersByNicknamePrefix :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at FROM members
 WHERE lower(nickname) LIKE $1::text AND id > $2 AND deleted_at IS NULL
 ORDER BY id
 LIMIT $3
@@ -183,6 +191,8 @@ func (q *Queries) SearchMembersByNicknamePrefix(ctx context.Context, arg SearchM
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.LastSeenAt,
+			&i.HidePresence,
 			&i.DeletedAt,
 		); err != nil {
 			return nil, err
@@ -215,17 +225,19 @@ UPDATE members SET
     avatar     = coalesce($2, avatar),
     gender     = coalesce($3, gender),
     memo       = coalesce($4, memo),
+    hide_presence = coalesce($5, hide_presence),
     updated_at = now()
-WHERE id = $5
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
+WHERE id = $6
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, last_seen_at, hide_presence, deleted_at
 `
 
 type UpdateMemberProfileParams struct {
-	Nickname *string
-	Avatar   *string
-	Gender   *int16
-	Memo     *string
-	ID       int64
+	Nickname     *string
+	Avatar       *string
+	Gender       *int16
+	Memo         *string
+	HidePresence *bool
+	ID           int64
 }
 
 func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfileParams) (Member, error) {
@@ -234,6 +246,7 @@ func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfi
 		arg.Avatar,
 		arg.Gender,
 		arg.Memo,
+		arg.HidePresence,
 		arg.ID,
 	)
 	var i Member
@@ -247,6 +260,8 @@ func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfi
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
+		&i.HidePresence,
 		&i.DeletedAt,
 	)
 	return i, err

@@ -95,6 +95,8 @@ type Member struct {
 	Memo         string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	LastSeenAt   *time.Time
+	HidePresence bool
 	DeletedAt    *time.Time
 }
 

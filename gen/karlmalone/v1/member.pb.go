@@ -98,7 +98,10 @@ type Member struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// True when the member deleted its account: clients show "Deleted member"
 	// (the nickname says so too) and the profile is otherwise empty.
-	Deleted       bool `protobuf:"varint,25,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Deleted bool `protobuf:"varint,25,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// The member hides its presence (online, last seen) from everyone; set
+	// only when the member reads its own profile.
+	HidePresence  bool `protobuf:"varint,20,opt,name=hide_presence,json=hidePresence,proto3" json:"hide_presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,6 +188,13 @@ func (x *Member) GetCreatedAt() *timestamppb.Timestamp {
 func (x *Member) GetDeleted() bool {
 	if x != nil {
 		return x.Deleted
+	}
+	return false
+}
+
+func (x *Member) GetHidePresence() bool {
+	if x != nil {
+		return x.HidePresence
 	}
 	return false
 }
@@ -721,7 +731,10 @@ type UpdateProfileRequest struct {
 	// Unspecified removes it.
 	Gender *Gender `protobuf:"varint,3,opt,name=gender,proto3,enum=karlmalone.v1.Gender,oneof" json:"gender,omitempty"`
 	// Up to 256 characters.
-	Memo          *string `protobuf:"bytes,4,opt,name=memo,proto3,oneof" json:"memo,omitempty"`
+	Memo *string `protobuf:"bytes,4,opt,name=memo,proto3,oneof" json:"memo,omitempty"`
+	// True hides the member's presence from everyone (GetMemberPresence,
+	// presence events); false shows it to contacts and fellow group members.
+	HidePresence  *bool `protobuf:"varint,20,opt,name=hide_presence,json=hidePresence,proto3,oneof" json:"hide_presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -782,6 +795,13 @@ func (x *UpdateProfileRequest) GetMemo() string {
 		return *x.Memo
 	}
 	return ""
+}
+
+func (x *UpdateProfileRequest) GetHidePresence() bool {
+	if x != nil && x.HidePresence != nil {
+		return *x.HidePresence
+	}
+	return false
 }
 
 // UpdateProfileResponse carries the profile as changed.
@@ -1382,11 +1402,169 @@ func (*DeleteAccountResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{23}
 }
 
+// GetMemberPresenceRequest names the members to look up.
+type GetMemberPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 200 member ids; duplicates are answered once.
+	MemberIds     []int64 `protobuf:"varint,1,rep,packed,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMemberPresenceRequest) Reset() {
+	*x = GetMemberPresenceRequest{}
+	mi := &file_karlmalone_v1_member_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMemberPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMemberPresenceRequest) ProtoMessage() {}
+
+func (x *GetMemberPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_member_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMemberPresenceRequest.ProtoReflect.Descriptor instead.
+func (*GetMemberPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetMemberPresenceRequest) GetMemberIds() []int64 {
+	if x != nil {
+		return x.MemberIds
+	}
+	return nil
+}
+
+// GetMemberPresenceResponse has one entry per member the caller may see.
+type GetMemberPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In member id order; members the caller may not see are left out.
+	Presences     []*Presence `protobuf:"bytes,1,rep,name=presences,proto3" json:"presences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMemberPresenceResponse) Reset() {
+	*x = GetMemberPresenceResponse{}
+	mi := &file_karlmalone_v1_member_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMemberPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMemberPresenceResponse) ProtoMessage() {}
+
+func (x *GetMemberPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_member_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMemberPresenceResponse.ProtoReflect.Descriptor instead.
+func (*GetMemberPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetMemberPresenceResponse) GetPresences() []*Presence {
+	if x != nil {
+		return x.Presences
+	}
+	return nil
+}
+
+// Presence is whether a member is online (a push socket or a Subscribe
+// stream open on any node of the service) and, if not, when it was last.
+type Presence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member.
+	MemberId int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// Online now.
+	Online bool `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	// When the member was last online; unset while online, and for a member
+	// never seen online since presence was recorded.
+	LastSeenAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_karlmalone_v1_member_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_member_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Presence) GetMemberId() int64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+func (x *Presence) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *Presence) GetLastSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenAt
+	}
+	return nil
+}
+
 var File_karlmalone_v1_member_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\n" +
-	"\x1akarlmalone/v1/member.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n" +
+	"\x1akarlmalone/v1/member.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
 	"\x05phone\x18\x02 \x01(\tR\x05phone\x12\x1a\n" +
@@ -1396,7 +1574,8 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x04memo\x18\x06 \x01(\tR\x04memo\x129\n" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
-	"\adeleted\x18\x19 \x01(\bR\adeleted\"\x88\x02\n" +
+	"\adeleted\x18\x19 \x01(\bR\adeleted\x12#\n" +
+	"\rhide_presence\x18\x14 \x01(\bR\fhidePresence\"\x88\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
 	"\vdevice_name\x18\x02 \x01(\tR\n" +
@@ -1433,16 +1612,18 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x0eLogoutResponse\"\x0e\n" +
 	"\fGetMeRequest\">\n" +
 	"\rGetMeResponse\x12-\n" +
-	"\x06member\x18\x01 \x01(\v2\x15.karlmalone.v1.MemberR\x06member\"\xcd\x01\n" +
+	"\x06member\x18\x01 \x01(\v2\x15.karlmalone.v1.MemberR\x06member\"\x89\x02\n" +
 	"\x14UpdateProfileRequest\x12\x1f\n" +
 	"\bnickname\x18\x01 \x01(\tH\x00R\bnickname\x88\x01\x01\x12\x1b\n" +
 	"\x06avatar\x18\x02 \x01(\tH\x01R\x06avatar\x88\x01\x01\x122\n" +
 	"\x06gender\x18\x03 \x01(\x0e2\x15.karlmalone.v1.GenderH\x02R\x06gender\x88\x01\x01\x12\x17\n" +
-	"\x04memo\x18\x04 \x01(\tH\x03R\x04memo\x88\x01\x01B\v\n" +
+	"\x04memo\x18\x04 \x01(\tH\x03R\x04memo\x88\x01\x01\x12(\n" +
+	"\rhide_presence\x18\x14 \x01(\bH\x04R\fhidePresence\x88\x01\x01B\v\n" +
 	"\t_nicknameB\t\n" +
 	"\a_avatarB\t\n" +
 	"\a_genderB\a\n" +
-	"\x05_memo\"F\n" +
+	"\x05_memoB\x10\n" +
+	"\x0e_hide_presence\"F\n" +
 	"\x15UpdateProfileResponse\x12-\n" +
 	"\x06member\x18\x01 \x01(\v2\x15.karlmalone.v1.MemberR\x06member\"]\n" +
 	"\x15ChangePasswordRequest\x12!\n" +
@@ -1470,12 +1651,22 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x15RevokeSessionResponse\"2\n" +
 	"\x14DeleteAccountRequest\x12\x1a\n" +
 	"\bpassword\x18\x01 \x01(\tR\bpassword\"\x17\n" +
-	"\x15DeleteAccountResponse*V\n" +
+	"\x15DeleteAccountResponse\"9\n" +
+	"\x18GetMemberPresenceRequest\x12\x1d\n" +
+	"\n" +
+	"member_ids\x18\x01 \x03(\x03R\tmemberIds\"R\n" +
+	"\x19GetMemberPresenceResponse\x125\n" +
+	"\tpresences\x18\x01 \x03(\v2\x17.karlmalone.v1.PresenceR\tpresences\"}\n" +
+	"\bPresence\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x03R\bmemberId\x12\x16\n" +
+	"\x06online\x18\x02 \x01(\bR\x06online\x12<\n" +
+	"\flast_seen_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSeenAt*V\n" +
 	"\x06Gender\x12\x16\n" +
 	"\x12GENDER_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vGENDER_MALE\x10\x01\x12\x11\n" +
 	"\rGENDER_FEMALE\x10\x02\x12\x10\n" +
-	"\fGENDER_OTHER\x10\x032\xb2\a\n" +
+	"\fGENDER_OTHER\x10\x032\x9f\b\n" +
 	"\rMemberService\x12K\n" +
 	"\bRegister\x12\x1e.karlmalone.v1.RegisterRequest\x1a\x1f.karlmalone.v1.RegisterResponse\x12B\n" +
 	"\x05Login\x12\x1b.karlmalone.v1.LoginRequest\x1a\x1c.karlmalone.v1.LoginResponse\x12E\n" +
@@ -1487,7 +1678,8 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\rSearchMembers\x12#.karlmalone.v1.SearchMembersRequest\x1a$.karlmalone.v1.SearchMembersResponse\x12\\\n" +
 	"\fListSessions\x12\".karlmalone.v1.ListSessionsRequest\x1a#.karlmalone.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\rRevokeSession\x12#.karlmalone.v1.RevokeSessionRequest\x1a$.karlmalone.v1.RevokeSessionResponse\x12Z\n" +
-	"\rDeleteAccount\x12#.karlmalone.v1.DeleteAccountRequest\x1a$.karlmalone.v1.DeleteAccountResponseB\xb6\x01\n" +
+	"\rDeleteAccount\x12#.karlmalone.v1.DeleteAccountRequest\x1a$.karlmalone.v1.DeleteAccountResponse\x12k\n" +
+	"\x11GetMemberPresence\x12'.karlmalone.v1.GetMemberPresenceRequest\x1a(.karlmalone.v1.GetMemberPresenceResponse\"\x03\x90\x02\x01B\xb6\x01\n" +
 	"\x11com.karlmalone.v1B\vMemberProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
 
 var (
@@ -1503,44 +1695,47 @@ func file_karlmalone_v1_member_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_member_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_member_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_karlmalone_v1_member_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_karlmalone_v1_member_proto_goTypes = []any{
-	(Gender)(0),                    // 0: karlmalone.v1.Gender
-	(*Member)(nil),                 // 1: karlmalone.v1.Member
-	(*Session)(nil),                // 2: karlmalone.v1.Session
-	(*RegisterRequest)(nil),        // 3: karlmalone.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 4: karlmalone.v1.RegisterResponse
-	(*LoginRequest)(nil),           // 5: karlmalone.v1.LoginRequest
-	(*LoginResponse)(nil),          // 6: karlmalone.v1.LoginResponse
-	(*LogoutRequest)(nil),          // 7: karlmalone.v1.LogoutRequest
-	(*LogoutResponse)(nil),         // 8: karlmalone.v1.LogoutResponse
-	(*GetMeRequest)(nil),           // 9: karlmalone.v1.GetMeRequest
-	(*GetMeResponse)(nil),          // 10: karlmalone.v1.GetMeResponse
-	(*UpdateProfileRequest)(nil),   // 11: karlmalone.v1.UpdateProfileRequest
-	(*UpdateProfileResponse)(nil),  // 12: karlmalone.v1.UpdateProfileResponse
-	(*ChangePasswordRequest)(nil),  // 13: karlmalone.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil), // 14: karlmalone.v1.ChangePasswordResponse
-	(*GetMemberRequest)(nil),       // 15: karlmalone.v1.GetMemberRequest
-	(*GetMemberResponse)(nil),      // 16: karlmalone.v1.GetMemberResponse
-	(*SearchMembersRequest)(nil),   // 17: karlmalone.v1.SearchMembersRequest
-	(*SearchMembersResponse)(nil),  // 18: karlmalone.v1.SearchMembersResponse
-	(*ListSessionsRequest)(nil),    // 19: karlmalone.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),   // 20: karlmalone.v1.ListSessionsResponse
-	(*RevokeSessionRequest)(nil),   // 21: karlmalone.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),  // 22: karlmalone.v1.RevokeSessionResponse
-	(*DeleteAccountRequest)(nil),   // 23: karlmalone.v1.DeleteAccountRequest
-	(*DeleteAccountResponse)(nil),  // 24: karlmalone.v1.DeleteAccountResponse
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(Gender)(0),                       // 0: karlmalone.v1.Gender
+	(*Member)(nil),                    // 1: karlmalone.v1.Member
+	(*Session)(nil),                   // 2: karlmalone.v1.Session
+	(*RegisterRequest)(nil),           // 3: karlmalone.v1.RegisterRequest
+	(*RegisterResponse)(nil),          // 4: karlmalone.v1.RegisterResponse
+	(*LoginRequest)(nil),              // 5: karlmalone.v1.LoginRequest
+	(*LoginResponse)(nil),             // 6: karlmalone.v1.LoginResponse
+	(*LogoutRequest)(nil),             // 7: karlmalone.v1.LogoutRequest
+	(*LogoutResponse)(nil),            // 8: karlmalone.v1.LogoutResponse
+	(*GetMeRequest)(nil),              // 9: karlmalone.v1.GetMeRequest
+	(*GetMeResponse)(nil),             // 10: karlmalone.v1.GetMeResponse
+	(*UpdateProfileRequest)(nil),      // 11: karlmalone.v1.UpdateProfileRequest
+	(*UpdateProfileResponse)(nil),     // 12: karlmalone.v1.UpdateProfileResponse
+	(*ChangePasswordRequest)(nil),     // 13: karlmalone.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),    // 14: karlmalone.v1.ChangePasswordResponse
+	(*GetMemberRequest)(nil),          // 15: karlmalone.v1.GetMemberRequest
+	(*GetMemberResponse)(nil),         // 16: karlmalone.v1.GetMemberResponse
+	(*SearchMembersRequest)(nil),      // 17: karlmalone.v1.SearchMembersRequest
+	(*SearchMembersResponse)(nil),     // 18: karlmalone.v1.SearchMembersResponse
+	(*ListSessionsRequest)(nil),       // 19: karlmalone.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 20: karlmalone.v1.ListSessionsResponse
+	(*RevokeSessionRequest)(nil),      // 21: karlmalone.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),     // 22: karlmalone.v1.RevokeSessionResponse
+	(*DeleteAccountRequest)(nil),      // 23: karlmalone.v1.DeleteAccountRequest
+	(*DeleteAccountResponse)(nil),     // 24: karlmalone.v1.DeleteAccountResponse
+	(*GetMemberPresenceRequest)(nil),  // 25: karlmalone.v1.GetMemberPresenceRequest
+	(*GetMemberPresenceResponse)(nil), // 26: karlmalone.v1.GetMemberPresenceResponse
+	(*Presence)(nil),                  // 27: karlmalone.v1.Presence
+	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
 }
 var file_karlmalone_v1_member_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Member.gender:type_name -> karlmalone.v1.Gender
-	25, // 1: karlmalone.v1.Member.created_at:type_name -> google.protobuf.Timestamp
-	25, // 2: karlmalone.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	25, // 3: karlmalone.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	25, // 4: karlmalone.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 1: karlmalone.v1.Member.created_at:type_name -> google.protobuf.Timestamp
+	28, // 2: karlmalone.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	28, // 3: karlmalone.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	28, // 4: karlmalone.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: karlmalone.v1.RegisterRequest.gender:type_name -> karlmalone.v1.Gender
 	1,  // 6: karlmalone.v1.RegisterResponse.member:type_name -> karlmalone.v1.Member
-	25, // 7: karlmalone.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 7: karlmalone.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 8: karlmalone.v1.LoginResponse.member:type_name -> karlmalone.v1.Member
 	1,  // 9: karlmalone.v1.GetMeResponse.member:type_name -> karlmalone.v1.Member
 	0,  // 10: karlmalone.v1.UpdateProfileRequest.gender:type_name -> karlmalone.v1.Gender
@@ -1548,33 +1743,37 @@ var file_karlmalone_v1_member_proto_depIdxs = []int32{
 	1,  // 12: karlmalone.v1.GetMemberResponse.member:type_name -> karlmalone.v1.Member
 	1,  // 13: karlmalone.v1.SearchMembersResponse.members:type_name -> karlmalone.v1.Member
 	2,  // 14: karlmalone.v1.ListSessionsResponse.sessions:type_name -> karlmalone.v1.Session
-	3,  // 15: karlmalone.v1.MemberService.Register:input_type -> karlmalone.v1.RegisterRequest
-	5,  // 16: karlmalone.v1.MemberService.Login:input_type -> karlmalone.v1.LoginRequest
-	7,  // 17: karlmalone.v1.MemberService.Logout:input_type -> karlmalone.v1.LogoutRequest
-	9,  // 18: karlmalone.v1.MemberService.GetMe:input_type -> karlmalone.v1.GetMeRequest
-	11, // 19: karlmalone.v1.MemberService.UpdateProfile:input_type -> karlmalone.v1.UpdateProfileRequest
-	13, // 20: karlmalone.v1.MemberService.ChangePassword:input_type -> karlmalone.v1.ChangePasswordRequest
-	15, // 21: karlmalone.v1.MemberService.GetMember:input_type -> karlmalone.v1.GetMemberRequest
-	17, // 22: karlmalone.v1.MemberService.SearchMembers:input_type -> karlmalone.v1.SearchMembersRequest
-	19, // 23: karlmalone.v1.MemberService.ListSessions:input_type -> karlmalone.v1.ListSessionsRequest
-	21, // 24: karlmalone.v1.MemberService.RevokeSession:input_type -> karlmalone.v1.RevokeSessionRequest
-	23, // 25: karlmalone.v1.MemberService.DeleteAccount:input_type -> karlmalone.v1.DeleteAccountRequest
-	4,  // 26: karlmalone.v1.MemberService.Register:output_type -> karlmalone.v1.RegisterResponse
-	6,  // 27: karlmalone.v1.MemberService.Login:output_type -> karlmalone.v1.LoginResponse
-	8,  // 28: karlmalone.v1.MemberService.Logout:output_type -> karlmalone.v1.LogoutResponse
-	10, // 29: karlmalone.v1.MemberService.GetMe:output_type -> karlmalone.v1.GetMeResponse
-	12, // 30: karlmalone.v1.MemberService.UpdateProfile:output_type -> karlmalone.v1.UpdateProfileResponse
-	14, // 31: karlmalone.v1.MemberService.ChangePassword:output_type -> karlmalone.v1.ChangePasswordResponse
-	16, // 32: karlmalone.v1.MemberService.GetMember:output_type -> karlmalone.v1.GetMemberResponse
-	18, // 33: karlmalone.v1.MemberService.SearchMembers:output_type -> karlmalone.v1.SearchMembersResponse
-	20, // 34: karlmalone.v1.MemberService.ListSessions:output_type -> karlmalone.v1.ListSessionsResponse
-	22, // 35: karlmalone.v1.MemberService.RevokeSession:output_type -> karlmalone.v1.RevokeSessionResponse
-	24, // 36: karlmalone.v1.MemberService.DeleteAccount:output_type -> karlmalone.v1.DeleteAccountResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	27, // 15: karlmalone.v1.GetMemberPresenceResponse.presences:type_name -> karlmalone.v1.Presence
+	28, // 16: karlmalone.v1.Presence.last_seen_at:type_name -> google.protobuf.Timestamp
+	3,  // 17: karlmalone.v1.MemberService.Register:input_type -> karlmalone.v1.RegisterRequest
+	5,  // 18: karlmalone.v1.MemberService.Login:input_type -> karlmalone.v1.LoginRequest
+	7,  // 19: karlmalone.v1.MemberService.Logout:input_type -> karlmalone.v1.LogoutRequest
+	9,  // 20: karlmalone.v1.MemberService.GetMe:input_type -> karlmalone.v1.GetMeRequest
+	11, // 21: karlmalone.v1.MemberService.UpdateProfile:input_type -> karlmalone.v1.UpdateProfileRequest
+	13, // 22: karlmalone.v1.MemberService.ChangePassword:input_type -> karlmalone.v1.ChangePasswordRequest
+	15, // 23: karlmalone.v1.MemberService.GetMember:input_type -> karlmalone.v1.GetMemberRequest
+	17, // 24: karlmalone.v1.MemberService.SearchMembers:input_type -> karlmalone.v1.SearchMembersRequest
+	19, // 25: karlmalone.v1.MemberService.ListSessions:input_type -> karlmalone.v1.ListSessionsRequest
+	21, // 26: karlmalone.v1.MemberService.RevokeSession:input_type -> karlmalone.v1.RevokeSessionRequest
+	23, // 27: karlmalone.v1.MemberService.DeleteAccount:input_type -> karlmalone.v1.DeleteAccountRequest
+	25, // 28: karlmalone.v1.MemberService.GetMemberPresence:input_type -> karlmalone.v1.GetMemberPresenceRequest
+	4,  // 29: karlmalone.v1.MemberService.Register:output_type -> karlmalone.v1.RegisterResponse
+	6,  // 30: karlmalone.v1.MemberService.Login:output_type -> karlmalone.v1.LoginResponse
+	8,  // 31: karlmalone.v1.MemberService.Logout:output_type -> karlmalone.v1.LogoutResponse
+	10, // 32: karlmalone.v1.MemberService.GetMe:output_type -> karlmalone.v1.GetMeResponse
+	12, // 33: karlmalone.v1.MemberService.UpdateProfile:output_type -> karlmalone.v1.UpdateProfileResponse
+	14, // 34: karlmalone.v1.MemberService.ChangePassword:output_type -> karlmalone.v1.ChangePasswordResponse
+	16, // 35: karlmalone.v1.MemberService.GetMember:output_type -> karlmalone.v1.GetMemberResponse
+	18, // 36: karlmalone.v1.MemberService.SearchMembers:output_type -> karlmalone.v1.SearchMembersResponse
+	20, // 37: karlmalone.v1.MemberService.ListSessions:output_type -> karlmalone.v1.ListSessionsResponse
+	22, // 38: karlmalone.v1.MemberService.RevokeSession:output_type -> karlmalone.v1.RevokeSessionResponse
+	24, // 39: karlmalone.v1.MemberService.DeleteAccount:output_type -> karlmalone.v1.DeleteAccountResponse
+	26, // 40: karlmalone.v1.MemberService.GetMemberPresence:output_type -> karlmalone.v1.GetMemberPresenceResponse
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_member_proto_init() }
@@ -1589,7 +1788,7 @@ func file_karlmalone_v1_member_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_member_proto_rawDesc), len(file_karlmalone_v1_member_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

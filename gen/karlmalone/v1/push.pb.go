@@ -52,6 +52,7 @@ type Event struct {
 	//	*Event_MemberDeleted
 	//	*Event_SessionRevoked
 	//	*Event_Resync
+	//	*Event_Presence
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -290,6 +291,15 @@ func (x *Event) GetResync() *Resync {
 	return nil
 }
 
+func (x *Event) GetPresence() *Presence {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
 type isEvent_Kind interface {
 	isEvent_Kind()
 }
@@ -404,6 +414,13 @@ type Event_Resync struct {
 	Resync *Resync `protobuf:"bytes,50,opt,name=resync,proto3,oneof"`
 }
 
+type Event_Presence struct {
+	// A contact or fellow group member came online or went offline
+	// (debounced: a connection that flaps within a few seconds is not
+	// reported). Not sent for members who hide their presence.
+	Presence *Presence `protobuf:"bytes,51,opt,name=presence,proto3,oneof"`
+}
+
 func (*Event_Message) isEvent_Kind() {}
 
 func (*Event_MessageRecalled) isEvent_Kind() {}
@@ -445,6 +462,8 @@ func (*Event_MemberDeleted) isEvent_Kind() {}
 func (*Event_SessionRevoked) isEvent_Kind() {}
 
 func (*Event_Resync) isEvent_Kind() {}
+
+func (*Event_Presence) isEvent_Kind() {}
 
 // Resync tells a client that some of its events may have been lost since a
 // time. It should resync as after a reconnection: ListConversations (most
@@ -1231,7 +1250,7 @@ var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x94\f\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\"\xcb\f\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
@@ -1256,7 +1275,8 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\rmembers_added\x18% \x01(\v2 .karlmalone.v1.GroupMembersAddedH\x00R\fmembersAdded\x12E\n" +
 	"\x0emember_deleted\x18& \x01(\v2\x1c.karlmalone.v1.MemberDeletedH\x00R\rmemberDeleted\x12H\n" +
 	"\x0fsession_revoked\x18( \x01(\v2\x1d.karlmalone.v1.SessionRevokedH\x00R\x0esessionRevoked\x12/\n" +
-	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resyncB\x06\n" +
+	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resync\x125\n" +
+	"\bpresence\x183 \x01(\v2\x17.karlmalone.v1.PresenceH\x00R\bpresenceB\x06\n" +
 	"\x04kind\":\n" +
 	"\x06Resync\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\":\n" +
@@ -1342,7 +1362,8 @@ var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*ConversationSettings)(nil),  // 16: karlmalone.v1.ConversationSettings
 	(*FriendRequest)(nil),         // 17: karlmalone.v1.FriendRequest
 	(*Group)(nil),                 // 18: karlmalone.v1.Group
-	(GroupRole)(0),                // 19: karlmalone.v1.GroupRole
+	(*Presence)(nil),              // 19: karlmalone.v1.Presence
+	(GroupRole)(0),                // 20: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
 	14, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
@@ -1367,16 +1388,17 @@ var file_karlmalone_v1_push_proto_depIdxs = []int32{
 	13, // 19: karlmalone.v1.Event.member_deleted:type_name -> karlmalone.v1.MemberDeleted
 	12, // 20: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
 	1,  // 21: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	14, // 22: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 23: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	14, // 24: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	14, // 25: karlmalone.v1.MessageEdited.edited_at:type_name -> google.protobuf.Timestamp
-	19, // 26: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	19, // 22: karlmalone.v1.Event.presence:type_name -> karlmalone.v1.Presence
+	14, // 23: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 24: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	14, // 25: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	14, // 26: karlmalone.v1.MessageEdited.edited_at:type_name -> google.protobuf.Timestamp
+	20, // 27: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -1386,6 +1408,7 @@ func file_karlmalone_v1_push_proto_init() {
 	}
 	file_karlmalone_v1_contact_proto_init()
 	file_karlmalone_v1_group_proto_init()
+	file_karlmalone_v1_member_proto_init()
 	file_karlmalone_v1_message_proto_init()
 	file_karlmalone_v1_push_proto_msgTypes[0].OneofWrappers = []any{
 		(*Event_Message)(nil),
@@ -1409,6 +1432,7 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_MemberDeleted)(nil),
 		(*Event_SessionRevoked)(nil),
 		(*Event_Resync)(nil),
+		(*Event_Presence)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

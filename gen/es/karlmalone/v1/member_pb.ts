@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/member.proto.
  */
 export const file_karlmalone_v1_member: GenFile = /*@__PURE__*/
-  fileDesc("ChprYXJsbWFsb25lL3YxL21lbWJlci5wcm90bxINa2FybG1hbG9uZS52MSK7AQoGTWVtYmVyEgoKAmlkGAEgASgDEg0KBXBob25lGAIgASgJEhAKCG5pY2tuYW1lGAMgASgJEg4KBmF2YXRhchgEIAEoCRIlCgZnZW5kZXIYBSABKA4yFS5rYXJsbWFsb25lLnYxLkdlbmRlchIMCgRtZW1vGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYGSABKAgizQEKB1Nlc3Npb24SCgoCaWQYASABKAMSEwoLZGV2aWNlX25hbWUYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAYgASgIIokBCg9SZWdpc3RlclJlcXVlc3QSDQoFcGhvbmUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEAoIbmlja25hbWUYAyABKAkSDgoGYXZhdGFyGAQgASgJEiUKBmdlbmRlchgFIAEoDjIVLmthcmxtYWxvbmUudjEuR2VuZGVyEgwKBG1lbW8YBiABKAkiOQoQUmVnaXN0ZXJSZXNwb25zZRIlCgZtZW1iZXIYASABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlciJECgxMb2dpblJlcXVlc3QSDQoFcGhvbmUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkikAEKDUxvZ2luUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBm1lbWJlchgDIAEoCzIVLmthcmxtYWxvbmUudjEuTWVtYmVyEhIKCnNlc3Npb25faWQYBCABKAMiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIOCgxHZXRNZVJlcXVlc3QiNgoNR2V0TWVSZXNwb25zZRIlCgZtZW1iZXIYASABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlciKtAQoUVXBkYXRlUHJvZmlsZVJlcXVlc3QSFQoIbmlja25hbWUYASABKAlIAIgBARITCgZhdmF0YXIYAiABKAlIAYgBARIqCgZnZW5kZXIYAyABKA4yFS5rYXJsbWFsb25lLnYxLkdlbmRlckgCiAEBEhEKBG1lbW8YBCABKAlIA4gBAUILCglfbmlja25hbWVCCQoHX2F2YXRhckIJCgdfZ2VuZGVyQgcKBV9tZW1vIj4KFVVwZGF0ZVByb2ZpbGVSZXNwb25zZRIlCgZtZW1iZXIYASABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlciJDChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSFAoMb2xkX3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIiUKEEdldE1lbWJlclJlcXVlc3QSEQoJbWVtYmVyX2lkGAEgASgDIjoKEUdldE1lbWJlclJlc3BvbnNlEiUKBm1lbWJlchgBIAEoCzIVLmthcmxtYWxvbmUudjEuTWVtYmVyIkwKFFNlYXJjaE1lbWJlcnNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlgKFVNlYXJjaE1lbWJlcnNSZXNwb25zZRImCgdtZW1iZXJzGAEgAygLMhUua2FybG1hbG9uZS52MS5NZW1iZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiQAoUTGlzdFNlc3Npb25zUmVzcG9uc2USKAoIc2Vzc2lvbnMYASADKAsyFi5rYXJsbWFsb25lLnYxLlNlc3Npb24iKgoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoAyIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiKAoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkiFwoVRGVsZXRlQWNjb3VudFJlc3BvbnNlKlYKBkdlbmRlchIWChJHRU5ERVJfVU5TUEVDSUZJRUQQABIPCgtHRU5ERVJfTUFMRRABEhEKDUdFTkRFUl9GRU1BTEUQAhIQCgxHRU5ERVJfT1RIRVIQAzKyBwoNTWVtYmVyU2VydmljZRJLCghSZWdpc3RlchIeLmthcmxtYWxvbmUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5SZWdpc3RlclJlc3BvbnNlEkIKBUxvZ2luEhsua2FybG1hbG9uZS52MS5Mb2dpblJlcXVlc3QaHC5rYXJsbWFsb25lLnYxLkxvZ2luUmVzcG9uc2USRQoGTG9nb3V0Ehwua2FybG1hbG9uZS52MS5Mb2dvdXRSZXF1ZXN0Gh0ua2FybG1hbG9uZS52MS5Mb2dvdXRSZXNwb25zZRJHCgVHZXRNZRIbLmthcmxtYWxvbmUudjEuR2V0TWVSZXF1ZXN0Ghwua2FybG1hbG9uZS52MS5HZXRNZVJlc3BvbnNlIgOQAgESWgoNVXBkYXRlUHJvZmlsZRIjLmthcmxtYWxvbmUudjEuVXBkYXRlUHJvZmlsZVJlcXVlc3QaJC5rYXJsbWFsb25lLnYxLlVwZGF0ZVByb2ZpbGVSZXNwb25zZRJdCg5DaGFuZ2VQYXNzd29yZBIkLmthcmxtYWxvbmUudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiUua2FybG1hbG9uZS52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlElMKCUdldE1lbWJlchIfLmthcmxtYWxvbmUudjEuR2V0TWVtYmVyUmVxdWVzdBogLmthcmxtYWxvbmUudjEuR2V0TWVtYmVyUmVzcG9uc2UiA5ACARJaCg1TZWFyY2hNZW1iZXJzEiMua2FybG1hbG9uZS52MS5TZWFyY2hNZW1iZXJzUmVxdWVzdBokLmthcmxtYWxvbmUudjEuU2VhcmNoTWVtYmVyc1Jlc3BvbnNlElwKDExpc3RTZXNzaW9ucxIiLmthcmxtYWxvbmUudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiA5ACARJaCg1SZXZva2VTZXNzaW9uEiMua2FybG1hbG9uZS52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBokLmthcmxtYWxvbmUudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlEloKDURlbGV0ZUFjY291bnQSIy5rYXJsbWFsb25lLnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5EZWxldGVBY2NvdW50UmVzcG9uc2VCtgEKEWNvbS5rYXJsbWFsb25lLnYxQgtNZW1iZXJQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChprYXJsbWFsb25lL3YxL21lbWJlci5wcm90bxINa2FybG1hbG9uZS52MSLSAQoGTWVtYmVyEgoKAmlkGAEgASgDEg0KBXBob25lGAIgASgJEhAKCG5pY2tuYW1lGAMgASgJEg4KBmF2YXRhchgEIAEoCRIlCgZnZW5kZXIYBSABKA4yFS5rYXJsbWFsb25lLnYxLkdlbmRlchIMCgRtZW1vGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYGSABKAgSFQoNaGlkZV9wcmVzZW5jZRgUIAEoCCLNAQoHU2Vzc2lvbhIKCgJpZBgBIAEoAxITCgtkZXZpY2VfbmFtZRgCIAEoCRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3NlZW5fYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYBiABKAgiiQEKD1JlZ2lzdGVyUmVxdWVzdBINCgVwaG9uZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIQCghuaWNrbmFtZRgDIAEoCRIOCgZhdmF0YXIYBCABKAkSJQoGZ2VuZGVyGAUgASgOMhUua2FybG1hbG9uZS52MS5HZW5kZXISDAoEbWVtbxgGIAEoCSI5ChBSZWdpc3RlclJlc3BvbnNlEiUKBm1lbWJlchgBIAEoCzIVLmthcmxtYWxvbmUudjEuTWVtYmVyIkQKDExvZ2luUmVxdWVzdBINCgVwaG9uZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtkZXZpY2VfbmFtZRgDIAEoCSKQAQoNTG9naW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoGbWVtYmVyGAMgASgLMhUua2FybG1hbG9uZS52MS5NZW1iZXISEgoKc2Vzc2lvbl9pZBgEIAEoAyIPCg1Mb2dvdXRSZXF1ZXN0IhAKDkxvZ291dFJlc3BvbnNlIg4KDEdldE1lUmVxdWVzdCI2Cg1HZXRNZVJlc3BvbnNlEiUKBm1lbWJlchgBIAEoCzIVLmthcmxtYWxvbmUudjEuTWVtYmVyItsBChRVcGRhdGVQcm9maWxlUmVxdWVzdBIVCghuaWNrbmFtZRgBIAEoCUgAiAEBEhMKBmF2YXRhchgCIAEoCUgBiAEBEioKBmdlbmRlchgDIAEoDjIVLmthcmxtYWxvbmUudjEuR2VuZGVySAKIAQESEQoEbWVtbxgEIAEoCUgDiAEBEhoKDWhpZGVfcHJlc2VuY2UYFCABKAhIBIgBAUILCglfbmlja25hbWVCCQoHX2F2YXRhckIJCgdfZ2VuZGVyQgcKBV9tZW1vQhAKDl9oaWRlX3ByZXNlbmNlIj4KFVVwZGF0ZVByb2ZpbGVSZXNwb25zZRIlCgZtZW1iZXIYASABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlciJDChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSFAoMb2xkX3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIiUKEEdldE1lbWJlclJlcXVlc3QSEQoJbWVtYmVyX2lkGAEgASgDIjoKEUdldE1lbWJlclJlc3BvbnNlEiUKBm1lbWJlchgBIAEoCzIVLmthcmxtYWxvbmUudjEuTWVtYmVyIkwKFFNlYXJjaE1lbWJlcnNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlgKFVNlYXJjaE1lbWJlcnNSZXNwb25zZRImCgdtZW1iZXJzGAEgAygLMhUua2FybG1hbG9uZS52MS5NZW1iZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiQAoUTGlzdFNlc3Npb25zUmVzcG9uc2USKAoIc2Vzc2lvbnMYASADKAsyFi5rYXJsbWFsb25lLnYxLlNlc3Npb24iKgoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoAyIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiKAoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkiFwoVRGVsZXRlQWNjb3VudFJlc3BvbnNlIi4KGEdldE1lbWJlclByZXNlbmNlUmVxdWVzdBISCgptZW1iZXJfaWRzGAEgAygDIkcKGUdldE1lbWJlclByZXNlbmNlUmVzcG9uc2USKgoJcHJlc2VuY2VzGAEgAygLMhcua2FybG1hbG9uZS52MS5QcmVzZW5jZSJfCghQcmVzZW5jZRIRCgltZW1iZXJfaWQYASABKAMSDgoGb25saW5lGAIgASgIEjAKDGxhc3Rfc2Vlbl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqVgoGR2VuZGVyEhYKEkdFTkRFUl9VTlNQRUNJRklFRBAAEg8KC0dFTkRFUl9NQUxFEAESEQoNR0VOREVSX0ZFTUFMRRACEhAKDEdFTkRFUl9PVEhFUhADMp8ICg1NZW1iZXJTZXJ2aWNlEksKCFJlZ2lzdGVyEh4ua2FybG1hbG9uZS52MS5SZWdpc3RlclJlcXVlc3QaHy5rYXJsbWFsb25lLnYxLlJlZ2lzdGVyUmVzcG9uc2USQgoFTG9naW4SGy5rYXJsbWFsb25lLnYxLkxvZ2luUmVxdWVzdBocLmthcmxtYWxvbmUudjEuTG9naW5SZXNwb25zZRJFCgZMb2dvdXQSHC5rYXJsbWFsb25lLnYxLkxvZ291dFJlcXVlc3QaHS5rYXJsbWFsb25lLnYxLkxvZ291dFJlc3BvbnNlEkcKBUdldE1lEhsua2FybG1hbG9uZS52MS5HZXRNZVJlcXVlc3QaHC5rYXJsbWFsb25lLnYxLkdldE1lUmVzcG9uc2UiA5ACARJaCg1VcGRhdGVQcm9maWxlEiMua2FybG1hbG9uZS52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBokLmthcmxtYWxvbmUudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlEl0KDkNoYW5nZVBhc3N3b3JkEiQua2FybG1hbG9uZS52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJS5rYXJsbWFsb25lLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USUwoJR2V0TWVtYmVyEh8ua2FybG1hbG9uZS52MS5HZXRNZW1iZXJSZXF1ZXN0GiAua2FybG1hbG9uZS52MS5HZXRNZW1iZXJSZXNwb25zZSIDkAIBEloKDVNlYXJjaE1lbWJlcnMSIy5rYXJsbWFsb25lLnYxLlNlYXJjaE1lbWJlcnNSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5TZWFyY2hNZW1iZXJzUmVzcG9uc2USXAoMTGlzdFNlc3Npb25zEiIua2FybG1hbG9uZS52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiMua2FybG1hbG9uZS52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIDkAIBEloKDVJldm9rZVNlc3Npb24SIy5rYXJsbWFsb25lLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USWgoNRGVsZXRlQWNjb3VudBIjLmthcmxtYWxvbmUudjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaJC5rYXJsbWFsb25lLnYxLkRlbGV0ZUFjY291bnRSZXNwb25zZRJrChFHZXRNZW1iZXJQcmVzZW5jZRInLmthcmxtYWxvbmUudjEuR2V0TWVtYmVyUHJlc2VuY2VSZXF1ZXN0Gigua2FybG1hbG9uZS52MS5HZXRNZW1iZXJQcmVzZW5jZVJlc3BvbnNlIgOQAgFCtgEKEWNvbS5rYXJsbWFsb25lLnYxQgtNZW1iZXJQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Member is a member's profile. It never carries a password or hash.
@@ -76,6 +76,14 @@ export type Member = Message<"karlmalone.v1.Member"> & {
    * @generated from field: bool deleted = 25;
    */
   deleted: boolean;
+
+  /**
+   * The member hides its presence (online, last seen) from everyone; set
+   * only when the member reads its own profile.
+   *
+   * @generated from field: bool hide_presence = 20;
+   */
+  hidePresence: boolean;
 };
 
 /**
@@ -394,6 +402,14 @@ export type UpdateProfileRequest = Message<"karlmalone.v1.UpdateProfileRequest">
    * @generated from field: optional string memo = 4;
    */
   memo?: string | undefined;
+
+  /**
+   * True hides the member's presence from everyone (GetMemberPresence,
+   * presence events); false shows it to contacts and fellow group members.
+   *
+   * @generated from field: optional bool hide_presence = 20;
+   */
+  hidePresence?: boolean | undefined;
 };
 
 /**
@@ -681,6 +697,85 @@ export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*
   messageDesc(file_karlmalone_v1_member, 23);
 
 /**
+ * GetMemberPresenceRequest names the members to look up.
+ *
+ * @generated from message karlmalone.v1.GetMemberPresenceRequest
+ */
+export type GetMemberPresenceRequest = Message<"karlmalone.v1.GetMemberPresenceRequest"> & {
+  /**
+   * 1 to 200 member ids; duplicates are answered once.
+   *
+   * @generated from field: repeated int64 member_ids = 1;
+   */
+  memberIds: bigint[];
+};
+
+/**
+ * Describes the message karlmalone.v1.GetMemberPresenceRequest.
+ * Use `create(GetMemberPresenceRequestSchema)` to create a new message.
+ */
+export const GetMemberPresenceRequestSchema: GenMessage<GetMemberPresenceRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_member, 24);
+
+/**
+ * GetMemberPresenceResponse has one entry per member the caller may see.
+ *
+ * @generated from message karlmalone.v1.GetMemberPresenceResponse
+ */
+export type GetMemberPresenceResponse = Message<"karlmalone.v1.GetMemberPresenceResponse"> & {
+  /**
+   * In member id order; members the caller may not see are left out.
+   *
+   * @generated from field: repeated karlmalone.v1.Presence presences = 1;
+   */
+  presences: Presence[];
+};
+
+/**
+ * Describes the message karlmalone.v1.GetMemberPresenceResponse.
+ * Use `create(GetMemberPresenceResponseSchema)` to create a new message.
+ */
+export const GetMemberPresenceResponseSchema: GenMessage<GetMemberPresenceResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_member, 25);
+
+/**
+ * Presence is whether a member is online (a push socket or a Subscribe
+ * stream open on any node of the service) and, if not, when it was last.
+ *
+ * @generated from message karlmalone.v1.Presence
+ */
+export type Presence = Message<"karlmalone.v1.Presence"> & {
+  /**
+   * The member.
+   *
+   * @generated from field: int64 member_id = 1;
+   */
+  memberId: bigint;
+
+  /**
+   * Online now.
+   *
+   * @generated from field: bool online = 2;
+   */
+  online: boolean;
+
+  /**
+   * When the member was last online; unset while online, and for a member
+   * never seen online since presence was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen_at = 3;
+   */
+  lastSeenAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.Presence.
+ * Use `create(PresenceSchema)` to create a new message.
+ */
+export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_member, 26);
+
+/**
  * Gender is self-declared and optional.
  *
  * @generated from enum karlmalone.v1.Gender
@@ -845,6 +940,23 @@ export const MemberService: GenService<{
     methodKind: "unary";
     input: typeof DeleteAccountRequestSchema;
     output: typeof DeleteAccountResponseSchema;
+  },
+  /**
+   * GetMemberPresence says which of the given members are online, and when
+   * the others were last seen. It answers only for members the caller may
+   * see: the caller itself, its contacts and its fellow members of live
+   * groups, unless they hide their presence (Member.hide_presence) or
+   * blocked the caller. The others are left out of the answer, exactly as
+   * a member who was never seen would be if it hid its presence: nobody can
+   * tell "hidden" from "not yours to see". Changes are pushed as presence
+   * events (Event.presence) to the same members.
+   *
+   * @generated from rpc karlmalone.v1.MemberService.GetMemberPresence
+   */
+  getMemberPresence: {
+    methodKind: "unary";
+    input: typeof GetMemberPresenceRequestSchema;
+    output: typeof GetMemberPresenceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_karlmalone_v1_member, 0);

@@ -61,6 +61,9 @@ const (
 	// MemberServiceDeleteAccountProcedure is the fully-qualified name of the MemberService's
 	// DeleteAccount RPC.
 	MemberServiceDeleteAccountProcedure = "/karlmalone.v1.MemberService/DeleteAccount"
+	// MemberServiceGetMemberPresenceProcedure is the fully-qualified name of the MemberService's
+	// GetMemberPresence RPC.
+	MemberServiceGetMemberPresenceProcedure = "/karlmalone.v1.MemberService/GetMemberPresence"
 )
 
 // MemberServiceClient is a client for the karlmalone.v1.MemberService service.
@@ -95,6 +98,15 @@ type MemberServiceClient interface {
 	// or dissolved, and the messages kept for the others as from a deleted
 	// member. The caller's data can be downloaded first from GET /v1/export.
 	DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error)
+	// GetMemberPresence says which of the given members are online, and when
+	// the others were last seen. It answers only for members the caller may
+	// see: the caller itself, its contacts and its fellow members of live
+	// groups, unless they hide their presence (Member.hide_presence) or
+	// blocked the caller. The others are left out of the answer, exactly as
+	// a member who was never seen would be if it hid its presence: nobody can
+	// tell "hidden" from "not yours to see". Changes are pushed as presence
+	// events (Event.presence) to the same members.
+	GetMemberPresence(context.Context, *v1.GetMemberPresenceRequest) (*v1.GetMemberPresenceResponse, error)
 }
 
 // NewMemberServiceClient constructs a client for the karlmalone.v1.MemberService service. By
@@ -177,22 +189,30 @@ func NewMemberServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(memberServiceMethods.ByName("DeleteAccount")),
 			connect.WithClientOptions(opts...),
 		),
+		getMemberPresence: connect.NewClient[v1.GetMemberPresenceRequest, v1.GetMemberPresenceResponse](
+			httpClient,
+			baseURL+MemberServiceGetMemberPresenceProcedure,
+			connect.WithSchema(memberServiceMethods.ByName("GetMemberPresence")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // memberServiceClient implements MemberServiceClient.
 type memberServiceClient struct {
-	register       *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
-	login          *connect.Client[v1.LoginRequest, v1.LoginResponse]
-	logout         *connect.Client[v1.LogoutRequest, v1.LogoutResponse]
-	getMe          *connect.Client[v1.GetMeRequest, v1.GetMeResponse]
-	updateProfile  *connect.Client[v1.UpdateProfileRequest, v1.UpdateProfileResponse]
-	changePassword *connect.Client[v1.ChangePasswordRequest, v1.ChangePasswordResponse]
-	getMember      *connect.Client[v1.GetMemberRequest, v1.GetMemberResponse]
-	searchMembers  *connect.Client[v1.SearchMembersRequest, v1.SearchMembersResponse]
-	listSessions   *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
-	revokeSession  *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
-	deleteAccount  *connect.Client[v1.DeleteAccountRequest, v1.DeleteAccountResponse]
+	register          *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
+	login             *connect.Client[v1.LoginRequest, v1.LoginResponse]
+	logout            *connect.Client[v1.LogoutRequest, v1.LogoutResponse]
+	getMe             *connect.Client[v1.GetMeRequest, v1.GetMeResponse]
+	updateProfile     *connect.Client[v1.UpdateProfileRequest, v1.UpdateProfileResponse]
+	changePassword    *connect.Client[v1.ChangePasswordRequest, v1.ChangePasswordResponse]
+	getMember         *connect.Client[v1.GetMemberRequest, v1.GetMemberResponse]
+	searchMembers     *connect.Client[v1.SearchMembersRequest, v1.SearchMembersResponse]
+	listSessions      *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
+	revokeSession     *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
+	deleteAccount     *connect.Client[v1.DeleteAccountRequest, v1.DeleteAccountResponse]
+	getMemberPresence *connect.Client[v1.GetMemberPresenceRequest, v1.GetMemberPresenceResponse]
 }
 
 // Register calls karlmalone.v1.MemberService.Register.
@@ -294,6 +314,15 @@ func (c *memberServiceClient) DeleteAccount(ctx context.Context, req *v1.DeleteA
 	return nil, err
 }
 
+// GetMemberPresence calls karlmalone.v1.MemberService.GetMemberPresence.
+func (c *memberServiceClient) GetMemberPresence(ctx context.Context, req *v1.GetMemberPresenceRequest) (*v1.GetMemberPresenceResponse, error) {
+	response, err := c.getMemberPresence.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // MemberServiceHandler is an implementation of the karlmalone.v1.MemberService service.
 type MemberServiceHandler interface {
 	// Register creates a member. Open: needs no token.
@@ -326,6 +355,15 @@ type MemberServiceHandler interface {
 	// or dissolved, and the messages kept for the others as from a deleted
 	// member. The caller's data can be downloaded first from GET /v1/export.
 	DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error)
+	// GetMemberPresence says which of the given members are online, and when
+	// the others were last seen. It answers only for members the caller may
+	// see: the caller itself, its contacts and its fellow members of live
+	// groups, unless they hide their presence (Member.hide_presence) or
+	// blocked the caller. The others are left out of the answer, exactly as
+	// a member who was never seen would be if it hid its presence: nobody can
+	// tell "hidden" from "not yours to see". Changes are pushed as presence
+	// events (Event.presence) to the same members.
+	GetMemberPresence(context.Context, *v1.GetMemberPresenceRequest) (*v1.GetMemberPresenceResponse, error)
 }
 
 // NewMemberServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -404,6 +442,13 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(memberServiceMethods.ByName("DeleteAccount")),
 		connect.WithHandlerOptions(opts...),
 	)
+	memberServiceGetMemberPresenceHandler := connect.NewUnaryHandlerSimple(
+		MemberServiceGetMemberPresenceProcedure,
+		svc.GetMemberPresence,
+		connect.WithSchema(memberServiceMethods.ByName("GetMemberPresence")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/karlmalone.v1.MemberService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MemberServiceRegisterProcedure:
@@ -428,6 +473,8 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 			memberServiceRevokeSessionHandler.ServeHTTP(w, r)
 		case MemberServiceDeleteAccountProcedure:
 			memberServiceDeleteAccountHandler.ServeHTTP(w, r)
+		case MemberServiceGetMemberPresenceProcedure:
+			memberServiceGetMemberPresenceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -479,4 +526,8 @@ func (UnimplementedMemberServiceHandler) RevokeSession(context.Context, *v1.Revo
 
 func (UnimplementedMemberServiceHandler) DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.MemberService.DeleteAccount is not implemented"))
+}
+
+func (UnimplementedMemberServiceHandler) GetMemberPresence(context.Context, *v1.GetMemberPresenceRequest) (*v1.GetMemberPresenceResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.MemberService.GetMemberPresence is not implemented"))
 }
