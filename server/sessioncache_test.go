@@ -43,7 +43,6 @@ func TestClusterLogoutRefusesCachedTokenEverywhere(t *testing.T) {
 	}
 }
 
-
 // A cached session is refused from its expires_at on, by the server's clock,
 // though the cache entry is fresh and the database (on its own clock) would
 // still accept it.
