@@ -48,3 +48,12 @@ SET cleared_seq = greatest(cm.cleared_seq,
 FROM conversations c
 WHERE c.id = cm.conversation_id AND cm.conversation_id = @conversation_id AND cm.member_id = @member_id
 RETURNING cm.conversation_id, cm.muted_until, cm.muted_forever, cm.pinned_at, cm.archived, cm.cleared_seq;
+
+-- name: NotifiableMembers :many
+-- Of the given members of a conversation, those an offline notification may
+-- reach: not muted now, unless the message mentions them (by id, or everyone).
+SELECT member_id FROM conversation_members
+WHERE conversation_id = @conversation_id AND member_id = ANY(@member_ids::bigint[])
+  AND ((NOT muted_forever AND (muted_until IS NULL OR muted_until <= now()))
+       OR member_id = ANY(@mentions::bigint[]) OR @mention_everyone::boolean)
+ORDER BY member_id;

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"context"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -23,29 +26,74 @@ type IntegrationSink interface {
 
 // notifyOffline hands a notification for each recipient of a stored message
 // who has no online device anywhere (push.Directory, which spans the
-// cluster) to the notifier. The sender is never notified of its own message.
-// It runs on the send pipeline's callback: Presence is one read lock, Notify
-// never blocks.
+// cluster), has not muted the conversation or is mentioned by the message, to
+// the notifier. The sender is never notified of its own message. It runs on
+// the send pipeline's callback, so it must not wait: Presence is one read
+// lock, and the mute check, a query, runs off the send path (offlineMutes).
 func (b *base) notifyOffline(row db.CreateMessageRow) {
 	if b.notifier == nil {
 		return
 	}
 	ids := make([]int64, 0, len(row.RecipientIds))
 	for _, id := range row.RecipientIds {
-		// TODO(h14a mute): skip a member who muted the conversation, unless
-		// the message mentions it; the mute state is not on main yet.
 		if id != row.SenderID {
 			ids = append(ids, id)
 		}
 	}
+	var offline []int64
 	for _, p := range b.hub.Directory().Presence(ids...) {
 		if !p.Online {
+			offline = append(offline, p.Member)
+		}
+	}
+	if len(offline) > 0 {
+		b.mutes.check(b, row, offline)
+	}
+}
+
+// muteCheckTimeout bounds one mute lookup; a notification that cannot be
+// checked in time is dropped (and logged) rather than sent to a member who
+// may have muted the conversation.
+const muteCheckTimeout = 5 * time.Second
+
+// offlineMutes runs the mute lookups of offline notifications, at most
+// cap(slots) at once, each in its own goroutine; when all are busy the
+// notifications are dropped and counted (karlmalone_notify_mute_check_dropped_total),
+// as a full notifier queue drops them, so a burst never slows a sender.
+type offlineMutes struct {
+	slots   chan struct{}
+	dropped atomic.Int64
+}
+
+func newOfflineMutes(n int) *offlineMutes { return &offlineMutes{slots: make(chan struct{}, n)} }
+
+func (m *offlineMutes) check(b *base, row db.CreateMessageRow, offline []int64) {
+	select {
+	case m.slots <- struct{}{}:
+	default:
+		m.dropped.Add(int64(len(offline)))
+		return
+	}
+	go func() {
+		defer func() { <-m.slots }()
+		ctx, cancel := context.WithTimeout(context.Background(), muteCheckTimeout)
+		defer cancel()
+		notifiable, err := b.q.NotifiableMembers(ctx, db.NotifiableMembersParams{
+			ConversationID: row.ConversationID, MemberIds: offline,
+			Mentions: row.Mentions, MentionEveryone: row.MentionEveryone,
+		})
+		if err != nil {
+			m.dropped.Add(int64(len(offline)))
+			b.log.Warn("offline notifications: mute check", "conversation_id", row.ConversationID, "seq", row.Seq, "err", err)
+			return
+		}
+		for _, id := range notifiable {
 			b.notifier.Notify(notify.Notification{
-				MemberID: p.Member, ConversationID: row.ConversationID, Seq: row.Seq, SenderID: row.SenderID,
+				MemberID: id, ConversationID: row.ConversationID, Seq: row.Seq, SenderID: row.SenderID,
 				Count: 1, FirstSentAt: row.SentAt, LastSentAt: row.SentAt,
 			})
 		}
-	}
+	}()
 }
 
 // integrate sends ev to the integration webhook when it is one a business
@@ -124,3 +172,16 @@ func registerWebhookMetrics(reg *prometheus.Registry, d Deps, log *slog.Logger) 
 		}
 	}
 }
+
+// registerMuteCheckMetrics counts the offline notifications dropped before
+// the notifier: the mute lookups all busy, or failed.
+func registerMuteCheckMetrics(reg *prometheus.Registry, m *offlineMutes) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "karlmalone_notify_mute_check_dropped_total",
+		Help: "Offline notifications dropped because their mute check could not run (all lookups busy, or it failed).",
+	}, func() float64 { return float64(m.dropped.Load()) }))
+}
+
+// muteCheckSlots is how many mute lookups may run at once: a few pool
+// connections at most, so notifications never starve the send path.
+const muteCheckSlots = 4

@@ -1,8 +1,10 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -159,4 +161,48 @@ func TestIntegrationWebhook(t *testing.T) {
 	}
 	wantProto(t, "then", &v1.GroupDissolved{GroupId: alone.GetId()}, next().GetGroupDissolved())
 	wantProto(t, "then", &v1.MemberDeleted{MemberId: carol.ID}, next().GetMemberDeleted())
+}
+
+// A member who muted a conversation gets no offline notification for it,
+// unless the message mentions them; an unmuted member still does.
+func TestOfflineNotificationsMuted(t *testing.T) {
+	cfg, bodies := hookConfig(t)
+	hook := notify.NewWebhook(cfg, nil, nil)
+	t.Cleanup(hook.Close)
+	e := newEnv(t, func(d *server.Deps) { d.Notifier = hook })
+	alice, bob, dave := e.register(t, "alice"), e.register(t, "bob"), e.register(t, "dave")
+	g := newGroup(t, alice, bob, dave)
+	if _, err := bob.Chat.UpdateConversationSettings(context.Background(), &v1.UpdateConversationSettingsRequest{
+		ConversationId: g.GetConversationId(), Mute: &v1.UpdateConversationSettingsRequest_MuteForever{MuteForever: true},
+	}); err != nil {
+		t.Fatalf("mute: %v", err)
+	}
+	next := func() (member, seq int64) {
+		t.Helper()
+		var n struct {
+			MemberID int64 `json:"memberId,string"`
+			Seq      int64 `json:"seq,string"`
+		}
+		if err := json.Unmarshal(nextBody(t, bodies), &n); err != nil {
+			t.Fatal(err)
+		}
+		return n.MemberID, n.Seq
+	}
+	// Both offline; bob muted the group: only dave hears of the first message.
+	first := chatSend(t, alice, groupText(g.GetId(), "m1", "lunch?"))
+	if m, seq := next(); m != dave.ID || seq != first.GetSeq() {
+		t.Fatalf("first notification for member %d seq %d, want dave's (%d) for seq %d", m, seq, dave.ID, first.GetSeq())
+	}
+	// A mention reaches bob through his mute (and dave, as before).
+	req := groupText(g.GetId(), "m2", "bob, lunch?")
+	req.Mentions = []int64{bob.ID}
+	second := chatSend(t, alice, req)
+	got := map[int64]int64{}
+	for range 2 {
+		m, seq := next()
+		got[m] = seq
+	}
+	if want := map[int64]int64{bob.ID: second.GetSeq(), dave.ID: second.GetSeq()}; !maps.Equal(got, want) {
+		t.Fatalf("notifications for the mention %v, want %v (member → seq)", got, want)
+	}
 }

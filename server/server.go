@@ -208,6 +208,7 @@ type base struct {
 	urls  *attachmentURLs // signs and checks attachment download URLs
 
 	notifier     notify.Notifier // nil: no offline notifications
+	mutes        *offlineMutes   // the mute checks of offline notifications
 	integrations IntegrationSink // nil: no integration webhook
 }
 
@@ -237,7 +238,7 @@ func New(d Deps) http.Handler {
 	b := &base{
 		store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now,
 		urls:     newAttachmentURLs(st.Queries(), d.Config, d.Now),
-		notifier: d.Notifier, integrations: d.Integrations,
+		notifier: d.Notifier, integrations: d.Integrations, mutes: newOfflineMutes(muteCheckSlots),
 	}
 	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated,
 		cache: newSessionCache(d.Config.SessionCacheSize, d.Config.SessionCacheTTL, d.Hub)}
@@ -245,6 +246,7 @@ func New(d Deps) http.Handler {
 	startPresence(b, d.Config.PresenceDebounce)
 	m := newMetrics(d.Pool, d.Hub)
 	registerWebhookMetrics(m.reg, d, d.Log)
+	registerMuteCheckMetrics(m.reg, b.mutes)
 	m.reg.MustRegister(authn.cache)
 	if _, ok := d.Hub.BusStats(); ok {
 		m.reg.MustRegister(busCollector{d.Hub})

@@ -142,6 +142,48 @@ func (q *Queries) ListConversationMemberIDs(ctx context.Context, conversationID 
 	return items, nil
 }
 
+const notifiableMembers = `-- name: NotifiableMembers :many
+SELECT member_id FROM conversation_members
+WHERE conversation_id = $1 AND member_id = ANY($2::bigint[])
+  AND ((NOT muted_forever AND (muted_until IS NULL OR muted_until <= now()))
+       OR member_id = ANY($3::bigint[]) OR $4::boolean)
+ORDER BY member_id
+`
+
+type NotifiableMembersParams struct {
+	ConversationID  int64
+	MemberIds       []int64
+	Mentions        []int64
+	MentionEveryone bool
+}
+
+// Of the given members of a conversation, those an offline notification may
+// reach: not muted now, unless the message mentions them (by id, or everyone).
+func (q *Queries) NotifiableMembers(ctx context.Context, arg NotifiableMembersParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, notifiableMembers,
+		arg.ConversationID,
+		arg.MemberIds,
+		arg.Mentions,
+		arg.MentionEveryone,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var member_id int64
+		if err := rows.Scan(&member_id); err != nil {
+			return nil, err
+		}
+		items = append(items, member_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const updateConversationSettings = `-- name: UpdateConversationSettings :one
 UPDATE conversation_members cm
 SET muted_until   = CASE WHEN $1::boolean THEN $2::timestamptz ELSE cm.muted_until END,
