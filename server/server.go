@@ -55,6 +55,15 @@ type Config struct {
 	AttachmentDir string
 	// MaxAttachmentBytes bounds one upload.
 	MaxAttachmentBytes int64
+	// BodyReadTimeout bounds how long an RPC's request body may take to
+	// arrive, from the end of its headers.
+	BodyReadTimeout time.Duration
+	// SubscribeKeepalive is how often a quiet Subscribe stream gets an empty
+	// response, so that proxies keep it and both ends notice a dead peer.
+	SubscribeKeepalive time.Duration
+	// SubscribeWriteTimeout bounds one write on a Subscribe stream: a
+	// client that stops reading is cut off after it.
+	SubscribeWriteTimeout time.Duration
 	// CORSOrigins are the browser origins allowed to call the API, like
 	// https://app.example.com (see CheckCORSOrigins); empty: no CORS.
 	CORSOrigins []string
@@ -77,6 +86,12 @@ func DefaultConfig() Config {
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
+
+		// A 1 MiB body takes well under a second on any live line.
+		BodyReadTimeout: 15 * time.Second,
+		// Below the 30–60 s idle timeouts of common proxies and load balancers.
+		SubscribeKeepalive:    25 * time.Second,
+		SubscribeWriteTimeout: 10 * time.Second,
 	}
 }
 
@@ -90,6 +105,9 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.RecallWindow, d.RecallWindow)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
+	orDefault(&c.BodyReadTimeout, d.BodyReadTimeout)
+	orDefault(&c.SubscribeKeepalive, d.SubscribeKeepalive)
+	orDefault(&c.SubscribeWriteTimeout, d.SubscribeWriteTimeout)
 	return c
 }
 
@@ -166,10 +184,14 @@ func New(d Deps) http.Handler {
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle(karlmalonev1connect.NewMemberServiceHandler(newMemberServer(b, d.Hasher), opts))
-	mux.Handle(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts))
-	mux.Handle(karlmalonev1connect.NewGroupServiceHandler(&GroupServer{base: b}, opts))
-	mux.Handle(karlmalonev1connect.NewChatServiceHandler(newChatServer(b), opts))
+	// Each service behind rpcGuard: body deadline, and auth before the body.
+	guarded := func(path string, h http.Handler) (string, http.Handler) {
+		return path, &rpcGuard{authn: authn, cfg: d.Config, errs: connect.NewErrorWriter(), next: h}
+	}
+	mux.Handle(guarded(karlmalonev1connect.NewMemberServiceHandler(newMemberServer(b, d.Hasher), opts)))
+	mux.Handle(guarded(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts)))
+	mux.Handle(guarded(karlmalonev1connect.NewGroupServiceHandler(&GroupServer{base: b}, opts)))
+	mux.Handle(guarded(karlmalonev1connect.NewChatServiceHandler(newChatServer(b), opts)))
 	mux.Handle("GET /v1/push", push.NewHandler(d.Hub, authn.principal))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

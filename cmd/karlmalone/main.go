@@ -157,6 +157,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	var corsOrigins string // parsed into server.CORSOrigins below
 	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
 	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")
+	env.Duration(&c.server.BodyReadTimeout, "read-body-timeout", "KARLMALONE_READ_BODY_TIMEOUT", "how long a client may take to send an RPC's request body, after its headers")
 	env.Duration(&c.idleTimeout, "idle-timeout", "KARLMALONE_IDLE_TIMEOUT", "how long an idle keep-alive connection stays open")
 	env.Int(&c.maxHeaderBytes, "max-header-bytes", "KARLMALONE_MAX_HEADER_BYTES", "largest request header block")
 	env.Duration(&c.dbConnectTimeout, "db-connect-timeout", "KARLMALONE_DB_CONNECT_TIMEOUT", "how long opening a database connection may take before requests fail")
@@ -166,6 +167,9 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", "how often push sockets are pinged")
 	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", "how long a ping may go unanswered before the socket is dropped")
 	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", "largest frame a push client may send, in bytes")
+	env.Int(&c.push.MaxPerMember, "push-max-per-member", "KARLMALONE_PUSH_MAX_PER_MEMBER", "most push sockets and Subscribe streams one member may hold open on this node (the next is refused: 429, resource_exhausted)")
+	env.Duration(&c.server.SubscribeKeepalive, "push-subscribe-keepalive", "KARLMALONE_PUSH_SUBSCRIBE_KEEPALIVE", "how often a quiet Subscribe stream gets an empty keepalive response")
+	env.Duration(&c.server.SubscribeWriteTimeout, "push-subscribe-write-timeout", "KARLMALONE_PUSH_SUBSCRIBE_WRITE_TIMEOUT", "how long one write on a Subscribe stream may take before the stream is cut")
 	env.Int(&c.push.BatchEvents, "push-batch-events", "KARLMALONE_PUSH_BATCH_EVENTS", "most events in one message of the batched push subprotocols")
 	env.Int(&c.push.BatchBytes, "push-batch-bytes", "KARLMALONE_PUSH_BATCH_BYTES", "most bytes in one batched push message (a single larger event goes alone)")
 	env.Duration(&c.push.CoalesceWindow, "push-coalesce-window", "KARLMALONE_PUSH_COALESCE_WINDOW", "how long a busy batched push socket's writer waits after a write so the next carries more (0: off)")
