@@ -22,7 +22,6 @@ import (
 	"github.com/rs/cors"
 
 	karlmalone "github.com/karlmalone/karlmalone"
-	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/store"
 )
@@ -39,11 +38,7 @@ var serviceNames = []string{
 // routes, /metrics, the API description and browser, and gRPC reflection and
 // health. All but the attachments are open.
 func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *metrics) {
-	files := d.Attachments
-	if files == nil {
-		files = attachment.NewFS(d.Config.AttachmentDir)
-	}
-	att := newAttachmentServer(b, authn, files)
+	att := newAttachmentServer(b, authn, attachmentStore(d))
 	mux.HandleFunc("POST /v1/attachments", att.upload)
 	mux.HandleFunc("GET /v1/attachments/{id}", att.download)
 

@@ -55,6 +55,21 @@ type Config struct {
 	AttachmentDir string
 	// MaxAttachmentBytes bounds one upload.
 	MaxAttachmentBytes int64
+	// AttachmentQuotaBytes bounds what one member's attachments add up to
+	// (sent or not yet collected).
+	AttachmentQuotaBytes int64
+	// AttachmentUploadPerMember throttles uploads per member.
+	AttachmentUploadPerMember RateLimit
+	// An upload's body must keep arriving: each AttachmentReadIdle without a
+	// byte ends it, and it must be complete within AttachmentReadTimeout.
+	AttachmentReadIdle    time.Duration
+	AttachmentReadTimeout time.Duration
+	// Attachments that no message carries are removed AttachmentGCGrace
+	// after their upload, by a pass every AttachmentGCInterval that removes
+	// at most AttachmentGCBatch rows (AttachmentCollector).
+	AttachmentGCGrace    time.Duration
+	AttachmentGCInterval time.Duration
+	AttachmentGCBatch    int
 	// BodyReadTimeout bounds how long an RPC's request body may take to
 	// arrive, from the end of its headers.
 	BodyReadTimeout time.Duration
@@ -86,6 +101,19 @@ func DefaultConfig() Config {
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
+		// A thousand full-size photos: far above a person's use, low enough
+		// that one account cannot fill the disk.
+		AttachmentQuotaBytes: 1 << 30,
+		// 30 at once (an album), then one every 2 s.
+		AttachmentUploadPerMember: RateLimit{Every: 2 * time.Second, Burst: 30},
+		// 30 s without a byte is a dead line; 10 minutes is 20 MiB at 280 kbit/s.
+		AttachmentReadIdle:    30 * time.Second,
+		AttachmentReadTimeout: 10 * time.Minute,
+		// A client uploads and then sends at once; a day covers one that
+		// went offline in between.
+		AttachmentGCGrace:    24 * time.Hour,
+		AttachmentGCInterval: time.Hour,
+		AttachmentGCBatch:    1000,
 
 		// A 1 MiB body takes well under a second on any live line.
 		BodyReadTimeout: 15 * time.Second,
@@ -105,6 +133,12 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.RecallWindow, d.RecallWindow)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
+	orDefault(&c.AttachmentQuotaBytes, d.AttachmentQuotaBytes)
+	orDefault(&c.AttachmentReadIdle, d.AttachmentReadIdle)
+	orDefault(&c.AttachmentReadTimeout, d.AttachmentReadTimeout)
+	orDefault(&c.AttachmentGCGrace, d.AttachmentGCGrace)
+	orDefault(&c.AttachmentGCInterval, d.AttachmentGCInterval)
+	orDefault(&c.AttachmentGCBatch, d.AttachmentGCBatch)
 	orDefault(&c.BodyReadTimeout, d.BodyReadTimeout)
 	orDefault(&c.SubscribeKeepalive, d.SubscribeKeepalive)
 	orDefault(&c.SubscribeWriteTimeout, d.SubscribeWriteTimeout)

@@ -126,6 +126,8 @@ func closeAfterBrokenBody(w http.ResponseWriter, http1 bool) {
 // idle.
 type progressBody struct {
 	io.ReadCloser
+	w          http.ResponseWriter
+	http1      bool
 	rc         *http.ResponseController
 	idle       time.Duration
 	limit      time.Time // the overall deadline
@@ -138,7 +140,8 @@ type progressBody struct {
 func newProgressBody(w http.ResponseWriter, r *http.Request, idle, total time.Duration) io.ReadCloser {
 	rc := http.NewResponseController(w)
 	now := time.Now()
-	pb := &progressBody{ReadCloser: r.Body, rc: rc, idle: idle, limit: now.Add(total), lastExtend: now}
+	pb := &progressBody{ReadCloser: r.Body, w: w, http1: r.ProtoMajor == 1, rc: rc,
+		idle: idle, limit: now.Add(total), lastExtend: now}
 	if err := rc.SetReadDeadline(pb.next(now)); err != nil {
 		return r.Body
 	}
@@ -158,6 +161,8 @@ func (b *progressBody) Read(p []byte) (int, error) {
 	switch now := time.Now(); {
 	case errors.Is(err, io.EOF):
 		b.rc.SetReadDeadline(time.Time{})
+	case err != nil:
+		closeAfterBrokenBody(b.w, b.http1)
 	case n > 0 && now.Sub(b.lastExtend) >= b.idle/8:
 		// Moved only now and then: a deadline is a timer reset, and an
 		// upload is many reads.

@@ -154,6 +154,13 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
+	env.Int64(&c.server.AttachmentQuotaBytes, "attachment-quota-bytes", "KARLMALONE_ATTACHMENT_QUOTA_BYTES", "most bytes of attachments one member may hold (sent, or unsent and not yet collected)")
+	env.Rate(&c.server.AttachmentUploadPerMember, "attachment-upload-rate", "KARLMALONE_ATTACHMENT_UPLOAD_RATE", "attachment uploads per member, as interval/burst (0 disables)")
+	env.Duration(&c.server.AttachmentReadIdle, "attachment-read-idle-timeout", "KARLMALONE_ATTACHMENT_READ_IDLE_TIMEOUT", "how long an upload may go without a byte before it is cut off")
+	env.Duration(&c.server.AttachmentReadTimeout, "attachment-read-timeout", "KARLMALONE_ATTACHMENT_READ_TIMEOUT", "how long one upload's body may take in all")
+	env.Duration(&c.server.AttachmentGCGrace, "attachment-gc-grace", "KARLMALONE_ATTACHMENT_GC_GRACE", "how long an attachment no message carries is kept after its upload")
+	env.Duration(&c.server.AttachmentGCInterval, "attachment-gc-interval", "KARLMALONE_ATTACHMENT_GC_INTERVAL", "how often unsent attachments are collected")
+	env.Int(&c.server.AttachmentGCBatch, "attachment-gc-batch", "KARLMALONE_ATTACHMENT_GC_BATCH", "most attachments one collection pass removes")
 	var corsOrigins string // parsed into server.CORSOrigins below
 	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
 	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")
@@ -272,10 +279,19 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		c.push.Bus = push.NewNATSBus(push.NATSConfig{URL: c.cluster.natsURL, Name: c.cluster.nodeName}, log)
 	}
 	hub := push.NewHub(server.PushEvents(c.push), log)
-	h := server.New(server.Deps{
+	deps := server.Deps{
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
 		Hub: hub, Attachments: store, Config: c.server,
-	})
+	}
+	h := server.New(deps)
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		server.NewAttachmentCollector(deps).Run(gcCtx)
+	}()
+	// Before the pool closes (run's deferred Close), on every way out.
+	defer func() { stopGC(); <-gcDone }()
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
