@@ -58,12 +58,16 @@ func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *m
 	reflector := grpcreflect.NewStaticReflector(append(serviceNames, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, open))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, open))
-	mux.Handle(grpchealth.NewHandler(dbHealth{b.store}, open))
+	mux.Handle(grpchealth.NewHandler(dbHealth{b.store, d.Lifecycle}, open))
 }
 
 // dbHealth answers gRPC health checks: every service is as healthy as the
-// database it cannot work without.
-type dbHealth struct{ store *store.Store }
+// database it cannot work without, and none once shutdown has begun (as
+// /readyz).
+type dbHealth struct {
+	store *store.Store
+	life  *Lifecycle
+}
 
 func (h dbHealth) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	known := req.Service == ""
@@ -72,6 +76,9 @@ func (h dbHealth) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grp
 	}
 	if !known {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	if h.life.ShuttingDown() {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // as /readyz
 	defer cancel()

@@ -165,6 +165,9 @@ type Deps struct {
 	Config      Config
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Lifecycle, if set, is how the command shuts this server down in order
+	// (BeginShutdown, then Drain); nil: the server never reports shutting down.
+	Lifecycle *Lifecycle
 
 	// testHookAuthenticated runs after every accepted token, before the
 	// request goes on (set by tests through export_test.go).
@@ -202,6 +205,9 @@ func New(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
+	if d.Lifecycle == nil {
+		d.Lifecycle = new(Lifecycle)
+	}
 	st := store.New(d.Pool)
 	b := &base{store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now}
 	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
@@ -225,12 +231,20 @@ func New(d Deps) http.Handler {
 	mux.Handle(guarded(karlmalonev1connect.NewMemberServiceHandler(newMemberServer(b, d.Hasher), opts)))
 	mux.Handle(guarded(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts)))
 	mux.Handle(guarded(karlmalonev1connect.NewGroupServiceHandler(&GroupServer{base: b}, opts)))
-	mux.Handle(guarded(karlmalonev1connect.NewChatServiceHandler(newChatServer(b), opts)))
+	chat := newChatServer(b)
+	d.Lifecycle.onDrain(chat.sends.drain)
+	mux.Handle(guarded(karlmalonev1connect.NewChatServiceHandler(chat, opts)))
 	mux.Handle("GET /v1/push", push.NewHandler(d.Hub, authn.principal))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if d.Lifecycle.ShuttingDown() {
+			// First thing on SIGTERM: the load balancer stops sending new
+			// requests while those it sent are still served.
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := st.Ping(ctx); err != nil {

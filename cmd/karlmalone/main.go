@@ -57,6 +57,7 @@ type config struct {
 	tlsKey          string
 	dbMaxConns      int
 	shutdownTimeout time.Duration
+	shutdownDrain   time.Duration
 	insecureFast    bool
 	hashConcurrency int
 	server          server.Config
@@ -74,11 +75,14 @@ type config struct {
 // here, the server's and the hub's from their packages.
 func defaultConfig() config {
 	return config{
-		listen:            ":5288",
-		logLevel:          slog.LevelInfo,
-		logFormat:         "text",
-		dbMaxConns:        4*runtime.GOMAXPROCS(0) + 8,
-		shutdownTimeout:   15 * time.Second,
+		listen:          ":5288",
+		logLevel:        slog.LevelInfo,
+		logFormat:       "text",
+		dbMaxConns:      4*runtime.GOMAXPROCS(0) + 8,
+		shutdownTimeout: 15 * time.Second,
+		// Long enough for a load balancer's health check (every few
+		// seconds) to see /readyz fail and stop sending new requests.
+		shutdownDrain:     5 * time.Second,
 		hashConcurrency:   runtime.GOMAXPROCS(0),
 		server:            server.DefaultConfig(),
 		push:              push.DefaultConfig(),
@@ -142,6 +146,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.String(&c.debugListen, "debug-listen", "KARLMALONE_DEBUG_LISTEN", "serve /debug/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	env.Int(&c.dbMaxConns, "db-max-conns", "KARLMALONE_DB_MAX_CONNS", "most database connections")
 	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", "how long shutdown waits for requests in flight")
+	env.Duration(&c.shutdownDrain, "shutdown-drain", "KARLMALONE_SHUTDOWN_DRAIN", "on SIGTERM, how long /readyz reports not ready, while requests are still served, before shutdown goes on (0: none)")
 	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", "access token lifetime")
 	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", "largest RPC request body")
 	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", "most members a new group may have")
@@ -279,9 +284,10 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		c.push.Bus = push.NewNATSBus(push.NATSConfig{URL: c.cluster.natsURL, Name: c.cluster.nodeName}, log)
 	}
 	hub := push.NewHub(server.PushEvents(c.push), log)
+	life := new(server.Lifecycle)
 	deps := server.Deps{
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
-		Hub: hub, Attachments: store, Config: c.server,
+		Hub: hub, Attachments: store, Config: c.server, Lifecycle: life,
 	}
 	h := server.New(deps)
 	gcCtx, stopGC := context.WithCancel(context.Background())
@@ -336,9 +342,24 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	// http.Server.Shutdown ignores hijacked connections (WebSockets): close
-	// them first with "going away", then drain the rest, then the pool.
-	log.Info("shutting down")
+	// First /readyz turns not ready, for shutdownDrain, while everything
+	// still serves: load balancers stop sending new requests. Then
+	// http.Server.Shutdown, which ignores hijacked connections (WebSockets):
+	// so close those first with "going away", then drain the requests in
+	// flight, then the send pipeline (sends whose callers went away), then
+	// the collector and the pool (deferred).
+	log.Info("shutting down: not ready", "drain", c.shutdownDrain)
+	life.BeginShutdown()
+	if c.shutdownDrain > 0 {
+		t := time.NewTimer(c.shutdownDrain)
+		select {
+		case <-t.C:
+		case err := <-serveErr:
+			t.Stop()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	log.Info("shutting down: closing connections")
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if err := hub.Shutdown(sctx); err != nil {
@@ -346,6 +367,9 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 	}
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := life.Drain(sctx); err != nil {
+		return fmt.Errorf("shutdown: drain the send pipeline: %w", err)
 	}
 	log.Info("stopped")
 	return nil
