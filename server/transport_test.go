@@ -241,3 +241,32 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// The push read limit (push.Config.ReadLimit, 4 KiB): a client frame over
+// it, by one byte or by 60 KiB, is refused unread (1009, message too big);
+// one under it is read and refused as clients send nothing (1008). Without
+// the limit the library's own (32 KiB) would let the 4 KiB + 1 frame in, and
+// this test fail.
+func TestPushReadLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.register(t, "ann")
+	limit := int(push.DefaultConfig().ReadLimit)
+	for _, tc := range []struct {
+		size int
+		want websocket.StatusCode
+	}{
+		{limit + 1, websocket.StatusMessageTooBig},
+		{64 << 10, websocket.StatusMessageTooBig},
+		{limit, websocket.StatusPolicyViolation},
+	} {
+		ws := pushDial(t, e, a.Token, &websocket.DialOptions{})
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_ = ws.Write(ctx, websocket.MessageBinary, make([]byte, tc.size)) // fails once the server has closed
+		_, _, err := ws.Read(ctx)
+		cancel()
+		if got := websocket.CloseStatus(err); got != tc.want {
+			t.Errorf("a %d-byte frame: socket ended with %v (status %d), want %d", tc.size, err, got, tc.want)
+		}
+	}
+}
