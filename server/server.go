@@ -226,7 +226,8 @@ func New(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	// Each service behind rpcGuard: body deadline, and auth before the body.
 	guarded := func(path string, h http.Handler) (string, http.Handler) {
-		return path, &rpcGuard{authn: authn, cfg: d.Config, errs: connect.NewErrorWriter(), next: h}
+		return path, &rpcGuard{authn: authn, cfg: d.Config, errs: connect.NewErrorWriter(),
+			metrics: m, access: &accessLogger{log: d.Log}, next: h}
 	}
 	mux.Handle(guarded(karlmalonev1connect.NewMemberServiceHandler(newMemberServer(b, d.Hasher), opts)))
 	mux.Handle(guarded(karlmalonev1connect.NewContactServiceHandler(&ContactServer{base: b}, opts)))
