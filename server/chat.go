@@ -440,6 +440,11 @@ func (s *ChatServer) Subscribe(ctx context.Context, _ *v1.SubscribeRequest, stre
 	// otherwise hold this goroutine for good. The last one also covers the
 	// end of the stream, so the client learns why it ended.
 	rc := responseController(ctx)
+	if rc != nil {
+		// The request has been read; the body's deadline (transport.go)
+		// must not outlive it on a stream that lasts hours.
+		rc.SetReadDeadline(time.Time{})
+	}
 	send := func(res *v1.SubscribeResponse) error {
 		if rc != nil {
 			rc.SetWriteDeadline(time.Now().Add(s.cfg.SubscribeWriteTimeout))

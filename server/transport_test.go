@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,4 +270,42 @@ func TestPushReadLimit(t *testing.T) {
 			t.Errorf("a %d-byte frame: socket ended with %v (status %d), want %d", tc.size, err, got, tc.want)
 		}
 	}
+}
+
+// A Subscribe client that stops reading is cut off after
+// Config.SubscribeWriteTimeout: the stream's handler ends (and is logged)
+// instead of waiting on a write for good.
+func TestSubscribeWriteDeadline(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *server.Config) { c.SubscribeWriteTimeout = 300 * time.Millisecond }),
+		withPushConfig(push.Config{QueueSize: 4096}))
+	a, b := e.register(t, "ann"), e.register(t, "bob")
+	makeContacts(t, a, b)
+
+	// A client with a tiny receive window that reads the headers and then
+	// nothing.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+	}}
+	conn, err := d.DialContext(t.Context(), "tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\nAuthorization: Bearer %s\r\nContent-Length: 7\r\n\r\n\x00\x00\x00\x00\x02{}",
+		karlmalonev1connect.ChatServiceSubscribeProcedure, a.Token)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReaderSize(conn, 16), nil)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("Subscribe: %v %v", res, err)
+	}
+	waitFor(t, "the stream to register", func() bool { return e.Hub.Stats().Subscriptions == 1 })
+
+	// 16 KB events until the socket buffers are full and a write blocks.
+	text := strings.Repeat("😀", 4000)
+	ended := func() bool { return strings.Contains(e.Logs.String(), "procedure="+karlmalonev1connect.ChatServiceSubscribeProcedure) }
+	for i := 0; i < 2000 && !ended(); i++ {
+		chatSend(t, b, peerText(a.ID, fmt.Sprint("fill-", i), text))
+	}
+	waitFor(t, "the stuck stream to end", ended)
 }
