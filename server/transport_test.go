@@ -303,7 +303,9 @@ func TestSubscribeWriteDeadline(t *testing.T) {
 
 	// 16 KB events until the socket buffers are full and a write blocks.
 	text := strings.Repeat("😀", 4000)
-	ended := func() bool { return strings.Contains(e.Logs.String(), "procedure="+karlmalonev1connect.ChatServiceSubscribeProcedure) }
+	ended := func() bool {
+		return strings.Contains(e.Logs.String(), "procedure="+karlmalonev1connect.ChatServiceSubscribeProcedure)
+	}
 	for i := 0; i < 2000 && !ended(); i++ {
 		chatSend(t, b, peerText(a.ID, fmt.Sprint("fill-", i), text))
 	}
