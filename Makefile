@@ -93,6 +93,18 @@ lint: $(TOOLS) $(NPM_STAMP)
 clean:
 	rm -rf bin .data node_modules .build web/artifacts
 
+# Fuzzing (docs/TESTING.md): each target in turn for FUZZTIME, searching for
+# inputs beyond the checked-in corpus (server/testdata/fuzz), on one private
+# PostgreSQL that every fuzz worker shares (.data/fuzz-postgres). An input
+# that fails is written to the corpus: commit it with the fix. Plain
+# `go test` (make test, CI) runs the corpus only.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := FuzzPageToken FuzzRequest
+.PHONY: fuzz
+fuzz: build
+	bin/devpg -dir .data/fuzz-postgres -db karlmalone_fuzz -- bash -c 'for t in $(FUZZ_TARGETS); do \
+		$(GO) test -run "^$$" -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./server/ || exit 1; done'
+
 # Load test: a fresh server on a private PostgreSQL (.data/bench-postgres)
 # under the standard loadgen scenarios; see docs/BENCHMARKS.md.
 .PHONY: bench

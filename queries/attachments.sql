@@ -52,3 +52,16 @@ RETURNING sha256;
 -- name: AttachmentContentInUse :one
 -- Whether any attachment row still names this content.
 SELECT EXISTS (SELECT 1 FROM attachments WHERE sha256 = @sha256) AS in_use;
+
+-- name: EnsureAttachmentURLKey :one
+-- Stores @key unless a key is already stored, and returns the stored one:
+-- the first node to start picks the key, every node reads the same.
+WITH inserted AS (
+    INSERT INTO attachment_url_key (key) VALUES (@key)
+    ON CONFLICT (singleton) DO NOTHING
+    RETURNING key
+)
+SELECT key FROM inserted
+UNION ALL
+SELECT key FROM attachment_url_key
+LIMIT 1;

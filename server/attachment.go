@@ -280,7 +280,7 @@ func contentType(head []byte, declared string) string {
 // ids, get 404: nobody learns which ids exist.
 func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	caller, err := s.authn.AuthenticateRequest(r)
+	memberID, err := s.downloader(r) // a bearer token or a signed URL (attachment_url.go)
 	if err != nil {
 		s.fail(w, r, "authenticate", err)
 		return
@@ -290,7 +290,7 @@ func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "download", errAttachmentNotFound)
 		return
 	}
-	allowed, err := s.q.CanReadAttachment(ctx, db.CanReadAttachmentParams{AttachmentID: id, MemberID: caller.MemberID})
+	allowed, err := s.q.CanReadAttachment(ctx, db.CanReadAttachmentParams{AttachmentID: id, MemberID: memberID})
 	if err != nil {
 		s.fail(w, r, "download", fmt.Errorf("can read attachment: %w", err))
 		return
@@ -323,6 +323,7 @@ func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 
 	hd := w.Header()
 	hd.Set("Content-Type", row.ContentType)
+	hd.Set("Content-Disposition", contentDisposition(row.ContentType))
 	hd.Set("ETag", `"`+sum.String()+`"`)
 	// The bytes under an id never change; only the members who may fetch
 	// them do, and a device that already has them keeps them anyway.
@@ -330,31 +331,9 @@ func (s *attachmentServer) download(w http.ResponseWriter, r *http.Request) {
 	// Uploaded content must never run on the API's origin.
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
-	// Media shows in the page; anything else (text, HTML that an old upload
-	// was sniffed as, PDFs, archives) is a download, never a document on
-	// the API's origin.
-	if !inlineMedia(row.ContentType) {
-		hd.Set("Content-Disposition", "attachment")
-	}
 	// ServeContent answers Range (206), If-Range, If-None-Match (304), HEAD,
 	// and sets Content-Length and Last-Modified.
 	http.ServeContent(w, r, "", row.CreatedAt, f)
-}
-
-// inlineMedia reports whether a stored type may be shown inline: images,
-// audio and video, except SVG (a document that can carry script; contentType
-// never stores it, this is a second guard).
-func inlineMedia(contentType string) bool {
-	media, _, err := mime.ParseMediaType(contentType)
-	if err != nil || strings.Contains(media, "svg") {
-		return false
-	}
-	for _, p := range []string{"image/", "audio/", "video/"} {
-		if strings.HasPrefix(media, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // fail answers err as a Connect error, mapped by toConnectError like an RPC's

@@ -170,7 +170,7 @@ func TestAttachmentContentDisposition(t *testing.T) {
 		up := attUpload(t, e, ann, tc.declared, tc.body)
 		res, _ := attGet(t, e, ann.Token, up.ID, nil)
 		got := res.Header.Get("Content-Disposition")
-		if tc.inline && got != "" || !tc.inline && got != "attachment" {
+		if tc.inline && got != "inline" || !tc.inline && got != "attachment" {
 			t.Errorf("%s (%s): Content-Disposition %q, want inline %v", tc.name, up.ContentType, got, tc.inline)
 		}
 	}

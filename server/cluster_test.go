@@ -106,14 +106,8 @@ func TestClusterDirectMessage(t *testing.T) {
 
 	first := chatSend(t, ann, peerText(bob.ID, "x1", "hello from node a"))
 	second := chatSend(t, ann, peerText(bob.ID, "x2", "and again"))
-	for name, ev := range map[string]*events{"b": onB, "c": onC} {
-		// A duplicate of the first would arrive before the second.
-		for _, want := range []*v1.Message{first, second} {
-			if got := ev.next(); !sameMessage(got.GetMessage(), want) {
-				t.Errorf("socket on %s got %v, want %v", name, got, want)
-			}
-		}
-	}
+	// A duplicate of the first would arrive before the second.
+	wantMessages(t, map[string]*events{"b": onB, "c": onC}, first, second)
 	if got := a.busStats().EventsSent - sentBefore; got != 4 {
 		t.Errorf("node a sent %d bus messages for 2 messages to a member on 2 other nodes, want 4", got)
 	}
@@ -144,13 +138,11 @@ func TestClusterGroup(t *testing.T) {
 	for i := range 3 {
 		sent = append(sent, chatSend(t, sender, groupText(g.GetId(), fmt.Sprintf("g%d", i), fmt.Sprintf("group message %d", i))))
 	}
+	named := make(map[string]*events)
 	for i, s := range socks {
-		for _, want := range sent {
-			if got := s.next(); !sameMessage(got.GetMessage(), want) {
-				t.Errorf("member %d got %v, want %v", i, got, want)
-			}
-		}
+		named[fmt.Sprintf("member %d", i)] = s
 	}
+	wantMessages(t, named, sent...)
 	if got := b.busStats().EventsSent - sentBefore; got != 6 {
 		t.Errorf("node b sent %d bus messages for 3 messages to members on 2 other nodes, want 6", got)
 	}
@@ -492,6 +484,19 @@ func (r *resyncClient) waitConverged(t *testing.T, want map[int64]int64, notifie
 			t.Fatalf("member %d: %v", r.c.ID, err)
 		case <-deadline:
 			t.Fatalf("member %d did not converge: holds %s, want up to %v", r.c.ID, held, want)
+		}
+	}
+}
+
+// wantMessages checks that each socket's next events are exactly the messages
+// want, in order.
+func wantMessages(t *testing.T, sockets map[string]*events, want ...*v1.Message) {
+	t.Helper()
+	for name, ev := range sockets {
+		for _, w := range want {
+			if got := ev.next(); !sameMessage(got.GetMessage(), w) {
+				t.Errorf("socket %s got %v, want %v", name, got, w)
+			}
 		}
 	}
 }

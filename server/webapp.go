@@ -10,7 +10,8 @@ import (
 )
 
 // appCSP is the chat app's Content-Security-Policy: everything from this
-// origin ('self' also covers its ws: and wss: push socket), attachments shown
+// origin ('self' also covers its ws: and wss: push socket and the signed
+// attachment URLs images load from), previews of a file about to be sent
 // through blob: URLs, no inline script or style, never framed.
 const appCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; " +
 	"media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -166,6 +166,8 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.server.AttachmentGCGrace, "attachment-gc-grace", "KARLMALONE_ATTACHMENT_GC_GRACE", "how long an attachment no message carries is kept after its upload")
 	env.Duration(&c.server.AttachmentGCInterval, "attachment-gc-interval", "KARLMALONE_ATTACHMENT_GC_INTERVAL", "how often unsent attachments are collected")
 	env.Int(&c.server.AttachmentGCBatch, "attachment-gc-batch", "KARLMALONE_ATTACHMENT_GC_BATCH", "most attachments one collection pass removes")
+	env.String(&c.server.AttachmentURLKey, "attachment-url-key", "KARLMALONE_ATTACHMENT_URL_KEY", "key that signs attachment download URLs, at least 32 characters, the same on every node (empty: one generated at first start and kept in the database)")
+	env.Duration(&c.server.AttachmentURLTTL, "attachment-url-ttl", "KARLMALONE_ATTACHMENT_URL_TTL", "how long a signed attachment download URL works")
 	var corsOrigins string // parsed into server.CORSOrigins below
 	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
 	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")
@@ -216,6 +218,9 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	}
 	if err := server.CheckCORSOrigins(c.server.CORSOrigins); err != nil {
 		return nil, fmt.Errorf("-cors-origins: %w", err)
+	}
+	if k := c.server.AttachmentURLKey; k != "" && len(k) < server.MinAttachmentURLKeyLen {
+		return nil, fmt.Errorf("-attachment-url-key: want at least %d characters, got %d", server.MinAttachmentURLKeyLen, len(k))
 	}
 	// Browsers open push sockets from the same origins that call the API.
 	c.push.OriginPatterns = c.server.CORSOrigins
@@ -282,6 +287,11 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 	}
 	if c.cluster.natsURL != "" {
 		c.push.Bus = push.NewNATSBus(push.NATSConfig{URL: c.cluster.natsURL, Name: c.cluster.nodeName}, log)
+	}
+	if c.server.AttachmentURLKey == "" {
+		if c.server.AttachmentURLKey, err = server.LoadAttachmentURLKey(ctx, pool); err != nil {
+			return err
+		}
 	}
 	hub := push.NewHub(server.PushEvents(c.push), log)
 	life := new(server.Lifecycle)

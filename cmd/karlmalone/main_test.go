@@ -65,7 +65,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 		"db-max-conns", "db-connect-timeout", "shutdown-timeout", "read-header-timeout", "idle-timeout", "max-header-bytes",
 		"token-ttl", "max-request-bytes", "hash-concurrency", "insecure-fast-password-hash",
 		"register-rate", "login-rate-addr", "login-rate-phone",
-		"attachment-dir", "max-attachment-bytes", "cors-origins",
+		"attachment-dir", "max-attachment-bytes", "attachment-url-key", "attachment-url-ttl", "cors-origins",
 		"push-shards", "push-queue-size", "push-write-timeout", "push-ping-interval", "push-ping-timeout", "push-read-limit",
 		"nats-url", "node-name", "s3-endpoint", "s3-bucket", "s3-prefix", "s3-region", "s3-path-style",
 	} {
@@ -88,6 +88,8 @@ func testValue(f helpFlag) string {
 		return "https://app.example.com, https://admin.example.com"
 	case "listen":
 		return "127.0.0.1:7777"
+	case "attachment-url-key":
+		return "test-attachment-url-key-of-32-characters"
 	}
 	switch f.typ {
 	case "duration":
@@ -222,6 +224,7 @@ func TestServeFlagErrors(t *testing.T) {
 		"wildcard origin":       {args: []string{"-cors-origins=*"}},
 		"origin without scheme": {env: map[string]string{"KARLMALONE_CORS_ORIGINS": "app.example.com"}},
 		"bad attachment limit":  {env: map[string]string{"KARLMALONE_MAX_ATTACHMENT_BYTES": "lots"}},
+		"short URL key":         {args: []string{"-attachment-url-key=short"}},
 		"bad push timeout":      {env: map[string]string{"KARLMALONE_PUSH_WRITE_TIMEOUT": "5"}},
 		"s3 without a bucket":   {args: []string{"-s3-endpoint=https://s3.example.com"}},
 		"s3 endpoint with path": {args: []string{"-s3-endpoint=https://s3.example.com/x", "-s3-bucket=b"}},

@@ -132,6 +132,27 @@ func (q *Queries) DeleteUnsentAttachments(ctx context.Context, arg DeleteUnsentA
 	return items, nil
 }
 
+const ensureAttachmentURLKey = `-- name: EnsureAttachmentURLKey :one
+WITH inserted AS (
+    INSERT INTO attachment_url_key (key) VALUES ($1)
+    ON CONFLICT (singleton) DO NOTHING
+    RETURNING key
+)
+SELECT key FROM inserted
+UNION ALL
+SELECT key FROM attachment_url_key
+LIMIT 1
+`
+
+// Stores @key unless a key is already stored, and returns the stored one:
+// the first node to start picks the key, every node reads the same.
+func (q *Queries) EnsureAttachmentURLKey(ctx context.Context, key []byte) ([]byte, error) {
+	row := q.db.QueryRow(ctx, ensureAttachmentURLKey, key)
+	var key_2 []byte
+	err := row.Scan(&key_2)
+	return key_2, err
+}
+
 const getAttachmentByID = `-- name: GetAttachmentByID :one
 SELECT id, uploader_id, sha256, size, content_type, created_at FROM attachments WHERE id = $1
 `

@@ -17,6 +17,12 @@ type Attachment struct {
 	CreatedAt   time.Time
 }
 
+type AttachmentUrlKey struct {
+	Singleton bool
+	Key       []byte
+	CreatedAt time.Time
+}
+
 type Block struct {
 	BlockerID int64
 	BlockedID int64

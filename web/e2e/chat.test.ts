@@ -87,6 +87,12 @@ test("two people chat in the browser, across a server restart", async () => {
   assert.ok(timing.cold.appReadyMs > 0 && timing.warm.appReadyMs > 0, "the app drew its first screen");
   assert.equal(await a.isVisible("#auth-nickname"), false, "signing in asks for no nickname");
   await screenshot(a, "01-sign-in");
+  // A clear error: signing in as nobody says so, in words.
+  await a.fill("#auth-phone", newPhone());
+  await a.fill("#auth-password", password);
+  await a.click("#auth-submit");
+  await a.waitForSelector('#auth-error:has-text("wrong phone or password")');
+  await screenshot(a, "01-sign-in-error");
 
   const phoneA = newPhone();
   const phoneB = newPhone();
@@ -142,6 +148,22 @@ test("two people chat in the browser, across a server restart", async () => {
     await p.waitForFunction((el) => (el as HTMLImageElement).complete && (el as HTMLImageElement).naturalWidth === 48, img);
   }
   await screenshot(b, "05-image");
+  // It loads from a URL signed for the reader: no token in it, none needed.
+  const src = await b.$eval("#messages img.image", (el) => (el as HTMLImageElement).src);
+  assert.match(src, /\/v1\/attachments\/\d+\?exp=\d+&m=\d+&sig=[\w-]+$/);
+
+  // A file: previewed before sending, offered as a download on both sides.
+  const notes = Buffer.from("Bring the rope.\n");
+  await a.setInputFiles("#composer-file", { name: "notes.txt", mimeType: "text/plain", buffer: notes });
+  await a.waitForSelector('#pending-file:has-text("notes.txt")');
+  await a.click("#send");
+  await a.waitForSelector('#messages a.file:has-text("notes.txt")');
+  await b.waitForSelector('#messages a.file:has-text("notes.txt")');
+  const [download] = await Promise.all([b.waitForEvent("download"), b.click('#messages a.file:has-text("notes.txt")')]);
+  assert.equal(download.suggestedFilename(), "notes.txt");
+  const { readFileSync } = await import("node:fs");
+  assert.deepEqual(readFileSync((await download.path())!), notes);
+  await screenshot(b, "05-file");
 
   // The server restarts; both pages reconnect by themselves and chat goes on.
   await srv.restart();
@@ -198,7 +220,27 @@ test("two people chat in the browser, across a server restart", async () => {
   await a.click("#load-older");
   await a.waitForSelector('#messages .msg .text:text-is("Hello Ann!")');
   await a.waitForSelector("#load-older", { state: "detached" });
-  assert.equal(await a.locator("#messages .msg").count(), 66); // 5 texts, the image, 60 pages
+  assert.equal(await a.locator("#messages .msg").count(), 67); // 5 texts, the image, the file, 60 pages
+
+  // Contacts with remarks: Ann calls Ben "Benny"; her lists say so.
+  await a.click("#tab-contacts");
+  a.once("dialog", (d) => void d.accept("Benny"));
+  await a.click('#contacts li:has-text("Ben") button:text-is("Remark")');
+  await a.waitForSelector('#contacts .title:has-text("Benny")');
+  await a.click("#tab-chats");
+  await a.waitForSelector('#conv-list .title:text-is("Benny")');
+  await screenshot(a, "08-remark");
+
+  // Ben leaves the group: it leaves his list, and Ann's member list.
+  await openChatWith(b, "Climbing");
+  await b.click("#members-toggle");
+  await b.click('#members-panel button:text-is("Leave group")');
+  await b.waitForSelector('#conv-list .title:text-is("Climbing")', { state: "detached" });
+  await openChatWith(a, "Climbing");
+  await a.click("#members-toggle");
+  await a.waitForSelector('#members-panel li:has-text("Ann")');
+  await a.waitForSelector('#members-panel li:has-text("Ben")', { state: "detached" });
+  await screenshot(a, "09-left-group");
 
   const csp = errors.filter((e) => /Content Security Policy|exception/.test(e));
   assert.deepEqual(csp, [], "no CSP violation, no uncaught exception");

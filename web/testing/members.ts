@@ -109,6 +109,8 @@ export class Sockets {
   blocked = false;
   dropFrame: ((data: unknown) => boolean) | undefined;
   opened = 0;
+  /** The subprotocol the server chose, per socket opened. */
+  readonly protocols: string[] = [];
 
   readonly WebSocket: typeof WebSocket;
 
@@ -121,7 +123,10 @@ export class Sockets {
         // A blocked network: nothing listens on port 1, so the connection fails as a dead network's would.
         super(sockets.blocked ? "ws://127.0.0.1:1/v1/push" : url, protocols);
         sockets.opened++;
-        this.addEventListener("open", () => sockets.open.add(this));
+        this.addEventListener("open", () => {
+          sockets.open.add(this);
+          sockets.protocols.push(this.protocol);
+        });
         this.addEventListener("close", () => sockets.open.delete(this));
       }
       override set onmessage(fn: ((ev: MessageEvent) => void) | null) {
@@ -136,6 +141,13 @@ export class Sockets {
       }
     }
     this.WebSocket = TestWebSocket as typeof WebSocket;
+  }
+
+  /** Hands every open socket a frame as if the server had sent it. */
+  inject(data: ArrayBuffer | string): void {
+    for (const ws of this.open) {
+      ws.dispatchEvent(new MessageEvent("message", { data }));
+    }
   }
 
   /** Closes every open socket from the client side, as a dropped connection. */

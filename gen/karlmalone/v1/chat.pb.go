@@ -1055,6 +1055,111 @@ func (x *SubscribeResponse) GetEvent() *Event {
 	return nil
 }
 
+// GetAttachmentUrlRequest names the attachment to sign a URL for.
+type GetAttachmentUrlRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An attachment the caller uploaded or that was sent in one of its
+	// conversations; any other is not found.
+	AttachmentId  int64 `protobuf:"varint,1,opt,name=attachment_id,json=attachmentId,proto3" json:"attachment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAttachmentUrlRequest) Reset() {
+	*x = GetAttachmentUrlRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAttachmentUrlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAttachmentUrlRequest) ProtoMessage() {}
+
+func (x *GetAttachmentUrlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAttachmentUrlRequest.ProtoReflect.Descriptor instead.
+func (*GetAttachmentUrlRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetAttachmentUrlRequest) GetAttachmentId() int64 {
+	if x != nil {
+		return x.AttachmentId
+	}
+	return 0
+}
+
+// GetAttachmentUrlResponse is a download URL that needs no bearer header.
+type GetAttachmentUrlResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A path on this server, like
+	// /v1/attachments/42?m=7&exp=1767225600&sig=…: GET it without
+	// Authorization until expires_at. It serves only the member it was signed
+	// for, and only while that member may still read the attachment.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// When the URL stops working; ask for a new one before then.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAttachmentUrlResponse) Reset() {
+	*x = GetAttachmentUrlResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAttachmentUrlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAttachmentUrlResponse) ProtoMessage() {}
+
+func (x *GetAttachmentUrlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAttachmentUrlResponse.ProtoReflect.Descriptor instead.
+func (*GetAttachmentUrlResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetAttachmentUrlResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *GetAttachmentUrlResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_karlmalone_v1_chat_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_chat_proto_rawDesc = "" +
@@ -1117,11 +1222,17 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x12SendTypingResponse\"\x12\n" +
 	"\x10SubscribeRequest\"?\n" +
 	"\x11SubscribeResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.karlmalone.v1.EventR\x05event*p\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.karlmalone.v1.EventR\x05event\">\n" +
+	"\x17GetAttachmentUrlRequest\x12#\n" +
+	"\rattachment_id\x18\x01 \x01(\x03R\fattachmentId\"g\n" +
+	"\x18GetAttachmentUrlResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt*p\n" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xfc\x04\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xe6\x05\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
@@ -1130,7 +1241,8 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
-	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01B\xb4\x01\n" +
+	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01\x12h\n" +
+	"\x10GetAttachmentUrl\x12&.karlmalone.v1.GetAttachmentUrlRequest\x1a'.karlmalone.v1.GetAttachmentUrlResponse\"\x03\x90\x02\x01B\xb4\x01\n" +
 	"\x11com.karlmalone.v1B\tChatProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
 
 var (
@@ -1146,7 +1258,7 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
 	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
@@ -1164,44 +1276,49 @@ var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(*SendTypingResponse)(nil),        // 13: karlmalone.v1.SendTypingResponse
 	(*SubscribeRequest)(nil),          // 14: karlmalone.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),         // 15: karlmalone.v1.SubscribeResponse
-	(*Member)(nil),                    // 16: karlmalone.v1.Member
-	(*Group)(nil),                     // 17: karlmalone.v1.Group
-	(*Message)(nil),                   // 18: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 20: karlmalone.v1.Attachment
-	(*Event)(nil),                     // 21: karlmalone.v1.Event
+	(*GetAttachmentUrlRequest)(nil),   // 16: karlmalone.v1.GetAttachmentUrlRequest
+	(*GetAttachmentUrlResponse)(nil),  // 17: karlmalone.v1.GetAttachmentUrlResponse
+	(*Member)(nil),                    // 18: karlmalone.v1.Member
+	(*Group)(nil),                     // 19: karlmalone.v1.Group
+	(*Message)(nil),                   // 20: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
+	(*Attachment)(nil),                // 22: karlmalone.v1.Attachment
+	(*Event)(nil),                     // 23: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	16, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	17, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	18, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	19, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	18, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	18, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	19, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	20, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	21, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	20, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
 	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	18, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	18, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	21, // 10: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	2,  // 11: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 12: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 13: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 14: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 15: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 16: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	14, // 17: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	3,  // 18: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 19: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 20: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 21: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 22: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 23: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	15, // 24: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	20, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	23, // 10: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	21, // 11: karlmalone.v1.GetAttachmentUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 13: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 14: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 15: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 16: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 17: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	14, // 18: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	16, // 19: karlmalone.v1.ChatService.GetAttachmentUrl:input_type -> karlmalone.v1.GetAttachmentUrlRequest
+	3,  // 20: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 21: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 22: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 23: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 24: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 25: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	15, // 26: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	17, // 27: karlmalone.v1.ChatService.GetAttachmentUrl:output_type -> karlmalone.v1.GetAttachmentUrlResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1233,7 +1350,7 @@ func file_karlmalone_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

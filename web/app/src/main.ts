@@ -193,7 +193,20 @@ async function loadConversations(): Promise<void> {
   mergeConversations(all);
 }
 
+// mergeConversations takes the member's full conversation list: it updates
+// the ones shown, adds new ones, and drops those no longer listed (a group
+// left or dissolved, a contact removed), closing it if it was open.
 function mergeConversations(list: Conversation[]): void {
+  const listed = new Set(list.map((c) => c.id.toString()));
+  for (const key of convs.keys()) {
+    if (!listed.has(key)) {
+      convs.delete(key);
+      if (openConv === key) {
+        openConv = undefined;
+        showMembers = false;
+      }
+    }
+  }
   for (const c of list) {
     const key = c.id.toString();
     if (c.with.case === "peer") {
@@ -914,7 +927,9 @@ function attachmentView(id: bigint, kind: AttachmentKind, caption: string, conte
   a.addEventListener("click", (ev) => {
     if (a.getAttribute("href") === "#") {
       ev.preventDefault();
-      km.attachmentUrl(id).then((u) => { a.href = u; a.click(); }, (err: unknown) => flash(err));
+      // A signed URL, fresh at each click (the SDK reuses one until halfway
+      // to its expiry); the server sends files as downloads, never inline.
+      km.attachmentUrl(id).then((u) => { a.href = u; a.click(); a.setAttribute("href", "#"); }, (err: unknown) => flash(err));
     }
   });
   return a;

@@ -74,9 +74,9 @@ export class KarlMaloneClient {
   readonly #fetch: typeof globalThis.fetch;
   readonly #ws: WebSocketConstructor | undefined;
   readonly #onUnauthenticated: ((err: ConnectError) => void) | undefined;
-  // Phase A: attachments are fetched with the bearer header into blob URLs,
-  // kept per id (see attachmentUrl).
-  readonly #blobUrls = new Map<string, Promise<string>>();
+  // Signed download URLs per attachment id, reused until halfway to their
+  // expiry (see attachmentUrl).
+  readonly #signedUrls = new Map<string, { url: Promise<string>; renewAt: number }>();
 
   constructor(opts: ClientOptions = {}) {
     const base = opts.baseUrl ?? globalThis.location?.origin;
@@ -173,29 +173,40 @@ export class KarlMaloneClient {
   }
 
   /**
-   * A URL that shows the attachment in `<img src>`, `<a href download>` and
-   * the like, which cannot send a bearer header. Today it is a blob: URL of
-   * the attachment fetched with the token, cached per id until
-   * releaseAttachmentUrls or logout; with signed download URLs it becomes a
-   * short-lived URL of the server's, and callers need not change.
+   * A URL that shows the attachment in `<img src>`, `<a href>` and the like,
+   * which cannot send a bearer header: a short-lived URL signed by the server
+   * for this member (ChatService.GetAttachmentUrl), which needs no token.
+   * Each is reused until halfway to its expiry, so a conversation costs one
+   * call per attachment shown. Images and audio display inline; other files
+   * download (the server sends Content-Disposition: attachment).
    */
   attachmentUrl(id: bigint): Promise<string> {
     const key = id.toString();
-    let url = this.#blobUrls.get(key);
-    if (!url) {
-      url = this.fetchAttachment(id).then((b) => URL.createObjectURL(b));
-      url.catch(() => this.#blobUrls.delete(key)); // a failure is not cached
-      this.#blobUrls.set(key, url);
+    const now = Date.now();
+    const hit = this.#signedUrls.get(key);
+    if (hit && now < hit.renewAt) {
+      return hit.url;
     }
-    return url;
+    const entry = { url: Promise.resolve(""), renewAt: Number.POSITIVE_INFINITY };
+    entry.url = this.chat.getAttachmentUrl({ attachmentId: id }).then(
+      (res) => {
+        // Halfway by this device's clock; a clock far off only costs a call per use.
+        const lifetime = Number(res.expiresAt?.seconds ?? 0n) * 1000 - now;
+        entry.renewAt = now + lifetime / 2;
+        return this.baseUrl + res.url;
+      },
+      (err: unknown) => {
+        this.#signedUrls.delete(key); // a failure is not cached
+        throw err;
+      },
+    );
+    this.#signedUrls.set(key, entry);
+    return entry.url;
   }
 
-  /** Frees the blob: URLs attachmentUrl made. */
+  /** Forgets the URLs attachmentUrl handed out (logout does it too). */
   releaseAttachmentUrls(): void {
-    for (const p of this.#blobUrls.values()) {
-      p.then((u) => URL.revokeObjectURL(u), () => {});
-    }
-    this.#blobUrls.clear();
+    this.#signedUrls.clear();
   }
 
   /** The WebSocket URL of GET /v1/push. */

@@ -6,6 +6,8 @@ export { type BackoffOptions, backoffDelay } from "./backoff.js";
 export {
   SUBPROTOCOL_PROTO,
   SUBPROTOCOL_JSON,
+  SUBPROTOCOL_PROTO_BATCH,
+  SUBPROTOCOL_JSON_BATCH,
   BEARER_PREFIX,
   type PushEncoding,
   type FrameDecoder,

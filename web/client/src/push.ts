@@ -20,7 +20,10 @@ export const CloseCode = {
   GoingAway: 1001,
   /** Too slow ("too slow: resync"), or the client sent data: reconnect and resync. */
   PolicyViolation: 1008,
-  /** The session was revoked (logout, password change, RevokeSession): sign in again. */
+  /**
+   * The session ended: revoked (logout, password change, RevokeSession;
+   * reason "session revoked") or expired (reason "session expired"). Sign in again.
+   */
   SessionRevoked: 4001,
 } as const;
 
@@ -39,11 +42,12 @@ export type PushState =
   | { status: "offline"; reason: "network" | "server"; code: number; closeReason: string; retryInMs: number }
   /**
    * The token is no good: "revoked" (close 4001: logged out or revoked
-   * elsewhere), "rejected" (the handshake was refused and the API confirms
-   * the token is invalid or expired) or "missing". The session has ended;
-   * sign in again and open a new one.
+   * elsewhere), "expired" (close 4001 "session expired": the token's
+   * lifetime ran out while connected), "rejected" (the handshake was refused
+   * and the API confirms the token is invalid or expired) or "missing". The
+   * session has ended; sign in again and open a new one.
    */
-  | { status: "unauthenticated"; reason: "revoked" | "rejected" | "missing" }
+  | { status: "unauthenticated"; reason: "revoked" | "expired" | "rejected" | "missing" }
   /** close() was called. */
   | { status: "closed" };
 
@@ -61,6 +65,13 @@ export type PushItem =
 export interface PushOptions {
   /** "proto" (binary frames, the default) or "json" (text frames). */
   encoding?: PushEncoding;
+  /**
+   * Ask for batched frames (an EventBatch of every event waiting per
+   * WebSocket message; the default): fewer writes and wake-ups on a busy
+   * socket. false asks for one Event per message. Either way the app sees
+   * the same events in the same order.
+   */
+  batched?: boolean;
   /** Where cursors are kept between runs (default: in memory). */
   store?: CursorStore;
   /**
@@ -243,7 +254,7 @@ export class PushSession implements AsyncIterable<PushItem> {
           break;
         }
         if (end.code === CloseCode.SessionRevoked) {
-          this.#finish({ status: "unauthenticated", reason: "revoked" });
+          this.#finish({ status: "unauthenticated", reason: end.reason === "session expired" ? "expired" : "revoked" });
           return;
         }
         let reason: "network" | "server" = end.opened ? "server" : "network";
@@ -287,7 +298,7 @@ export class PushSession implements AsyncIterable<PushItem> {
       const end: SocketEnd = { opened: false, synced: false, code: 1006, reason: "", unauthenticated: false };
       let ws: WebSocket;
       try {
-        ws = new WS(this.#client.pushUrl(), [...subprotocolsFor(this.#encoding), BEARER_PREFIX + token]);
+        ws = new WS(this.#client.pushUrl(), [...subprotocolsFor(this.#encoding, this.#opts.batched ?? true), BEARER_PREFIX + token]);
       } catch (err) {
         // A token that is no valid subprotocol token, or a bad URL.
         end.reason = String(err);
@@ -385,6 +396,11 @@ export class PushSession implements AsyncIterable<PushItem> {
     if (e.kind.case === "message") {
       this.#onPushedMessage(e.kind.value);
       return;
+    }
+    if (e.kind.case === "resync") {
+      // Events may have been lost between the server's nodes: read back as
+      // after a reconnect. The app sees the event too (say, to refresh lists).
+      this.#resync().catch(() => {}); // a failure: the next reconnect resyncs
     }
     this.#emit({ type: "event", event: e });
   }

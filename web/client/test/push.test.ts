@@ -3,8 +3,22 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { fromBinary } from "@bufbuild/protobuf";
-import { CloseCode, Code, ConnectError, EventSchema, KarlMaloneClient, fieldErrors } from "@karlmalone/client";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import {
+  AttachmentKind,
+  CloseCode,
+  Code,
+  ConnectError,
+  EventBatchSchema,
+  EventSchema,
+  KarlMaloneClient,
+  SUBPROTOCOL_JSON,
+  SUBPROTOCOL_JSON_BATCH,
+  SUBPROTOCOL_PROTO,
+  SUBPROTOCOL_PROTO_BATCH,
+  fieldErrors,
+} from "@karlmalone/client";
 
 import { Recorder, Sockets, befriend, newMember, sendText, sendTexts } from "../../testing/members.js";
 import { TestServer, waitFor } from "../../testing/server.js";
@@ -18,21 +32,29 @@ describe("push session", () => {
     await srv?.close();
   });
 
-  for (const encoding of ["proto", "json"] as const) {
-    test(`delivers live messages in order (${encoding} frames)`, async () => {
-      const alice = await newMember(srv.url, "alice");
+  for (const [encoding, batched, subprotocol] of [
+    ["proto", true, SUBPROTOCOL_PROTO_BATCH], // the default
+    ["json", true, SUBPROTOCOL_JSON_BATCH],
+    ["proto", false, SUBPROTOCOL_PROTO],
+    ["json", false, SUBPROTOCOL_JSON],
+  ] as const) {
+    test(`delivers live messages in order (${subprotocol} frames)`, async () => {
+      const sockets = new Sockets();
+      const alice = await newMember(srv.url, "alice", { WebSocket: sockets.WebSocket });
       const bob = await newMember(srv.url, "bob");
       const conv = await befriend(alice, bob);
       const rec = new Recorder();
       const events: string[] = [];
       const push = alice.client.push({
-        encoding,
+        ...(encoding === "json" ? { encoding } : {}),
+        ...(batched ? {} : { batched }),
         onMessage: rec.onMessage,
         onState: rec.onState,
         onEvent: (e) => events.push(e.kind.case ?? "unknown"),
       });
       try {
         await rec.waitState("online");
+        assert.deepEqual(sockets.protocols, [subprotocol]);
         const sent = await sendTexts(bob, alice, 5, "hello");
         await rec.waitSeq(conv, 5);
         rec.assertExactlyOnce(conv, 5);
@@ -79,14 +101,52 @@ describe("push session", () => {
     const conv = await befriend(alice, bob);
     const rec = new Recorder();
     // Lose the frames of seq 3 and 4, as an at-most-once hop between nodes may.
-    sockets.dropFrame = (data) => {
-      const e = fromBinary(EventSchema, new Uint8Array(data as ArrayBuffer));
-      return e.kind.case === "message" && (e.kind.value.seq === 3n || e.kind.value.seq === 4n);
-    };
+    sockets.dropFrame = (data) =>
+      fromBinary(EventBatchSchema, new Uint8Array(data as ArrayBuffer)).events.some(
+        (e) => e.kind.case === "message" && (e.kind.value.seq === 3n || e.kind.value.seq === 4n),
+      );
     const push = alice.client.push({ onMessage: rec.onMessage, onState: rec.onState, gapGraceMs: 50 });
     try {
       await rec.waitState("online");
       await sendTexts(bob, alice, 6, "gap");
+      await rec.waitSeq(conv, 6);
+      rec.assertExactlyOnce(conv, 6);
+      assert.equal(sockets.opened, 1, "no reconnect was needed");
+    } finally {
+      await push.close();
+    }
+  });
+
+  test("a resync event: reads back what never arrived", async () => {
+    const sockets = new Sockets();
+    const alice = await newMember(srv.url, "alice", { WebSocket: sockets.WebSocket });
+    const bob = await newMember(srv.url, "bob");
+    const conv = await befriend(alice, bob);
+    const rec = new Recorder();
+    // Lose the last two frames: no later message reveals the gap, so only
+    // the server's Resync event (sent when the link between its nodes was
+    // down) can bring them back. gapGraceMs is long, so nothing else would.
+    const dropped = new Set<bigint>();
+    sockets.dropFrame = (data) => {
+      const seqs = fromBinary(EventBatchSchema, new Uint8Array(data as ArrayBuffer)).events.flatMap((e) =>
+        e.kind.case === "message" ? [e.kind.value.seq] : [],
+      );
+      const drop = seqs.some((seq) => seq >= 5n);
+      if (drop) seqs.forEach((seq) => dropped.add(seq));
+      return drop;
+    };
+    const push = alice.client.push({ onMessage: rec.onMessage, onState: rec.onState, gapGraceMs: 600_000 });
+    try {
+      await rec.waitState("online");
+      await sendTexts(bob, alice, 6, "lost");
+      await waitFor("seq 5 and 6 dropped", () => dropped.has(5n) && dropped.has(6n));
+      await rec.waitSeq(conv, 4);
+      assert.equal(rec.seqs(conv).length, 4, "5 and 6 were lost");
+      const resync = create(EventBatchSchema, {
+        events: [create(EventSchema, { at: timestampNow(), kind: { case: "resync", value: { since: timestampNow() } } })],
+      });
+      const bytes = toBinary(EventBatchSchema, resync);
+      sockets.inject(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
       await rec.waitSeq(conv, 6);
       rec.assertExactlyOnce(conv, 6);
       assert.equal(sockets.opened, 1, "no reconnect was needed");
@@ -233,6 +293,36 @@ describe("push session", () => {
     }
   });
 
+  test("attachment URLs work without the token: images inline, files as downloads", async () => {
+    const alice = await newMember(srv.url, "alice");
+    const bob = await newMember(srv.url, "bob");
+    await befriend(alice, bob);
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3]);
+    const pdf = new TextEncoder().encode("%PDF-1.4\nnot really");
+    for (const [bytes, type, disposition] of [
+      [png, "image/png", "inline"],
+      [pdf, "application/pdf", "attachment"],
+    ] as const) {
+      const up = await alice.client.uploadAttachment(new Blob([bytes], { type }));
+      await alice.client.chat.sendMessage({
+        target: { case: "peerId", value: bob.id },
+        clientMsgId: `att-${up.id}`,
+        content: { case: "attachment", value: { id: up.id, kind: type === "image/png" ? AttachmentKind.IMAGE : AttachmentKind.FILE } },
+      });
+      const url = await bob.client.attachmentUrl(up.id);
+      assert.equal(await bob.client.attachmentUrl(up.id), url, "reused while fresh");
+      const res = await fetch(url); // no Authorization header, as <img src>
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("content-type"), type);
+      assert.equal(res.headers.get("content-disposition"), disposition);
+      assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bytes);
+      const tampered = await fetch(url.replace(/sig=[^&]+/, "sig=AAAA"));
+      assert.equal(tampered.status, 403);
+    }
+    const eve = await newMember(srv.url, "eve");
+    await assert.rejects(eve.client.attachmentUrl(1n), (err: unknown) => ConnectError.from(err).code === Code.NotFound);
+  });
+
   test("errors are ConnectErrors with the server's codes", async () => {
     const alice = await newMember(srv.url, "alice");
     await assert.rejects(
@@ -248,6 +338,30 @@ describe("push session", () => {
     assert.equal(up.contentType, "image/png");
     const back = await alice.client.fetchAttachment(up.id);
     assert.equal(back.size, 8);
+  });
+});
+
+// A session that expires while connected is closed with 4001 "session
+// expired": the app must sign in again, as after a revocation.
+describe("push session, expiry", () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ name: "sdk-expiry", flags: ["-token-ttl", "4s"] });
+  });
+  after(async () => {
+    await srv?.close();
+  });
+
+  test("4001 session expired: sign in again, no reconnect", async () => {
+    const alice = await newMember(srv.url, "alice");
+    const rec = new Recorder();
+    const push = alice.client.push({ onState: rec.onState });
+    await rec.waitState("online");
+    const s = await rec.waitState("unauthenticated", 30_000);
+    assert.deepEqual(s, { status: "unauthenticated", reason: "expired" });
+    await push.done;
+    const unauth = rec.states.findIndex((x) => x.status === "unauthenticated");
+    assert.ok(!rec.states.slice(unauth).some((x) => x.status === "connecting"), "no reconnect after 4001");
   });
 });
 

@@ -50,6 +50,9 @@ const (
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
 	// ChatServiceSubscribeProcedure is the fully-qualified name of the ChatService's Subscribe RPC.
 	ChatServiceSubscribeProcedure = "/karlmalone.v1.ChatService/Subscribe"
+	// ChatServiceGetAttachmentUrlProcedure is the fully-qualified name of the ChatService's
+	// GetAttachmentUrl RPC.
+	ChatServiceGetAttachmentUrlProcedure = "/karlmalone.v1.ChatService/GetAttachmentUrl"
 )
 
 // ChatServiceClient is a client for the karlmalone.v1.ChatService service.
@@ -71,6 +74,9 @@ type ChatServiceClient interface {
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
 	// Subscribe streams the caller's events: the same events as GET /v1/push.
 	Subscribe(context.Context, *v1.SubscribeRequest) (*connect.ServerStreamForClient[v1.SubscribeResponse], error)
+	// GetAttachmentUrl signs a short-lived download URL for an attachment the
+	// caller may read, for what cannot send a bearer header (<img src>, a link).
+	GetAttachmentUrl(context.Context, *v1.GetAttachmentUrlRequest) (*v1.GetAttachmentUrlResponse, error)
 }
 
 // NewChatServiceClient constructs a client for the karlmalone.v1.ChatService service. By default,
@@ -128,6 +134,13 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("Subscribe")),
 			connect.WithClientOptions(opts...),
 		),
+		getAttachmentUrl: connect.NewClient[v1.GetAttachmentUrlRequest, v1.GetAttachmentUrlResponse](
+			httpClient,
+			baseURL+ChatServiceGetAttachmentUrlProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("GetAttachmentUrl")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -140,6 +153,7 @@ type chatServiceClient struct {
 	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
 	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
 	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	getAttachmentUrl  *connect.Client[v1.GetAttachmentUrlRequest, v1.GetAttachmentUrlResponse]
 }
 
 // SendMessage calls karlmalone.v1.ChatService.SendMessage.
@@ -201,6 +215,15 @@ func (c *chatServiceClient) Subscribe(ctx context.Context, req *v1.SubscribeRequ
 	return c.subscribe.CallServerStream(ctx, connect.NewRequest(req))
 }
 
+// GetAttachmentUrl calls karlmalone.v1.ChatService.GetAttachmentUrl.
+func (c *chatServiceClient) GetAttachmentUrl(ctx context.Context, req *v1.GetAttachmentUrlRequest) (*v1.GetAttachmentUrlResponse, error) {
+	response, err := c.getAttachmentUrl.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // ChatServiceHandler is an implementation of the karlmalone.v1.ChatService service.
 type ChatServiceHandler interface {
 	// SendMessage stores a message and pushes it to every online device of the
@@ -220,6 +243,9 @@ type ChatServiceHandler interface {
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
 	// Subscribe streams the caller's events: the same events as GET /v1/push.
 	Subscribe(context.Context, *v1.SubscribeRequest, *connect.ServerStream[v1.SubscribeResponse]) error
+	// GetAttachmentUrl signs a short-lived download URL for an attachment the
+	// caller may read, for what cannot send a bearer header (<img src>, a link).
+	GetAttachmentUrl(context.Context, *v1.GetAttachmentUrlRequest) (*v1.GetAttachmentUrlResponse, error)
 }
 
 // NewChatServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -273,6 +299,13 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("Subscribe")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceGetAttachmentUrlHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceGetAttachmentUrlProcedure,
+		svc.GetAttachmentUrl,
+		connect.WithSchema(chatServiceMethods.ByName("GetAttachmentUrl")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/karlmalone.v1.ChatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ChatServiceSendMessageProcedure:
@@ -289,6 +322,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
 		case ChatServiceSubscribeProcedure:
 			chatServiceSubscribeHandler.ServeHTTP(w, r)
+		case ChatServiceGetAttachmentUrlProcedure:
+			chatServiceGetAttachmentUrlHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -324,4 +359,8 @@ func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypin
 
 func (UnimplementedChatServiceHandler) Subscribe(context.Context, *v1.SubscribeRequest, *connect.ServerStream[v1.SubscribeResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.Subscribe is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) GetAttachmentUrl(context.Context, *v1.GetAttachmentUrlRequest) (*v1.GetAttachmentUrlResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.GetAttachmentUrl is not implemented"))
 }
