@@ -68,7 +68,8 @@ LIMIT @max_rows;
 -- What an inviter needs to know about each id it wants to add, in one round
 -- trip: does the member exist, is it in the conversation already, is it the
 -- inviter's contact, and is there a block between them either way. One row
--- per id given, and the handler bounds the ids by the group limit.
+-- per id given, and the handler bounds the ids (GroupMaxInvitees). It runs
+-- before any contact lock is taken, and again once they are held.
 -- @sqlc-vet-disable bounded-list
 SELECT ids.id::bigint AS member_id,
     EXISTS (SELECT 1 FROM members m WHERE m.id = ids.id) AS member_exists,

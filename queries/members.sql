@@ -27,9 +27,14 @@ RETURNING *;
 -- name: UpdateMemberPassword :exec
 UPDATE members SET password_hash = @password_hash, updated_at = now() WHERE id = @id;
 
+-- name: RehashMemberPassword :execrows
+-- Replaces a hash made with older parameters by one of the same password
+-- made with today's, unless the password changed meanwhile (old_hash).
+UPDATE members SET password_hash = @new_hash WHERE id = @id AND password_hash = @old_hash;
+
 -- name: SearchMembersByNicknamePrefix :many
 -- @pattern is the escaped, lower-cased prefix followed by '%'.
 SELECT * FROM members
-WHERE lower(nickname) LIKE @pattern::text AND id > @after_id
+WHERE lower(nickname) LIKE @pattern::text AND id > @after_id AND deleted_at IS NULL
 ORDER BY id
 LIMIT @max_rows;

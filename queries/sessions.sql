@@ -12,8 +12,9 @@ UPDATE sessions SET last_seen_at = now() WHERE id = @id;
 
 -- name: ListSessionsByMember :many
 -- Unpaged, as ListSessions has no page fields: a member's unexpired sessions,
--- whose growth the per-phone login limit caps (LoginPerPhone). A candidate
--- for paging should members keep many devices.
+-- which only a login with the member's password makes, and which expire
+-- (DeleteExpiredSessions sweeps them). A candidate for paging should members
+-- keep many devices.
 -- @sqlc-vet-disable bounded-list
 SELECT * FROM sessions WHERE member_id = @member_id AND expires_at > now() ORDER BY id;
 
@@ -28,3 +29,9 @@ DELETE FROM sessions WHERE member_id = @member_id AND id <> @keep_id RETURNING i
 -- asks once it is registered with the hub, to catch a revocation that ran
 -- between its authentication and its registration.
 SELECT EXISTS (SELECT 1 FROM sessions WHERE id = @id AND expires_at > now());
+
+-- name: DeleteExpiredSessions :execrows
+-- One bounded step of the sweep: at most max_rows expired sessions, oldest
+-- first (the sessions_expires_at index), so no run holds locks for long.
+DELETE FROM sessions
+WHERE id IN (SELECT id FROM sessions WHERE expires_at <= now() ORDER BY expires_at LIMIT @max_rows);

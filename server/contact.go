@@ -44,7 +44,7 @@ type contactMemberParams struct {
 
 type sendFriendRequestParams struct {
 	MemberID int64  `name:"member_id" validate:"gt=0"`
-	Note     string `name:"note" validate:"max=256"`
+	Note     string `name:"note" validate:"text,max=256"`
 }
 
 func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFriendRequestRequest) (*v1.SendFriendRequestResponse, error) {
@@ -68,6 +68,9 @@ func (s *ContactServer) SendFriendRequest(ctx context.Context, req *v1.SendFrien
 		var err error
 		if peer, err = q.GetMemberByID(ctx, p.MemberID); err != nil {
 			return fmt.Errorf("get addressee: %w", err)
+		}
+		if peer.DeletedAt != nil {
+			return errNotFound // a deleted account (DeleteAccount) takes no requests
 		}
 		blocks, err := q.GetBlocksBetween(ctx, db.GetBlocksBetweenParams{Me: me, Peer: p.MemberID})
 		if err != nil {
@@ -294,7 +297,7 @@ func (s *ContactServer) ListContacts(ctx context.Context, req *v1.ListContactsRe
 
 type setRemarkParams struct {
 	MemberID int64  `name:"member_id" validate:"gt=0"`
-	Remark   string `name:"remark" validate:"max=32"`
+	Remark   string `name:"remark" validate:"text,max=32"`
 }
 
 func (s *ContactServer) SetContactRemark(ctx context.Context, req *v1.SetContactRemarkRequest) (*v1.SetContactRemarkResponse, error) {

@@ -57,10 +57,15 @@ func groupDissolved(groupID int64) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_GroupDissolved{GroupDissolved: &v1.GroupDissolved{GroupId: groupID}}}
 }
 
-// memberJoined: actorID added memberID to the group as a member (actorID ==
-// memberID: joined by itself).
+// memberJoined: memberID joined the group by itself (actorID == memberID).
 func memberJoined(groupID, memberID, actorID int64) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_MemberJoined{MemberJoined: memberChange(groupID, memberID, actorID, v1.GroupRole_GROUP_ROLE_MEMBER)}}
+}
+
+// membersAdded: actorID added memberIDs to the group as members, one event
+// for all of them (one per member would be O(n²) deliveries).
+func membersAdded(groupID int64, memberIDs []int64, actorID int64) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_MembersAdded{MembersAdded: &v1.GroupMembersAdded{GroupId: groupID, MemberIds: memberIDs, ActorId: actorID}}}
 }
 
 // memberRemoved: actorID removed memberID from the group.
@@ -80,4 +85,9 @@ func memberRoleChanged(groupID, memberID, actorID int64, role int16) *v1.Event {
 
 func memberChange(groupID, memberID, actorID int64, role v1.GroupRole) *v1.GroupMemberChange {
 	return &v1.GroupMemberChange{GroupId: groupID, MemberId: memberID, ActorId: actorID, Role: role}
+}
+
+// memberDeleted: memberID deleted its account (DeleteAccount).
+func memberDeleted(memberID int64) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_MemberDeleted{MemberDeleted: &v1.MemberDeleted{MemberId: memberID}}}
 }

@@ -35,3 +35,11 @@ func SendBatchLoggedForTest(pool *pgxpool.Pool, log *slog.Logger, args []db.Crea
 // SetAuthHookForTest makes the server built from d call hook after every
 // accepted token, before the request goes on: tests run a revocation there.
 func SetAuthHookForTest(d *Deps, hook func(Caller)) { d.testHookAuthenticated = hook }
+
+// SetExportPageForTest makes GET /v1/export read n rows at a time, and
+// returns the function that restores the page size.
+func SetExportPageForTest(n int32) (restore func()) {
+	old := exportPage
+	exportPage = n
+	return func() { exportPage = old }
+}

@@ -166,9 +166,9 @@ func (s *GroupServer) viewGroup(ctx context.Context, groupID int64) (db.Group, i
 }
 
 type createGroupParams struct {
-	Name       string  `name:"name" validate:"required,max=64"`
-	Avatar     string  `name:"avatar" validate:"omitempty,max=512,http_url"`
-	Notice     string  `name:"notice" validate:"max=1024"`
+	Name       string  `name:"name" validate:"text,required,max=64"`
+	Avatar     string  `name:"avatar" validate:"omitempty,text,max=512,http_url"`
+	Notice     string  `name:"notice" validate:"text,max=1024"`
 	MemberIDs  []int64 `name:"member_ids" validate:"unique,dive,gt=0"`
 	JoinPolicy int32   `name:"join_policy" validate:"oneof=0 1 2"`
 }
@@ -234,10 +234,15 @@ func (s *GroupServer) CreateGroup(ctx context.Context, req *v1.CreateGroupReques
 }
 
 // checkMemberIDs bounds a member_ids list before the per-item checks, so a
-// huge list is refused without validating each item.
+// huge list is refused without validating each item: by the room left in
+// the group (most) and by GroupMaxInvitees, which bounds the contact locks
+// one call holds (checkInvitees).
 func (s *GroupServer) checkMemberIDs(ids []int64, most int) error {
 	if len(ids) > most {
 		return invalid("member_ids: must have at most %d items (the group limit is %d members)", max(most, 0), s.cfg.GroupMaxMembers)
+	}
+	if len(ids) > s.cfg.GroupMaxInvitees {
+		return invalid("member_ids: must have at most %d items per call; add more with AddGroupMembers", s.cfg.GroupMaxInvitees)
 	}
 	return nil
 }
@@ -246,19 +251,35 @@ func (s *GroupServer) checkMemberIDs(ids []int64, most int) error {
 // skipping those already in it. An unknown id is not found; a member who is
 // not the inviter's contact, or with a block between them either way, cannot
 // be added (one message for both, so the answer does not reveal a block).
+//
+// It checks twice: first without locks, so made-up ids or strangers are
+// refused before a single lock is taken (each id used to cost an advisory
+// lock up front, and a dozen such calls filled PostgreSQL's lock table);
+// then, holding the contact lock of each pair that passed (as ContactService
+// takes it), again, so what it saw cannot change before the members are added.
 func checkInvitees(ctx context.Context, q *db.Queries, inviter, conversationID int64, ids []int64) ([]int64, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	// Hold each pair's contact lock (as ContactService does) until commit, so
-	// what the check below sees cannot change before the members are added.
-	if err := q.LockContactPairsOf(ctx, db.LockContactPairsOfParams{A: inviter, Others: ids}); err != nil {
-		return nil, fmt.Errorf("lock contact pairs: %w", err)
-	}
-	rows, err := q.ListGroupInvitees(ctx, db.ListGroupInviteesParams{ConversationID: conversationID, InviterID: inviter, MemberIds: ids})
+	arg := db.ListGroupInviteesParams{ConversationID: conversationID, InviterID: inviter, MemberIds: ids}
+	rows, err := q.ListGroupInvitees(ctx, arg)
 	if err != nil {
 		return nil, fmt.Errorf("check invitees: %w", err)
 	}
+	if arg.MemberIds, err = invitable(rows); err != nil || len(arg.MemberIds) == 0 {
+		return nil, err
+	}
+	if err := q.LockContactPairsOf(ctx, db.LockContactPairsOfParams{A: inviter, Others: arg.MemberIds}); err != nil {
+		return nil, fmt.Errorf("lock contact pairs: %w", err)
+	}
+	if rows, err = q.ListGroupInvitees(ctx, arg); err != nil {
+		return nil, fmt.Errorf("check invitees: %w", err)
+	}
+	return invitable(rows)
+}
+
+// invitable returns the ids of rows the inviter may add, or why one may not be.
+func invitable(rows []db.ListGroupInviteesRow) ([]int64, error) {
 	out := make([]int64, 0, len(rows))
 	for _, r := range rows {
 		switch {
@@ -302,9 +323,9 @@ func (s *GroupServer) GetGroup(ctx context.Context, req *v1.GetGroupRequest) (*v
 
 type updateGroupParams struct {
 	GroupID    int64   `name:"group_id" validate:"gt=0"`
-	Name       *string `name:"name" validate:"omitnil,min=1,max=64"`
-	Avatar     *string `name:"avatar" validate:"omitnil,omitempty,max=512,http_url"`
-	Notice     *string `name:"notice" validate:"omitnil,max=1024"`
+	Name       *string `name:"name" validate:"omitnil,text,min=1,max=64"`
+	Avatar     *string `name:"avatar" validate:"omitnil,omitempty,text,max=512,http_url"`
+	Notice     *string `name:"notice" validate:"omitnil,text,max=1024"`
 	JoinPolicy *int32  `name:"join_policy" validate:"omitnil,oneof=1 2"`
 }
 
@@ -424,13 +445,15 @@ func (s *GroupServer) AddGroupMembers(ctx context.Context, req *v1.AddGroupMembe
 		for _, r := range rows {
 			joinedAt[r.MemberID] = timestamppb.New(r.JoinedAt)
 		}
-		// One event per member added (in id order, as the profiles come).
+		// One event for everyone added (in id order, as the profiles come).
+		addedIDs := make([]int64, 0, len(rows))
 		for _, m := range profiles {
 			if joinedAt[m.ID] != nil {
 				added = append(added, toGroupMember(m, false, store.RoleMember, joinedAt[m.ID]))
-				t.tell(memberJoined(t.g.ID, m.ID, t.me))
+				addedIDs = append(addedIDs, m.ID)
 			}
 		}
+		t.tell(membersAdded(t.g.ID, addedIDs, t.me))
 		return nil
 	})
 	if err != nil {

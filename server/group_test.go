@@ -406,8 +406,8 @@ func TestGroupLifecycleEvents(t *testing.T) {
 		}
 		wantMembers(t, m, gid, 4)
 		for _, evs := range []*events{mEvents, newbieEvents} {
-			ev := evs.nextWhere(func(ev *v1.Event) bool { return ev.GetMemberJoined() != nil })
-			wantProto(t, "member_joined", memberChange(gid, newbie.ID, admin.ID, roleMember), ev.GetMemberJoined())
+			ev := evs.nextWhere(func(ev *v1.Event) bool { return ev.GetMembersAdded() != nil })
+			wantProto(t, "members_added", &v1.GroupMembersAdded{GroupId: gid, MemberIds: []int64{newbie.ID}, ActorId: admin.ID}, ev.GetMembersAdded())
 		}
 	})
 
@@ -789,4 +789,41 @@ func TestGroupAddWaitsForABlockInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCode(t, <-added, connect.CodeFailedPrecondition)
+}
+
+// TestGroupAddMembersOneEvent: adding n members is one members_added event
+// per socket, listing them all, not n events to each of the members (which
+// made a large add O(n²) deliveries).
+func TestGroupAddMembersOneEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	owner, old := e.register(t, "owner"), e.register(t, "old")
+	g := newGroup(t, owner, old)
+	added := registerN(t, e, "added", 6)
+	var ids []int64
+	for _, c := range added {
+		makeContacts(t, owner, c)
+		ids = append(ids, c.ID)
+	}
+	sockets := []*events{e.connect(t, owner), e.connect(t, owner), e.connect(t, old)}
+	for _, c := range added {
+		sockets = append(sockets, e.connect(t, c))
+	}
+	if _, err := owner.Groups.AddGroupMembers(ctx, &v1.AddGroupMembersRequest{GroupId: g.GetId(), MemberIds: ids}); err != nil {
+		t.Fatalf("AddGroupMembers: %v", err)
+	}
+	// A message after the add marks the end: between the two, nothing else.
+	msg := chatSend(t, owner, groupText(g.GetId(), "after", "welcome"))
+	want := &v1.GroupMembersAdded{GroupId: g.GetId(), MemberIds: ids, ActorId: owner.ID}
+	for i, evs := range sockets {
+		ev := evs.next()
+		if ev.GetMembersAdded() == nil {
+			t.Fatalf("socket %d: first event %v, want members_added", i, ev)
+		}
+		wantProto(t, "members_added", want, ev.GetMembersAdded())
+		if ev := evs.next(); ev.GetMessage().GetSeq() != msg.GetSeq() {
+			t.Fatalf("socket %d: after members_added got %v, want only the message", i, ev)
+		}
+	}
 }

@@ -103,7 +103,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := server.DefaultConfig()
-	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhone, cfg.SendPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	cfg.RegisterPerAddr, cfg.LoginPerAddr, cfg.LoginPerPhoneAddr, cfg.SendPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	cfg.PasswordChangePerMember, cfg.PhoneLookupPerMember, cfg.MemberLookupPerMember = server.RateLimit{}, server.RateLimit{}, server.RateLimit{}
+	cfg.TypingInterval = 0
 	cfg.AttachmentDir = t.TempDir() // never the working directory's .data
 	d := server.Deps{
 		Log:    log,

@@ -3,9 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/karlmalone/karlmalone/gen/db"
@@ -20,19 +24,30 @@ type MemberServer struct {
 	*base
 	hasher          *password.Hasher
 	registerPerAddr *keyedLimiter[string]
-	loginPerAddr    *keyedLimiter[string]
-	loginPerPhone   *keyedLimiter[string]
+	// Failed logins, per client address and per (phone, address).
+	loginPerAddr      *keyedLimiter[string]
+	loginPerPhoneAddr *keyedLimiter[phoneAddr]
+	// Per member: password changes (each a hash), and lookups of one
+	// member by phone or id (against scraping the directory).
+	passwordChanges *keyedLimiter[int64]
+	phoneLookups    *keyedLimiter[int64]
+	memberLookups   *keyedLimiter[int64]
 }
+
+type phoneAddr struct{ phone, addr string }
 
 var _ karlmalonev1connect.MemberServiceHandler = (*MemberServer)(nil)
 
 func newMemberServer(b *base, h *password.Hasher) *MemberServer {
 	return &MemberServer{
-		base:            b,
-		hasher:          h,
-		registerPerAddr: newKeyedLimiter[string](b.cfg.RegisterPerAddr),
-		loginPerAddr:    newKeyedLimiter[string](b.cfg.LoginPerAddr),
-		loginPerPhone:   newKeyedLimiter[string](b.cfg.LoginPerPhone),
+		base:              b,
+		hasher:            h,
+		registerPerAddr:   newKeyedLimiter[string](b.cfg.RegisterPerAddr),
+		loginPerAddr:      newKeyedLimiter[string](b.cfg.LoginPerAddr),
+		loginPerPhoneAddr: newKeyedLimiter[phoneAddr](b.cfg.LoginPerPhoneAddr),
+		passwordChanges:   newKeyedLimiter[int64](b.cfg.PasswordChangePerMember),
+		phoneLookups:      newKeyedLimiter[int64](b.cfg.PhoneLookupPerMember),
+		memberLookups:     newKeyedLimiter[int64](b.cfg.MemberLookupPerMember),
 	}
 }
 
@@ -42,25 +57,27 @@ var errBadCredentials = connect.NewError(connect.CodeUnauthenticated, errors.New
 
 var errRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("too many attempts; wait a little and retry"))
 
+var errLookupRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("too many member lookups; wait a little and retry"))
+
 // profileParams are the validated profile fields shared by Register and UpdateProfile.
 type profileParams struct {
-	Nickname *string `name:"nickname" validate:"omitnil,min=1,max=32"`
-	Avatar   *string `name:"avatar" validate:"omitnil,omitempty,max=512,http_url"`
+	Nickname *string `name:"nickname" validate:"omitnil,text,min=1,max=32"`
+	Avatar   *string `name:"avatar" validate:"omitnil,omitempty,text,max=512,http_url"`
 	Gender   *int32  `name:"gender" validate:"omitnil,min=0,max=3"`
-	Memo     *string `name:"memo" validate:"omitnil,max=256"`
+	Memo     *string `name:"memo" validate:"omitnil,text,max=256"`
 }
 
 type registerParams struct {
-	Phone    string `name:"phone" validate:"required,startswith=+,e164"`
-	Password string `name:"password" validate:"min=8,max=128"`
-	Nickname string `name:"nickname" validate:"required,max=32"`
-	Avatar   string `name:"avatar" validate:"omitempty,max=512,http_url"`
+	Phone    string `name:"phone" validate:"text,required,startswith=+,e164"`
+	Password string `name:"password" validate:"text,min=8,max=128"`
+	Nickname string `name:"nickname" validate:"text,required,max=32"`
+	Avatar   string `name:"avatar" validate:"omitempty,text,max=512,http_url"`
 	Gender   int32  `name:"gender" validate:"min=0,max=3"`
-	Memo     string `name:"memo" validate:"max=256"`
+	Memo     string `name:"memo" validate:"text,max=256"`
 }
 
 func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
-	if !s.registerPerAddr.allow(clientAddr(ctx), s.now()) {
+	if !s.registerPerAddr.allow(s.clientKey(ctx), s.now()) {
 		return nil, errRateLimited
 	}
 	p := registerParams{
@@ -90,9 +107,9 @@ func (s *MemberServer) Register(ctx context.Context, req *v1.RegisterRequest) (*
 }
 
 type loginParams struct {
-	Phone      string `name:"phone" validate:"required,startswith=+,e164"`
-	Password   string `name:"password" validate:"required,max=128"`
-	DeviceName string `name:"device_name" validate:"max=64"`
+	Phone      string `name:"phone" validate:"text,required,startswith=+,e164"`
+	Password   string `name:"password" validate:"text,required,max=128"`
+	DeviceName string `name:"device_name" validate:"text,max=64"`
 }
 
 func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.LoginResponse, error) {
@@ -100,10 +117,26 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 	if err := check(p); err != nil {
 		return nil, err
 	}
+	// Each attempt takes a token from both buckets before the hash (so a
+	// burst of concurrent guesses cannot all pass), and a success gives them
+	// back: only failures count. The owner, from any other address, still
+	// gets in while someone guesses at their phone.
 	now := s.now()
-	if !s.loginPerAddr.allow(clientAddr(ctx), now) || !s.loginPerPhone.allow(p.Phone, now) {
+	addr := s.clientKey(ctx)
+	pa := phoneAddr{p.Phone, addr}
+	if !s.loginPerAddr.allow(addr, now) {
 		return nil, errRateLimited
 	}
+	if !s.loginPerPhoneAddr.allow(pa, now) {
+		return nil, errRateLimited
+	}
+	succeeded := false
+	defer func() {
+		if succeeded {
+			s.loginPerAddr.refund(addr, now)
+			s.loginPerPhoneAddr.refund(pa, now)
+		}
+	}()
 	m, err := s.q.GetMemberByPhone(ctx, p.Phone)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -116,6 +149,8 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 	if !ok {
 		return nil, errBadCredentials
 	}
+	succeeded = true
+	s.rehash(ctx, m, p.Password)
 	token, hash := newToken()
 	sess, err := s.q.CreateSession(ctx, db.CreateSessionParams{
 		MemberID: m.ID, TokenHash: hash, DeviceName: p.DeviceName, ExpiresAt: now.Add(s.cfg.TokenTTL),
@@ -131,6 +166,76 @@ func (s *MemberServer) Login(ctx context.Context, req *v1.LoginRequest) (*v1.Log
 		Member:      toMember(m, true),
 		SessionId:   sess.ID,
 	}, nil
+}
+
+// rehash upgrades m's password hash to the hasher's parameters when they
+// have risen since it was made: the only moment the server holds the
+// password. A failure is logged and the login goes on; the next one retries.
+func (s *MemberServer) rehash(ctx context.Context, m db.Member, password string) {
+	if !s.hasher.NeedsRehash(m.PasswordHash) {
+		return
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err == nil {
+		_, err = s.q.RehashMemberPassword(ctx, db.RehashMemberPasswordParams{ID: m.ID, NewHash: hash, OldHash: m.PasswordHash})
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "rehash password", "member_id", m.ID, "err", err)
+		return
+	}
+	s.log.InfoContext(ctx, "password rehashed with current parameters", "member_id", m.ID)
+}
+
+// sessionSweepBatch and sessionSweepBatches bound one run of the sweep:
+// batches of this many rows, each its own short statement, at most this
+// many batches (what is left waits for the next run).
+const (
+	sessionSweepBatch   = 1000
+	sessionSweepBatches = 10
+)
+
+// SweepSessions deletes expired sessions every interval (0: never) until
+// ctx ends. An expired session already fails authentication; the sweep only
+// keeps the table from growing for ever.
+func SweepSessions(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := SweepExpiredSessions(ctx, pool, sessionSweepBatch, sessionSweepBatches)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.WarnContext(ctx, "sweep expired sessions", "deleted", n, "err", err)
+		case n > 0:
+			log.InfoContext(ctx, "swept expired sessions", "deleted", n)
+		}
+	}
+}
+
+// SweepExpiredSessions is one run of the sweep: up to batches statements
+// deleting up to batch expired sessions each, stopping at the first that
+// finds fewer. It returns how many it deleted.
+func SweepExpiredSessions(ctx context.Context, pool *pgxpool.Pool, batch, batches int) (int64, error) {
+	q := store.New(pool).Queries()
+	var total int64
+	for range batches {
+		n, err := q.DeleteExpiredSessions(ctx, int32(batch))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("delete expired sessions: %w", err)
+		}
+		if n < int64(batch) {
+			break
+		}
+	}
+	return total, nil
 }
 
 func (s *MemberServer) Logout(ctx context.Context, _ *v1.LogoutRequest) (*v1.LogoutResponse, error) {
@@ -179,8 +284,8 @@ func (s *MemberServer) UpdateProfile(ctx context.Context, req *v1.UpdateProfileR
 }
 
 type changePasswordParams struct {
-	OldPassword string `name:"old_password" validate:"required,max=128"`
-	NewPassword string `name:"new_password" validate:"min=8,max=128,nefield=OldPassword"`
+	OldPassword string `name:"old_password" validate:"text,required,max=128"`
+	NewPassword string `name:"new_password" validate:"text,min=8,max=128,nefield=OldPassword"`
 }
 
 func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswordRequest) (*v1.ChangePasswordResponse, error) {
@@ -189,16 +294,11 @@ func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswor
 		return nil, err
 	}
 	c := callerFrom(ctx)
-	m, err := s.q.GetMemberByID(ctx, c.MemberID)
-	if err != nil {
-		return nil, err
+	if !s.passwordChanges.allow(c.MemberID, s.now()) {
+		return nil, errRateLimited
 	}
-	ok, err := s.hasher.Verify(ctx, p.OldPassword, m.PasswordHash)
-	if err != nil {
+	if err := s.checkPassword(ctx, c.MemberID, p.OldPassword, "old_password"); err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("old_password: is wrong"))
 	}
 	hash, err := s.hasher.Hash(ctx, p.NewPassword)
 	if err != nil {
@@ -222,9 +322,30 @@ func (s *MemberServer) ChangePassword(ctx context.Context, req *v1.ChangePasswor
 	return &v1.ChangePasswordResponse{}, nil
 }
 
+// checkPassword asks a signed-in member for its password again, before a
+// change that needs more than a token; field names the request's field in
+// the error.
+func (s *MemberServer) checkPassword(ctx context.Context, memberID int64, pw, field string) error {
+	m, err := s.q.GetMemberByID(ctx, memberID)
+	if err != nil {
+		return err
+	}
+	ok, err := s.hasher.Verify(ctx, pw, m.PasswordHash)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s: is wrong", field))
+	}
+	return nil
+}
+
 func (s *MemberServer) GetMember(ctx context.Context, req *v1.GetMemberRequest) (*v1.GetMemberResponse, error) {
 	if req.GetMemberId() <= 0 {
 		return nil, invalid("member_id: must be a member id")
+	}
+	if !s.memberLookups.allow(callerFrom(ctx).MemberID, s.now()) {
+		return nil, errLookupRateLimited
 	}
 	m, err := s.q.GetMemberByID(ctx, req.GetMemberId())
 	if err != nil {
@@ -234,7 +355,7 @@ func (s *MemberServer) GetMember(ctx context.Context, req *v1.GetMemberRequest) 
 }
 
 type searchParams struct {
-	Query string `name:"query" validate:"required,max=32"`
+	Query string `name:"query" validate:"text,required,max=32"`
 }
 
 func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error) {
@@ -248,6 +369,9 @@ func (s *MemberServer) SearchMembers(ctx context.Context, req *v1.SearchMembersR
 	}
 	me := callerFrom(ctx).MemberID
 	if strings.HasPrefix(p.Query, "+") {
+		if !s.phoneLookups.allow(me, s.now()) {
+			return nil, errLookupRateLimited
+		}
 		// A phone finds exactly one member, on one page.
 		m, err := s.q.GetMemberByPhone(ctx, p.Query)
 		if errors.Is(err, store.ErrNotFound) || pg.after != 0 {

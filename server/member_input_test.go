@@ -2,6 +2,10 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -28,12 +32,26 @@ func TestBadInputNeverFails5xx(t *testing.T) {
 	// A token that lives a nanosecond has expired by the time it is used.
 	shortLived := newEnv(t, withConfig(func(c *server.Config) { c.TokenTTL = time.Nanosecond }))
 	expired := shortLived.register(t, "expired")
+	// Someone to befriend and a group of one's own, for the NUL cases below.
+	peer, stranger := e.register(t, "peer"), e.register(t, "stranger")
+	makeContacts(t, taken, peer)
+	group := newGroup(t, taken)
 	const (
 		register = "/karlmalone.v1.MemberService/Register"
 		login    = "/karlmalone.v1.MemberService/Login"
 		getMe    = "/karlmalone.v1.MemberService/GetMe"
 		update   = "/karlmalone.v1.MemberService/UpdateProfile"
+		search   = "/karlmalone.v1.MemberService/SearchMembers"
+		request  = "/karlmalone.v1.ContactService/SendFriendRequest"
+		remark   = "/karlmalone.v1.ContactService/SetContactRemark"
+		create   = "/karlmalone.v1.GroupService/CreateGroup"
+		updGroup = "/karlmalone.v1.GroupService/UpdateGroup"
+		convs    = "/karlmalone.v1.ChatService/ListConversations"
+		// nul is a JSON-escaped NUL character: PostgreSQL text cannot hold it,
+		// so the "text" tag must refuse it and name the field.
+		nul = `\u0000`
 	)
+	gid := fmt.Sprint(group.GetId())
 	ok := `"password":"s3cret-pass","nickname":"n"`
 	cases := []struct {
 		name, procedure, token, body string
@@ -66,6 +84,23 @@ func TestBadInputNeverFails5xx(t *testing.T) {
 		{"revoked token", getMe, revoked.Token, `{}`, connect.CodeUnauthenticated, "token"},
 		{"update: long nickname", update, taken.Token, `{"nickname":"` + strings.Repeat("n", 33) + `"}`, connect.CodeInvalidArgument, "nickname"},
 		{"update: bad avatar", update, taken.Token, `{"avatar":"not a url"}`, connect.CodeInvalidArgument, "avatar"},
+		{"NUL in nickname", register, "", `{"phone":"+14155550100","password":"s3cret-pass","nickname":"a` + nul + `b"}`, connect.CodeInvalidArgument, "nickname:"},
+		{"NUL in memo", register, "", `{"phone":"+14155550100",` + ok + `,"memo":"` + nul + `"}`, connect.CodeInvalidArgument, "memo:"},
+		{"NUL in device name", login, "", `{"phone":"` + taken.Phone + `","password":"` + taken.Password + `","deviceName":"` + nul + `"}`, connect.CodeInvalidArgument, "device_name:"},
+		{"update: NUL in nickname", update, taken.Token, `{"nickname":"a` + nul + `"}`, connect.CodeInvalidArgument, "nickname:"},
+		{"update: NUL in memo", update, taken.Token, `{"memo":"` + nul + `"}`, connect.CodeInvalidArgument, "memo:"},
+		{"NUL in search query", search, taken.Token, `{"query":"a` + nul + `"}`, connect.CodeInvalidArgument, "query:"},
+		{"NUL in friend-request note", request, taken.Token, `{"memberId":"` + fmt.Sprint(stranger.ID) + `","note":"` + nul + `"}`, connect.CodeInvalidArgument, "note:"},
+		{"NUL in remark", remark, taken.Token, `{"memberId":"` + fmt.Sprint(peer.ID) + `","remark":"` + nul + `"}`, connect.CodeInvalidArgument, "remark:"},
+		{"NUL in group name", create, taken.Token, `{"name":"g` + nul + `"}`, connect.CodeInvalidArgument, "name:"},
+		{"NUL in group notice", create, taken.Token, `{"name":"g","notice":"` + nul + `"}`, connect.CodeInvalidArgument, "notice:"},
+		{"update: NUL in group name", updGroup, taken.Token, `{"groupId":"` + gid + `","name":"` + nul + `"}`, connect.CodeInvalidArgument, "name:"},
+		{"update: NUL in group notice", updGroup, taken.Token, `{"groupId":"` + gid + `","notice":"` + nul + `"}`, connect.CodeInvalidArgument, "notice:"},
+		// Well-formed tokens with times no row has: past what PostgreSQL
+		// holds (4713 BC), and as far as an int64 goes either way.
+		{"page token in 10,000 BC", convs, taken.Token, `{"pageToken":"` + timeToken(-377_705_116_800_000_000, 1) + `"}`, connect.CodeInvalidArgument, "page_token:"},
+		{"page token at the end of time", convs, taken.Token, `{"pageToken":"` + timeToken(math.MaxInt64, 1) + `"}`, connect.CodeInvalidArgument, "page_token:"},
+		{"page token at the start of time", convs, taken.Token, `{"pageToken":"` + timeToken(math.MinInt64, 1) + `"}`, connect.CodeInvalidArgument, "page_token:"},
 	}
 	check := func(t *testing.T, srv *env, procedure, token, body string, code connect.Code, mention string) {
 		status, res, raw := srv.postJSON(t, procedure, token, body)
@@ -89,6 +124,15 @@ func TestBadInputNeverFails5xx(t *testing.T) {
 	if _, err := taken.Members.GetMe(t.Context(), &v1.GetMeRequest{}); err != nil {
 		t.Fatalf("GetMe after the storm: %v", err)
 	}
+}
+
+// timeToken forges a ListConversations page token: a time (microseconds
+// since 1970) and a conversation id, packed as page.go packs them.
+func timeToken(micros, id int64) string {
+	b := []byte{2}
+	b = binary.BigEndian.AppendUint64(b, uint64(micros))
+	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // TestUnknownPhoneAndWrongPasswordLookAlike: Login must not reveal who is registered.

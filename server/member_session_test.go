@@ -164,12 +164,12 @@ func TestProfileAndSearch(t *testing.T) {
 }
 
 // TestRateLimits: register and login are throttled per client address and per
-// phone with resource_exhausted.
+// (phone, address) with resource_exhausted (server/abuse_test.go has the attacks).
 func TestRateLimits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withConfig(func(c *server.Config) {
 		c.RegisterPerAddr = server.RateLimit{Every: time.Hour, Burst: 3}
-		c.LoginPerPhone = server.RateLimit{Every: time.Hour, Burst: 2}
+		c.LoginPerPhoneAddr = server.RateLimit{Every: time.Hour, Burst: 2}
 	}))
 	ctx := t.Context()
 	anon := e.clients("")

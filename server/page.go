@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"time"
 )
 
 // The one pagination scheme: lists are ordered by a key that never changes for
@@ -95,6 +96,28 @@ func decodePageToken(token string, n int) ([]int64, error) {
 		key[i] = int64(binary.BigEndian.Uint64(b[1+8*i:]))
 	}
 	return key, nil
+}
+
+// The times a timePage token may carry: any time a row can have, and none
+// PostgreSQL's timestamptz cannot hold (it ends in 294276 AD; Go's would
+// overflow first). A token is opaque, so anything else is forged.
+var (
+	minPageTime = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxPageTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// decodeTimePageToken unpacks a (time in microseconds, id) token, for lists
+// keyed on a timestamp and an id; "" means the first page and yields nil.
+func decodeTimePageToken(token string) (*time.Time, int64, error) {
+	key, err := decodePageToken(token, 2)
+	if err != nil || key == nil {
+		return nil, 0, err
+	}
+	at := time.UnixMicro(key[0]).UTC()
+	if key[1] <= 0 || at.Before(minPageTime) || at.After(maxPageTime) {
+		return nil, 0, invalid("page_token: not a token from this list")
+	}
+	return &at, key[1], nil
 }
 
 // trimPage takes rows fetched with LIMIT size+1 and returns the page and the

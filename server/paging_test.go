@@ -15,7 +15,7 @@ import (
 func TestPaging10k(t *testing.T) {
 	t.Parallel()
 	const bulk = 10000
-	e := newEnv(t, withConfig(func(c *server.Config) { c.GroupMaxMembers = bulk + 1 }))
+	e := newEnv(t, withConfig(func(c *server.Config) { c.GroupMaxMembers, c.GroupMaxInvitees = bulk+1, bulk }))
 	ctx := t.Context()
 	owner := e.register(t, "popular")
 	seeded := e.seedContacts(t, owner, "bulk ", bulk)

@@ -41,6 +41,8 @@ func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *m
 	att := newAttachmentServer(b, authn, attachmentStore(d))
 	mux.HandleFunc("POST /v1/attachments", att.upload)
 	mux.HandleFunc("GET /v1/attachments/{id}", att.download)
+	exp := &exportServer{base: b, authn: authn, errs: connect.NewErrorWriter()}
+	mux.HandleFunc("GET /v1/export", exp.export)
 
 	mux.Handle("GET /metrics", m.handler())
 

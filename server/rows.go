@@ -16,7 +16,7 @@ import (
 func toMember(m db.Member, self bool) *v1.Member {
 	out := &v1.Member{
 		Id: m.ID, Nickname: m.Nickname, Avatar: m.Avatar, Gender: v1.Gender(m.Gender),
-		Memo: m.Memo, CreatedAt: timestamppb.New(m.CreatedAt),
+		Memo: m.Memo, CreatedAt: timestamppb.New(m.CreatedAt), Deleted: m.DeletedAt != nil,
 	}
 	if self {
 		out.Phone = m.Phone

@@ -15,8 +15,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,6 +28,7 @@ import (
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/notify"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/store"
 )
@@ -40,15 +41,39 @@ type Config struct {
 	TokenTTL time.Duration
 	// MaxRequestBytes bounds an RPC request body.
 	MaxRequestBytes int
-	// RegisterPerAddr, LoginPerAddr and LoginPerPhone throttle sign-up and
-	// sign-in per client address and per phone.
+	// RegisterPerAddr throttles sign-up per client address.
 	RegisterPerAddr RateLimit
-	LoginPerAddr    RateLimit
-	LoginPerPhone   RateLimit
+	// LoginPerAddr and LoginPerPhoneAddr count failed logins per client
+	// address and per (phone, client address); a login that succeeds costs
+	// nothing. No limit is per phone alone: that would let anyone lock the
+	// owner out (docs/SECURITY.md).
+	LoginPerAddr      RateLimit
+	LoginPerPhoneAddr RateLimit
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the
+	// client (for the per-address limits); from anyone else it is ignored.
+	TrustedProxies []netip.Prefix
+	// PasswordChangePerMember throttles ChangePassword (each costs a hash).
+	PasswordChangePerMember RateLimit
+	// PhoneLookupPerMember throttles SearchMembers by exact phone, and
+	// MemberLookupPerMember GetMember: against scraping who has an account,
+	// and the directory. GetMember's is looser: clients use it to name the
+	// senders of a group they do not know.
+	PhoneLookupPerMember  RateLimit
+	MemberLookupPerMember RateLimit
+	// TypingInterval is the least time between two typing events of one
+	// member in one conversation; calls in between succeed and send nothing.
+	// 0 is no limit.
+	TypingInterval time.Duration
+	// SessionSweepInterval is how often expired sessions are deleted
+	// (SweepSessions, a bounded number of rows a run); 0 turns it off.
+	SessionSweepInterval time.Duration
 	// SendPerMember throttles SendMessage per member (all devices together).
 	SendPerMember RateLimit
 	// GroupMaxMembers is the most members a new group may have.
 	GroupMaxMembers int
+	// GroupMaxInvitees is the most members one CreateGroup or
+	// AddGroupMembers call may add: each holds a contact lock until commit.
+	GroupMaxInvitees int
 	// RecallWindow is how long after sending a sender may recall a message.
 	RecallWindow time.Duration
 	// AttachmentDir is where uploads are stored.
@@ -96,13 +121,27 @@ func DefaultConfig() Config {
 		TokenTTL:        30 * 24 * time.Hour,
 		MaxRequestBytes: 1 << 20,
 		RegisterPerAddr: RateLimit{Every: 6 * time.Second, Burst: 20},
-		LoginPerAddr:    RateLimit{Every: time.Second, Burst: 30},
-		LoginPerPhone:   RateLimit{Every: 12 * time.Second, Burst: 10},
+		// Failures only: 10 wrong passwords for one phone from one address,
+		// then one a minute; 30 from one address over any phones, then one
+		// every 10 s.
+		LoginPerAddr:      RateLimit{Every: 10 * time.Second, Burst: 30},
+		LoginPerPhoneAddr: RateLimit{Every: time.Minute, Burst: 10},
+		// Each change costs a 19 MiB hash and revokes sessions.
+		PasswordChangePerMember: RateLimit{Every: time.Minute, Burst: 5},
+		// Looking up people one by one: enough for a person, slow for a
+		// scraper (360 phones an hour after the first 30).
+		PhoneLookupPerMember:  RateLimit{Every: 10 * time.Second, Burst: 30},
+		MemberLookupPerMember: RateLimit{Every: time.Second, Burst: 200},
+		TypingInterval:        3 * time.Second,
+		SessionSweepInterval:  10 * time.Minute,
 		// 20 messages a second sustained, 100 at once: far above a person
 		// typing, low enough to stop a runaway client from flooding a group.
 		SendPerMember:   RateLimit{Every: 50 * time.Millisecond, Burst: 100},
 		GroupMaxMembers: 2000,
-		RecallWindow:    2 * time.Minute,
+		// A dozen concurrent calls hold 2,400 locks: well inside PostgreSQL's
+		// lock table (64 per connection by default).
+		GroupMaxInvitees: 200,
+		RecallWindow:     2 * time.Minute,
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
@@ -138,6 +177,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.TokenTTL, d.TokenTTL)
 	orDefault(&c.MaxRequestBytes, d.MaxRequestBytes)
 	orDefault(&c.GroupMaxMembers, d.GroupMaxMembers)
+	orDefault(&c.GroupMaxInvitees, d.GroupMaxInvitees)
 	orDefault(&c.RecallWindow, d.RecallWindow)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
@@ -177,6 +217,11 @@ type Deps struct {
 	// Lifecycle, if set, is how the command shuts this server down in order
 	// (BeginShutdown, then Drain); nil: the server never reports shutting down.
 	Lifecycle *Lifecycle
+	// Notifier hears of messages for members with no online device
+	// (notifications.go); nil: none.
+	Notifier notify.Notifier
+	// Integrations receives message and membership events (notifications.go); nil: none.
+	Integrations IntegrationSink
 
 	// testHookAuthenticated runs after every accepted token, before the
 	// request goes on (set by tests through export_test.go).
@@ -192,14 +237,18 @@ type base struct {
 	cfg   Config
 	now   func() time.Time
 	urls  *attachmentURLs // signs and checks attachment download URLs
+
+	notifier     notify.Notifier // nil: no offline notifications
+	integrations IntegrationSink // nil: no integration webhook
 }
 
 // publish stamps and sends an event; call it only after the change committed.
 func (b *base) publish(memberIDs []int64, ev *v1.Event) {
+	ev.At = timestamppb.New(b.now())
+	b.integrate(ev) // an integration hears of it even when no member does
 	if len(memberIDs) == 0 {
 		return
 	}
-	ev.At = timestamppb.New(b.now())
 	b.hub.Publish(memberIDs, ev)
 }
 
@@ -219,11 +268,15 @@ func New(d Deps) http.Handler {
 		d.Lifecycle = new(Lifecycle)
 	}
 	st := store.New(d.Pool)
-	b := &base{store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now,
-		urls: newAttachmentURLs(st.Queries(), d.Config, d.Now)}
+	b := &base{
+		store: st, q: st.Queries(), log: d.Log, hub: d.Hub, cfg: d.Config, now: d.Now,
+		urls:     newAttachmentURLs(st.Queries(), d.Config, d.Now),
+		notifier: d.Notifier, integrations: d.Integrations,
+	}
 	authn := &Authenticator{q: b.q, log: d.Log, now: d.Now, testHookAuthenticated: d.testHookAuthenticated}
 
 	m := newMetrics(d.Pool, d.Hub)
+	registerWebhookMetrics(m.reg, d, d.Log)
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(m.interceptor(), accessLog(d.Log), errorInterceptor(d.Log), authInterceptor{authn}),
 		connect.WithReadMaxBytes(d.Config.MaxRequestBytes),
@@ -278,17 +331,5 @@ Push: GET /v1/push (WebSocket)
 API description: /openapi.yaml  (browsable: /docs)
 Health: /healthz, /readyz, gRPC grpc.health.v1.Health; metrics: /metrics
 Attachments: POST /v1/attachments, GET /v1/attachments/{id}
+Your data: GET /v1/export
 `
-
-// clientAddr is the caller's IP address, for per-client rate limits.
-func clientAddr(ctx context.Context) string {
-	info, ok := connect.CallInfoForHandlerContext(ctx)
-	if !ok {
-		return ""
-	}
-	host, _, err := net.SplitHostPort(info.Peer().Addr)
-	if err != nil {
-		return info.Peer().Addr
-	}
-	return host
-}

@@ -31,18 +31,39 @@ import (
 
 // Store is the database: the pool and the generated queries over it.
 type Store struct {
-	pool *pgxpool.Pool
-	q    *db.Queries
+	pool   *pgxpool.Pool
+	q      *db.Queries
+	custom *db.Queries
 }
 
 // New returns the store over pool.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, q: db.New(dbtx{pool})}
+	return &Store{pool: pool, q: db.New(dbtx{pool}), custom: db.New(customPlans{dbtx{pool}})}
 }
 
 // Queries runs each query as its own statement (its own implicit
 // transaction). Its errors are translated (see Error).
 func (s *Store) Queries() *db.Queries { return s.q }
+
+// CustomPlans is Queries for statements whose best plan depends on their
+// arguments so much that PostgreSQL's generic plan for a prepared statement
+// (which it switches to after five runs) would be a disaster: full-text
+// search, where a common word wants a walk down the newest messages and a
+// rare one the GIN index. Each query is planned for its arguments, every
+// time (an unnamed statement, pgx.QueryExecModeExec), at the cost of
+// planning it each time.
+func (s *Store) CustomPlans() *db.Queries { return s.custom }
+
+// customPlans runs each query as an unnamed statement, planned for its arguments.
+type customPlans struct{ dbtx }
+
+func (d customPlans) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return d.dbtx.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+}
+
+func (d customPlans) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return d.dbtx.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+}
 
 // InTx runs fn in one transaction: all of it lands or none of it does. The
 // queries fn gets translate their errors as Queries' do; so does InTx for

@@ -99,6 +99,8 @@ func TestKinds(t *testing.T) {
 		{pg("23514"), store.Invalid},
 		{pg("22003"), store.Invalid}, // numeric_value_out_of_range
 		{pg("22P02"), store.Invalid}, // invalid_text_representation
+		{pg("22021"), store.Invalid}, // character_not_in_repertoire: NUL in text
+		{pg("22008"), store.Invalid}, // datetime_field_overflow
 		{pg("40001"), store.Retry},
 		{pg("40P01"), store.Retry},
 		{pg("57014"), store.Timeout}, // statement_timeout

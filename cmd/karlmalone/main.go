@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/internal/password"
+	"github.com/karlmalone/karlmalone/notify"
 	"github.com/karlmalone/karlmalone/push"
 	"github.com/karlmalone/karlmalone/schema"
 	"github.com/karlmalone/karlmalone/server"
@@ -63,6 +65,9 @@ type config struct {
 	server          server.Config
 	push            push.Config
 	cluster         clusterConfig
+	// notify is the offline notifications' webhook, webhook the integration
+	// events' (docs/CHAT-FEATURES.md); an empty URL turns either off.
+	notify, webhook notify.Config
 
 	// HTTP server and database connection limits.
 	readHeaderTimeout time.Duration
@@ -86,6 +91,8 @@ func defaultConfig() config {
 		hashConcurrency:   runtime.GOMAXPROCS(0),
 		server:            server.DefaultConfig(),
 		push:              push.DefaultConfig(),
+		notify:            notify.DefaultConfig(),
+		webhook:           notify.DefaultConfig(),
 		readHeaderTimeout: 10 * time.Second,
 		idleTimeout:       2 * time.Minute,
 		maxHeaderBytes:    64 << 10,
@@ -150,12 +157,20 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", "access token lifetime")
 	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", "largest RPC request body")
 	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", "most members a new group may have")
+	env.Int(&c.server.GroupMaxInvitees, "group-max-invitees", "KARLMALONE_GROUP_MAX_INVITEES", "most members one CreateGroup or AddGroupMembers call may add")
 	env.Duration(&c.server.RecallWindow, "recall-window", "KARLMALONE_RECALL_WINDOW", "how long after sending a message its sender may recall it")
 	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", "most password hashes computed at once (each takes 19 MiB)")
 	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", "benchmarks only: hash passwords with trivial argon2id parameters")
 	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")
-	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "logins per client address, as interval/burst (0 disables)")
-	env.Rate(&c.server.LoginPerPhone, "login-rate-phone", "KARLMALONE_LOGIN_RATE_PHONE", "logins per phone, as interval/burst (0 disables)")
+	env.Rate(&c.server.LoginPerAddr, "login-rate-addr", "KARLMALONE_LOGIN_RATE_ADDR", "failed logins per client address, as interval/burst (0 disables)")
+	env.Rate(&c.server.LoginPerPhoneAddr, "login-rate-phone-addr", "KARLMALONE_LOGIN_RATE_PHONE_ADDR", "failed logins per phone from one client address, as interval/burst (0 disables)")
+	var trustedProxies string // parsed into server.TrustedProxies below
+	env.String(&trustedProxies, "trusted-proxies", "KARLMALONE_TRUSTED_PROXIES", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client, like 10.0.0.0/8 (empty: none; the peer address counts)")
+	env.Rate(&c.server.PasswordChangePerMember, "login-password-change-rate", "KARLMALONE_LOGIN_PASSWORD_CHANGE_RATE", "password changes per member, as interval/burst (0 disables)")
+	env.Rate(&c.server.PhoneLookupPerMember, "search-phone-rate", "KARLMALONE_SEARCH_PHONE_RATE", "SearchMembers by exact phone per member, as interval/burst (0 disables)")
+	env.Rate(&c.server.MemberLookupPerMember, "search-member-rate", "KARLMALONE_SEARCH_MEMBER_RATE", "GetMember calls per member, as interval/burst (0 disables)")
+	env.Duration(&c.server.TypingInterval, "typing-interval", "KARLMALONE_TYPING_INTERVAL", "least time between two typing events of a member in a conversation; calls in between are dropped (0: no limit)")
+	env.Duration(&c.server.SessionSweepInterval, "login-session-sweep-interval", "KARLMALONE_LOGIN_SESSION_SWEEP_INTERVAL", "how often expired sessions are deleted (0: never)")
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
@@ -199,8 +214,32 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.String(&cl.s3.Region, "s3-region", "KARLMALONE_S3_REGION", "S3 region (empty: asked of the endpoint)")
 	env.Bool(&cl.s3.PathStyle, "s3-path-style", "KARLMALONE_S3_PATH_STYLE", "bucket in the URL's path, not its host name (MinIO, Ceph)")
 	cl.s3.AccessKey, cl.s3.SecretKey = getenv("KARLMALONE_S3_ACCESS_KEY"), getenv("KARLMALONE_S3_SECRET_KEY")
+	// Webhooks (docs/CHAT-FEATURES.md). Give the secrets in the environment
+	// rather than as flags, which ps shows.
+	for _, w := range []struct {
+		c                     *notify.Config
+		flag, env, what       string
+		tuneFlag, tuneEnvName string // the prefix of the tuning flags
+	}{
+		{&c.notify, "notify-webhook", "KARLMALONE_NOTIFY_WEBHOOK", "offline notifications", "notify", "KARLMALONE_NOTIFY"},
+		{&c.webhook, "webhook", "KARLMALONE_WEBHOOK", "integration events (messages, groups, members)", "webhook", "KARLMALONE_WEBHOOK"},
+	} {
+		env.String(&w.c.URL, w.flag+"-url", w.env+"_URL", "URL that receives "+w.what+" as signed JSON POSTs; empty: off")
+		env.String(&w.c.Secret, w.flag+"-secret", w.env+"_SECRET", "HMAC-SHA256 key signing the "+w.what+" webhook (required with its URL; prefer the environment)")
+		env.Int(&w.c.QueueSize, w.tuneFlag+"-queue-size", w.tuneEnvName+"_QUEUE_SIZE", w.what+" waiting for delivery before new ones are dropped")
+		env.Int(&w.c.Workers, w.tuneFlag+"-workers", w.tuneEnvName+"_WORKERS", w.what+" delivered at once")
+		env.Int(&w.c.Attempts, w.tuneFlag+"-attempts", w.tuneEnvName+"_ATTEMPTS", "tries per delivery of "+w.what+" (retried with backoff on 5xx, 429 and network errors)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	for _, w := range []struct {
+		c    notify.Config
+		flag string
+	}{{c.notify, "notify-webhook"}, {c.webhook, "webhook"}} {
+		if w.c.URL != "" && w.c.Secret == "" {
+			return nil, fmt.Errorf("-%s-url needs -%s-secret: webhooks are always signed", w.flag, w.flag)
+		}
 	}
 	if env.err != nil {
 		return nil, env.err
@@ -210,6 +249,16 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	for p := range strings.SplitSeq(trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies: %w", err)
+		}
+		c.server.TrustedProxies = append(c.server.TrustedProxies, prefix.Masked())
 	}
 	for o := range strings.SplitSeq(corsOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -299,7 +348,27 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
 		Hub: hub, Attachments: store, Config: c.server, Lifecycle: life,
 	}
+	// Closed last (deferred): requests in flight may still queue deliveries.
+	if c.notify.URL != "" {
+		n := notify.NewWebhook(c.notify, nil, log.With("webhook", "notify"))
+		defer n.Close()
+		deps.Notifier = n
+	}
+	if c.webhook.URL != "" {
+		w := notify.NewEvents(c.webhook, nil, log.With("webhook", "integration"))
+		defer w.Close()
+		deps.Integrations = w
+	}
 	h := server.New(deps)
+	// Expired sessions are deleted in the background until shutdown, and the
+	// sweep is done before the pool closes.
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		server.SweepSessions(sweepCtx, pool, log, c.server.SessionSweepInterval)
+	}()
+	defer func() { stopSweep(); <-sweepDone }()
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	gcDone := make(chan struct{})
 	go func() {

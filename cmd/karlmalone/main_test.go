@@ -64,7 +64,8 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 		"listen", "database-url", "log-level", "log-format", "tls-cert", "tls-key",
 		"db-max-conns", "db-connect-timeout", "shutdown-timeout", "read-header-timeout", "idle-timeout", "max-header-bytes",
 		"token-ttl", "max-request-bytes", "hash-concurrency", "insecure-fast-password-hash",
-		"register-rate", "login-rate-addr", "login-rate-phone",
+		"register-rate", "login-rate-addr", "login-rate-phone-addr", "trusted-proxies", "login-password-change-rate",
+		"search-phone-rate", "search-member-rate", "typing-interval", "login-session-sweep-interval", "group-max-invitees",
 		"attachment-dir", "max-attachment-bytes", "attachment-url-key", "attachment-url-ttl", "cors-origins",
 		"push-shards", "push-queue-size", "push-write-timeout", "push-ping-interval", "push-ping-timeout", "push-read-limit",
 		"nats-url", "node-name", "s3-endpoint", "s3-bucket", "s3-prefix", "s3-region", "s3-path-style",
@@ -86,6 +87,8 @@ func testValue(f helpFlag) string {
 		return "postgres://u@db.example/karlmalone"
 	case "cors-origins":
 		return "https://app.example.com, https://admin.example.com"
+	case "trusted-proxies":
+		return "10.0.0.0/8, fd00::/8"
 	case "listen":
 		return "127.0.0.1:7777"
 	case "attachment-url-key":

@@ -81,7 +81,7 @@ fi
 echo "bench: starting the server on $LISTEN (log: $LOG)" >&2
 bin/devpg -dir .data/bench-postgres -db karlmalone_bench -- \
 	"$SERVER_BIN" serve -listen "$LISTEN" -insecure-fast-password-hash \
-	-register-rate 0 -login-rate-addr 0 -login-rate-phone 0 -send-rate 0 "${debug_args[@]}" >"$LOG" 2>&1 &
+	-register-rate 0 -login-rate-addr 0 -login-rate-phone-addr 0 -send-rate 0 "${debug_args[@]}" >"$LOG" 2>&1 &
 devpg_pid=$!
 
 addr="http://$LISTEN"

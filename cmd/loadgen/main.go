@@ -9,7 +9,7 @@
 //	loadgen -scenario login  -login-clients 64 -duration 10s
 //
 // Start the server with -insecure-fast-password-hash and the rate limits off
-// (-register-rate 0 -login-rate-addr 0 -login-rate-phone 0) for large setups;
+// (-register-rate 0 -login-rate-addr 0 -login-rate-phone-addr 0) for large setups;
 // loadgen does not assume it, setup is only slower otherwise. `make bench`
 // runs the standard set against a private PostgreSQL.
 package main
@@ -100,7 +100,7 @@ Scenarios (-scenario):
 Members' phones follow from -seed, so a rerun with the same seed reuses them
 (and their contacts and group). Setup is through the API too; start the server
 with -insecure-fast-password-hash and -register-rate 0 -login-rate-addr 0
--login-rate-phone 0 for large setups.
+-login-rate-phone-addr 0 for large setups.
 
 Flags:
 `

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -200,37 +201,42 @@ func (s *setup) group(ctx context.Context, owner *member, ms []*member, name str
 		}
 	}
 	if found == nil {
-		var g *v1.Group
+		first := ids[:min(len(ids), maxInviteesPerCall)]
 		err := s.retry(ctx, func(ctx context.Context) error {
-			res, err := s.c.rpc(owner).group.CreateGroup(ctx, &v1.CreateGroupRequest{Name: name, MemberIds: ids, Notice: "load generator"})
-			g = res.GetGroup()
+			res, err := s.c.rpc(owner).group.CreateGroup(ctx, &v1.CreateGroupRequest{Name: name, MemberIds: first, Notice: "load generator"})
+			found = res.GetGroup()
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("create group %q with %d members: %w", name, len(ids)+1, err)
+			return nil, fmt.Errorf("create group %q with %d members: %w", name, len(first)+1, err)
 		}
-		s.log.Info("setup: group created", "group_id", g.GetId(), "members", g.GetMemberCount())
-		return g, nil
+		s.log.Info("setup: group created", "group_id", found.GetId(), "members", found.GetMemberCount())
 	}
 	if int(found.GetMemberCount()) == len(ids)+1 {
-		s.log.Info("setup: group reused", "group_id", found.GetId(), "members", found.GetMemberCount())
+		s.log.Info("setup: group ready", "group_id", found.GetId(), "members", found.GetMemberCount())
 		return found, nil
 	}
-	// Those already in are skipped by the server.
+	// The rest, a call's worth at a time; those already in are skipped by the server.
 	g := found
-	err := s.retry(ctx, func(ctx context.Context) error {
-		res, err := s.c.rpc(owner).group.AddGroupMembers(ctx, &v1.AddGroupMembersRequest{GroupId: found.GetId(), MemberIds: ids})
-		if res.GetGroup() != nil {
-			g = res.GetGroup()
+	for chunk := range slices.Chunk(ids, maxInviteesPerCall) {
+		err := s.retry(ctx, func(ctx context.Context) error {
+			res, err := s.c.rpc(owner).group.AddGroupMembers(ctx, &v1.AddGroupMembersRequest{GroupId: found.GetId(), MemberIds: chunk})
+			if res.GetGroup() != nil {
+				g = res.GetGroup()
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("add %d members to group %d: %w", len(chunk), found.GetId(), err)
 		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("add %d members to group %d: %w", len(ids), found.GetId(), err)
 	}
-	s.log.Info("setup: group reused and completed", "group_id", g.GetId(), "members", g.GetMemberCount())
+	s.log.Info("setup: group completed", "group_id", g.GetId(), "members", g.GetMemberCount())
 	return g, nil
 }
+
+// maxInviteesPerCall is the server's default -group-max-invitees: the most
+// members one CreateGroup or AddGroupMembers call may add.
+const maxInviteesPerCall = 200
 
 // retry runs fn with a per-call timeout, retrying the codes that mean "try
 // again later" (rate limits, an unavailable or conflicting database) with

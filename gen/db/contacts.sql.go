@@ -225,7 +225,7 @@ func (q *Queries) GetPendingFriendRequest(ctx context.Context, arg GetPendingFri
 }
 
 const listBlockedByBlocker = `-- name: ListBlockedByBlocker :many
-SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at
+SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.deleted_at
 FROM blocks b JOIN members m ON m.id = b.blocked_id
 WHERE b.blocker_id = $1 AND b.blocked_id > $2
 ORDER BY b.blocked_id
@@ -262,6 +262,7 @@ func (q *Queries) ListBlockedByBlocker(ctx context.Context, arg ListBlockedByBlo
 			&i.Member.Memo,
 			&i.Member.CreatedAt,
 			&i.Member.UpdatedAt,
+			&i.Member.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -274,7 +275,7 @@ func (q *Queries) ListBlockedByBlocker(ctx context.Context, arg ListBlockedByBlo
 }
 
 const listContactsByOwner = `-- name: ListContactsByOwner :many
-SELECT c.owner_id, c.member_id, c.remark, c.conversation_id, c.created_at, m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at
+SELECT c.owner_id, c.member_id, c.remark, c.conversation_id, c.created_at, m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.deleted_at
 FROM contacts c JOIN members m ON m.id = c.member_id
 WHERE c.owner_id = $1 AND c.member_id > $2
 ORDER BY c.member_id
@@ -317,6 +318,7 @@ func (q *Queries) ListContactsByOwner(ctx context.Context, arg ListContactsByOwn
 			&i.Member.Memo,
 			&i.Member.CreatedAt,
 			&i.Member.UpdatedAt,
+			&i.Member.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -329,7 +331,7 @@ func (q *Queries) ListContactsByOwner(ctx context.Context, arg ListContactsByOwn
 }
 
 const listIncomingFriendRequests = `-- name: ListIncomingFriendRequests :many
-SELECT fr.id, fr.from_member_id, fr.to_member_id, fr.note, fr.status, fr.created_at, fr.responded_at, m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at
+SELECT fr.id, fr.from_member_id, fr.to_member_id, fr.note, fr.status, fr.created_at, fr.responded_at, m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.deleted_at
 FROM friend_requests fr JOIN members m ON m.id = fr.from_member_id
 WHERE fr.to_member_id = $1 AND ($2::bigint = 0 OR fr.id < $2::bigint)
 ORDER BY fr.id DESC
@@ -374,6 +376,7 @@ func (q *Queries) ListIncomingFriendRequests(ctx context.Context, arg ListIncomi
 			&i.Member.Memo,
 			&i.Member.CreatedAt,
 			&i.Member.UpdatedAt,
+			&i.Member.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -386,7 +389,7 @@ func (q *Queries) ListIncomingFriendRequests(ctx context.Context, arg ListIncomi
 }
 
 const listOutgoingFriendRequests = `-- name: ListOutgoingFriendRequests :many
-SELECT fr.id, fr.from_member_id, fr.to_member_id, fr.note, fr.status, fr.created_at, fr.responded_at, m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at
+SELECT fr.id, fr.from_member_id, fr.to_member_id, fr.note, fr.status, fr.created_at, fr.responded_at, m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.deleted_at
 FROM friend_requests fr JOIN members m ON m.id = fr.to_member_id
 WHERE fr.from_member_id = $1 AND ($2::bigint = 0 OR fr.id < $2::bigint)
 ORDER BY fr.id DESC
@@ -431,6 +434,7 @@ func (q *Queries) ListOutgoingFriendRequests(ctx context.Context, arg ListOutgoi
 			&i.Member.Memo,
 			&i.Member.CreatedAt,
 			&i.Member.UpdatedAt,
+			&i.Member.DeletedAt,
 		); err != nil {
 			return nil, err
 		}

@@ -241,7 +241,8 @@ type ListGroupInviteesRow struct {
 // What an inviter needs to know about each id it wants to add, in one round
 // trip: does the member exist, is it in the conversation already, is it the
 // inviter's contact, and is there a block between them either way. One row
-// per id given, and the handler bounds the ids by the group limit.
+// per id given, and the handler bounds the ids (GroupMaxInvitees). It runs
+// before any contact lock is taken, and again once they are held.
 // @sqlc-vet-disable bounded-list
 func (q *Queries) ListGroupInvitees(ctx context.Context, arg ListGroupInviteesParams) ([]ListGroupInviteesRow, error) {
 	rows, err := q.db.Query(ctx, listGroupInvitees, arg.ConversationID, arg.InviterID, arg.MemberIds)
@@ -270,7 +271,7 @@ func (q *Queries) ListGroupInvitees(ctx context.Context, arg ListGroupInviteesPa
 }
 
 const listGroupMembersWithProfiles = `-- name: ListGroupMembersWithProfiles :many
-SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, cm.role, cm.joined_at
+SELECT m.id, m.phone, m.password_hash, m.nickname, m.avatar, m.gender, m.memo, m.created_at, m.updated_at, m.deleted_at, cm.role, cm.joined_at
 FROM conversation_members cm
 JOIN members m ON m.id = cm.member_id
 WHERE cm.conversation_id = $1 AND cm.member_id > $2
@@ -311,6 +312,7 @@ func (q *Queries) ListGroupMembersWithProfiles(ctx context.Context, arg ListGrou
 			&i.Member.Memo,
 			&i.Member.CreatedAt,
 			&i.Member.UpdatedAt,
+			&i.Member.DeletedAt,
 			&i.Role,
 			&i.JoinedAt,
 		); err != nil {

@@ -12,7 +12,7 @@ import (
 const createMember = `-- name: CreateMember :one
 INSERT INTO members (phone, password_hash, nickname, avatar, gender, memo)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
 `
 
 type CreateMemberParams struct {
@@ -44,12 +44,13 @@ func (q *Queries) CreateMember(ctx context.Context, arg CreateMemberParams) (Mem
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getMemberByID = `-- name: GetMemberByID :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE id = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = $1
 `
 
 func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
@@ -65,12 +66,13 @@ func (q *Queries) GetMemberByID(ctx context.Context, id int64) (Member, error) {
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getMemberByPhone = `-- name: GetMemberByPhone :one
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE phone = $1
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE phone = $1
 `
 
 func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, error) {
@@ -86,12 +88,13 @@ func (q *Queries) GetMemberByPhone(ctx context.Context, phone string) (Member, e
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const listMembersByIDs = `-- name: ListMembersByIDs :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members WHERE id = ANY($1::bigint[]) ORDER BY id
 `
 
 // One row per id given; callers bound the ids (the group limit).
@@ -115,6 +118,7 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -126,9 +130,29 @@ func (q *Queries) ListMembersByIDs(ctx context.Context, ids []int64) ([]Member, 
 	return items, nil
 }
 
+const rehashMemberPassword = `-- name: RehashMemberPassword :execrows
+UPDATE members SET password_hash = $1 WHERE id = $2 AND password_hash = $3
+`
+
+type RehashMemberPasswordParams struct {
+	NewHash string
+	ID      int64
+	OldHash string
+}
+
+// Replaces a hash made with older parameters by one of the same password
+// made with today's, unless the password changed meanwhile (old_hash).
+func (q *Queries) RehashMemberPassword(ctx context.Context, arg RehashMemberPasswordParams) (int64, error) {
+	result, err := q.db.Exec(ctx, rehashMemberPassword, arg.NewHash, arg.ID, arg.OldHash)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const searchMembersByNicknamePrefix = `-- name: SearchMembersByNicknamePrefix :many
-SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at FROM members
-WHERE lower(nickname) LIKE $1::text AND id > $2
+SELECT id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at FROM members
+WHERE lower(nickname) LIKE $1::text AND id > $2 AND deleted_at IS NULL
 ORDER BY id
 LIMIT $3
 `
@@ -159,6 +183,7 @@ func (q *Queries) SearchMembersByNicknamePrefix(ctx context.Context, arg SearchM
 			&i.Memo,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -192,7 +217,7 @@ UPDATE members SET
     memo       = coalesce($4, memo),
     updated_at = now()
 WHERE id = $5
-RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at
+RETURNING id, phone, password_hash, nickname, avatar, gender, memo, created_at, updated_at, deleted_at
 `
 
 type UpdateMemberProfileParams struct {
@@ -222,6 +247,7 @@ func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfi
 		&i.Memo,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DeletedAt,
 	)
 	return i, err
 }

@@ -90,6 +90,7 @@ type Member struct {
 	Memo         string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	DeletedAt    *time.Time
 }
 
 type Message struct {

@@ -43,6 +43,21 @@ func (q *Queries) CreateSession(ctx context.Context, arg CreateSessionParams) (S
 	return i, err
 }
 
+const deleteExpiredSessions = `-- name: DeleteExpiredSessions :execrows
+DELETE FROM sessions
+WHERE id IN (SELECT id FROM sessions WHERE expires_at <= now() ORDER BY expires_at LIMIT $1)
+`
+
+// One bounded step of the sweep: at most max_rows expired sessions, oldest
+// first (the sessions_expires_at index), so no run holds locks for long.
+func (q *Queries) DeleteExpiredSessions(ctx context.Context, maxRows int32) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteExpiredSessions, maxRows)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const deleteOtherSessions = `-- name: DeleteOtherSessions :many
 DELETE FROM sessions WHERE member_id = $1 AND id <> $2 RETURNING id
 `
@@ -114,8 +129,9 @@ SELECT id, member_id, token_hash, device_name, created_at, last_seen_at, expires
 `
 
 // Unpaged, as ListSessions has no page fields: a member's unexpired sessions,
-// whose growth the per-phone login limit caps (LoginPerPhone). A candidate
-// for paging should members keep many devices.
+// which only a login with the member's password makes, and which expire
+// (DeleteExpiredSessions sweeps them). A candidate for paging should members
+// keep many devices.
 // @sqlc-vet-disable bounded-list
 func (q *Queries) ListSessionsByMember(ctx context.Context, memberID int64) ([]Session, error) {
 	rows, err := q.db.Query(ctx, listSessionsByMember, memberID)

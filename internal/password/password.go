@@ -70,6 +70,19 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (bool, error) {
 	return ok && known, nil
 }
 
+// NeedsRehash reports whether hash was made with weaker parameters than the
+// Hasher's (less memory, fewer iterations or lanes, a shorter key or salt),
+// so Login can replace it while it holds the password. A hash it cannot read
+// is left alone: Verify has already failed on it.
+func (h *Hasher) NeedsRehash(hash string) bool {
+	p, _, _, err := argon2id.DecodeHash(hash)
+	if err != nil {
+		return false
+	}
+	return p.Memory < h.params.Memory || p.Iterations < h.params.Iterations || p.Parallelism < h.params.Parallelism ||
+		p.KeyLength < h.params.KeyLength || p.SaltLength < h.params.SaltLength
+}
+
 // Hold takes a slot until release is called: for tests of the bound.
 func (h *Hasher) Hold() (release func()) {
 	h.sem <- struct{}{}

@@ -100,7 +100,7 @@ export class TestServer {
       "-insecure-fast-password-hash",
       "-register-rate", "0",
       "-login-rate-addr", "0",
-      "-login-rate-phone", "0",
+      "-login-rate-phone-addr", "0",
       "-shutdown-timeout", "5s",
       "-shutdown-drain", "0", // no load balancer to drain: restart at once
       ...(this.#opts.flags ?? []),

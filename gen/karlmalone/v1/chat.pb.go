@@ -1055,6 +1055,137 @@ func (x *SubscribeResponse) GetEvent() *Event {
 	return nil
 }
 
+// SearchMessagesRequest asks for messages that contain words.
+type SearchMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1–256 characters of words, in web search syntax: every word must occur
+	// (in any language: words are compared lower-cased, unstemmed), "a phrase"
+	// in quotes must occur as written, -word must not occur, and "or" between
+	// words accepts either.
+	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
+	// A conversation the caller belongs to; 0 searches all of them.
+	ConversationId int64 `protobuf:"varint,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// At most 100; 0 means 20.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchMessagesRequest) Reset() {
+	*x = SearchMessagesRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchMessagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchMessagesRequest) ProtoMessage() {}
+
+func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchMessagesRequest.ProtoReflect.Descriptor instead.
+func (*SearchMessagesRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SearchMessagesRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *SearchMessagesRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *SearchMessagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *SearchMessagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// SearchMessagesResponse is one page of matches.
+type SearchMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The messages found, newest first.
+	Messages []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchMessagesResponse) Reset() {
+	*x = SearchMessagesResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchMessagesResponse) ProtoMessage() {}
+
+func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchMessagesResponse.ProtoReflect.Descriptor instead.
+func (*SearchMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SearchMessagesResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *SearchMessagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // GetAttachmentUrlRequest names the attachment to sign a URL for.
 type GetAttachmentUrlRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1067,7 +1198,7 @@ type GetAttachmentUrlRequest struct {
 
 func (x *GetAttachmentUrlRequest) Reset() {
 	*x = GetAttachmentUrlRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1210,7 @@ func (x *GetAttachmentUrlRequest) String() string {
 func (*GetAttachmentUrlRequest) ProtoMessage() {}
 
 func (x *GetAttachmentUrlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1223,7 @@ func (x *GetAttachmentUrlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttachmentUrlRequest.ProtoReflect.Descriptor instead.
 func (*GetAttachmentUrlRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAttachmentUrlRequest) GetAttachmentId() int64 {
@@ -1118,7 +1249,7 @@ type GetAttachmentUrlResponse struct {
 
 func (x *GetAttachmentUrlResponse) Reset() {
 	*x = GetAttachmentUrlResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1261,7 @@ func (x *GetAttachmentUrlResponse) String() string {
 func (*GetAttachmentUrlResponse) ProtoMessage() {}
 
 func (x *GetAttachmentUrlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1274,7 @@ func (x *GetAttachmentUrlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttachmentUrlResponse.ProtoReflect.Descriptor instead.
 func (*GetAttachmentUrlResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetAttachmentUrlResponse) GetUrl() string {
@@ -1222,7 +1353,16 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x12SendTypingResponse\"\x12\n" +
 	"\x10SubscribeRequest\"?\n" +
 	"\x11SubscribeResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.karlmalone.v1.EventR\x05event\">\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.karlmalone.v1.EventR\x05event\"\x92\x01\n" +
+	"\x15SearchMessagesRequest\x12\x14\n" +
+	"\x05query\x18\x01 \x01(\tR\x05query\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\x03R\x0econversationId\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"t\n" +
+	"\x16SearchMessagesResponse\x122\n" +
+	"\bmessages\x18\x01 \x03(\v2\x16.karlmalone.v1.MessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\">\n" +
 	"\x17GetAttachmentUrlRequest\x12#\n" +
 	"\rattachment_id\x18\x01 \x01(\x03R\fattachmentId\"g\n" +
 	"\x18GetAttachmentUrlResponse\x12\x10\n" +
@@ -1232,7 +1372,7 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xe6\x05\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xca\x06\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
@@ -1240,7 +1380,8 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\bMarkRead\x12\x1e.karlmalone.v1.MarkReadRequest\x1a\x1f.karlmalone.v1.MarkReadResponse\x12Z\n" +
 	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12Q\n" +
 	"\n" +
-	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12P\n" +
+	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12b\n" +
+	"\x0eSearchMessages\x12$.karlmalone.v1.SearchMessagesRequest\x1a%.karlmalone.v1.SearchMessagesResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\tSubscribe\x12\x1f.karlmalone.v1.SubscribeRequest\x1a .karlmalone.v1.SubscribeResponse0\x01\x12h\n" +
 	"\x10GetAttachmentUrl\x12&.karlmalone.v1.GetAttachmentUrlRequest\x1a'.karlmalone.v1.GetAttachmentUrlResponse\"\x03\x90\x02\x01B\xb4\x01\n" +
 	"\x11com.karlmalone.v1B\tChatProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
@@ -1258,7 +1399,7 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
 	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
@@ -1276,49 +1417,54 @@ var file_karlmalone_v1_chat_proto_goTypes = []any{
 	(*SendTypingResponse)(nil),        // 13: karlmalone.v1.SendTypingResponse
 	(*SubscribeRequest)(nil),          // 14: karlmalone.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),         // 15: karlmalone.v1.SubscribeResponse
-	(*GetAttachmentUrlRequest)(nil),   // 16: karlmalone.v1.GetAttachmentUrlRequest
-	(*GetAttachmentUrlResponse)(nil),  // 17: karlmalone.v1.GetAttachmentUrlResponse
-	(*Member)(nil),                    // 18: karlmalone.v1.Member
-	(*Group)(nil),                     // 19: karlmalone.v1.Group
-	(*Message)(nil),                   // 20: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 22: karlmalone.v1.Attachment
-	(*Event)(nil),                     // 23: karlmalone.v1.Event
+	(*SearchMessagesRequest)(nil),     // 16: karlmalone.v1.SearchMessagesRequest
+	(*SearchMessagesResponse)(nil),    // 17: karlmalone.v1.SearchMessagesResponse
+	(*GetAttachmentUrlRequest)(nil),   // 18: karlmalone.v1.GetAttachmentUrlRequest
+	(*GetAttachmentUrlResponse)(nil),  // 19: karlmalone.v1.GetAttachmentUrlResponse
+	(*Member)(nil),                    // 20: karlmalone.v1.Member
+	(*Group)(nil),                     // 21: karlmalone.v1.Group
+	(*Message)(nil),                   // 22: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
+	(*Attachment)(nil),                // 24: karlmalone.v1.Attachment
+	(*Event)(nil),                     // 25: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	18, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	19, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	20, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	21, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	22, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	20, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	20, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	21, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	22, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	23, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	22, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
 	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	20, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	20, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	23, // 10: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	21, // 11: karlmalone.v1.GetAttachmentUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 12: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 13: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 14: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 15: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 16: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 17: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	14, // 18: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	16, // 19: karlmalone.v1.ChatService.GetAttachmentUrl:input_type -> karlmalone.v1.GetAttachmentUrlRequest
-	3,  // 20: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 21: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 22: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 23: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 24: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 25: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	15, // 26: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	17, // 27: karlmalone.v1.ChatService.GetAttachmentUrl:output_type -> karlmalone.v1.GetAttachmentUrlResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	22, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	22, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	25, // 10: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	22, // 11: karlmalone.v1.SearchMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	23, // 12: karlmalone.v1.GetAttachmentUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 14: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 15: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 16: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 17: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 18: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	16, // 19: karlmalone.v1.ChatService.SearchMessages:input_type -> karlmalone.v1.SearchMessagesRequest
+	14, // 20: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	18, // 21: karlmalone.v1.ChatService.GetAttachmentUrl:input_type -> karlmalone.v1.GetAttachmentUrlRequest
+	3,  // 22: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 23: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 24: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 25: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 26: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 27: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	17, // 28: karlmalone.v1.ChatService.SearchMessages:output_type -> karlmalone.v1.SearchMessagesResponse
+	15, // 29: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	19, // 30: karlmalone.v1.ChatService.GetAttachmentUrl:output_type -> karlmalone.v1.GetAttachmentUrlResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1350,7 +1496,7 @@ func file_karlmalone_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

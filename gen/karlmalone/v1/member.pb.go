@@ -95,7 +95,10 @@ type Member struct {
 	// A short self-description, up to 256 characters.
 	Memo string `protobuf:"bytes,6,opt,name=memo,proto3" json:"memo,omitempty"`
 	// When the member registered.
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// True when the member deleted its account: clients show "Deleted member"
+	// (the nickname says so too) and the profile is otherwise empty.
+	Deleted       bool `protobuf:"varint,25,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +180,13 @@ func (x *Member) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *Member) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
 }
 
 // Session is one signed-in device of the caller.
@@ -1289,11 +1299,94 @@ func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
 	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{21}
 }
 
+// DeleteAccountRequest confirms the deletion of the caller's account.
+type DeleteAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's current password.
+	Password      string `protobuf:"bytes,1,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccountRequest) Reset() {
+	*x = DeleteAccountRequest{}
+	mi := &file_karlmalone_v1_member_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccountRequest) ProtoMessage() {}
+
+func (x *DeleteAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_member_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccountRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAccountRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteAccountRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// DeleteAccountResponse is empty: the caller's token no longer works.
+type DeleteAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccountResponse) Reset() {
+	*x = DeleteAccountResponse{}
+	mi := &file_karlmalone_v1_member_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccountResponse) ProtoMessage() {}
+
+func (x *DeleteAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_member_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccountResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAccountResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_member_proto_rawDescGZIP(), []int{23}
+}
+
 var File_karlmalone_v1_member_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\n" +
-	"\x1akarlmalone/v1/member.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x01\n" +
+	"\x1akarlmalone/v1/member.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x14\n" +
 	"\x05phone\x18\x02 \x01(\tR\x05phone\x12\x1a\n" +
@@ -1302,7 +1395,8 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x06gender\x18\x05 \x01(\x0e2\x15.karlmalone.v1.GenderR\x06gender\x12\x12\n" +
 	"\x04memo\x18\x06 \x01(\tR\x04memo\x129\n" +
 	"\n" +
-	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x88\x02\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
+	"\adeleted\x18\x19 \x01(\bR\adeleted\"\x88\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
 	"\vdevice_name\x18\x02 \x01(\tR\n" +
@@ -1373,12 +1467,15 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x14RevokeSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x03R\tsessionId\"\x17\n" +
-	"\x15RevokeSessionResponse*V\n" +
+	"\x15RevokeSessionResponse\"2\n" +
+	"\x14DeleteAccountRequest\x12\x1a\n" +
+	"\bpassword\x18\x01 \x01(\tR\bpassword\"\x17\n" +
+	"\x15DeleteAccountResponse*V\n" +
 	"\x06Gender\x12\x16\n" +
 	"\x12GENDER_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vGENDER_MALE\x10\x01\x12\x11\n" +
 	"\rGENDER_FEMALE\x10\x02\x12\x10\n" +
-	"\fGENDER_OTHER\x10\x032\xdb\x06\n" +
+	"\fGENDER_OTHER\x10\x032\xb2\a\n" +
 	"\rMemberService\x12K\n" +
 	"\bRegister\x12\x1e.karlmalone.v1.RegisterRequest\x1a\x1f.karlmalone.v1.RegisterResponse\x12B\n" +
 	"\x05Login\x12\x1b.karlmalone.v1.LoginRequest\x1a\x1c.karlmalone.v1.LoginResponse\x12E\n" +
@@ -1386,10 +1483,11 @@ const file_karlmalone_v1_member_proto_rawDesc = "" +
 	"\x05GetMe\x12\x1b.karlmalone.v1.GetMeRequest\x1a\x1c.karlmalone.v1.GetMeResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\rUpdateProfile\x12#.karlmalone.v1.UpdateProfileRequest\x1a$.karlmalone.v1.UpdateProfileResponse\x12]\n" +
 	"\x0eChangePassword\x12$.karlmalone.v1.ChangePasswordRequest\x1a%.karlmalone.v1.ChangePasswordResponse\x12S\n" +
-	"\tGetMember\x12\x1f.karlmalone.v1.GetMemberRequest\x1a .karlmalone.v1.GetMemberResponse\"\x03\x90\x02\x01\x12_\n" +
-	"\rSearchMembers\x12#.karlmalone.v1.SearchMembersRequest\x1a$.karlmalone.v1.SearchMembersResponse\"\x03\x90\x02\x01\x12\\\n" +
+	"\tGetMember\x12\x1f.karlmalone.v1.GetMemberRequest\x1a .karlmalone.v1.GetMemberResponse\"\x03\x90\x02\x01\x12Z\n" +
+	"\rSearchMembers\x12#.karlmalone.v1.SearchMembersRequest\x1a$.karlmalone.v1.SearchMembersResponse\x12\\\n" +
 	"\fListSessions\x12\".karlmalone.v1.ListSessionsRequest\x1a#.karlmalone.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12Z\n" +
-	"\rRevokeSession\x12#.karlmalone.v1.RevokeSessionRequest\x1a$.karlmalone.v1.RevokeSessionResponseB\xb6\x01\n" +
+	"\rRevokeSession\x12#.karlmalone.v1.RevokeSessionRequest\x1a$.karlmalone.v1.RevokeSessionResponse\x12Z\n" +
+	"\rDeleteAccount\x12#.karlmalone.v1.DeleteAccountRequest\x1a$.karlmalone.v1.DeleteAccountResponseB\xb6\x01\n" +
 	"\x11com.karlmalone.v1B\vMemberProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
 
 var (
@@ -1405,7 +1503,7 @@ func file_karlmalone_v1_member_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_member_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_member_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_karlmalone_v1_member_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_karlmalone_v1_member_proto_goTypes = []any{
 	(Gender)(0),                    // 0: karlmalone.v1.Gender
 	(*Member)(nil),                 // 1: karlmalone.v1.Member
@@ -1430,17 +1528,19 @@ var file_karlmalone_v1_member_proto_goTypes = []any{
 	(*ListSessionsResponse)(nil),   // 20: karlmalone.v1.ListSessionsResponse
 	(*RevokeSessionRequest)(nil),   // 21: karlmalone.v1.RevokeSessionRequest
 	(*RevokeSessionResponse)(nil),  // 22: karlmalone.v1.RevokeSessionResponse
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	(*DeleteAccountRequest)(nil),   // 23: karlmalone.v1.DeleteAccountRequest
+	(*DeleteAccountResponse)(nil),  // 24: karlmalone.v1.DeleteAccountResponse
+	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
 }
 var file_karlmalone_v1_member_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Member.gender:type_name -> karlmalone.v1.Gender
-	23, // 1: karlmalone.v1.Member.created_at:type_name -> google.protobuf.Timestamp
-	23, // 2: karlmalone.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	23, // 3: karlmalone.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	23, // 4: karlmalone.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 1: karlmalone.v1.Member.created_at:type_name -> google.protobuf.Timestamp
+	25, // 2: karlmalone.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	25, // 3: karlmalone.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	25, // 4: karlmalone.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: karlmalone.v1.RegisterRequest.gender:type_name -> karlmalone.v1.Gender
 	1,  // 6: karlmalone.v1.RegisterResponse.member:type_name -> karlmalone.v1.Member
-	23, // 7: karlmalone.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 7: karlmalone.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 8: karlmalone.v1.LoginResponse.member:type_name -> karlmalone.v1.Member
 	1,  // 9: karlmalone.v1.GetMeResponse.member:type_name -> karlmalone.v1.Member
 	0,  // 10: karlmalone.v1.UpdateProfileRequest.gender:type_name -> karlmalone.v1.Gender
@@ -1458,18 +1558,20 @@ var file_karlmalone_v1_member_proto_depIdxs = []int32{
 	17, // 22: karlmalone.v1.MemberService.SearchMembers:input_type -> karlmalone.v1.SearchMembersRequest
 	19, // 23: karlmalone.v1.MemberService.ListSessions:input_type -> karlmalone.v1.ListSessionsRequest
 	21, // 24: karlmalone.v1.MemberService.RevokeSession:input_type -> karlmalone.v1.RevokeSessionRequest
-	4,  // 25: karlmalone.v1.MemberService.Register:output_type -> karlmalone.v1.RegisterResponse
-	6,  // 26: karlmalone.v1.MemberService.Login:output_type -> karlmalone.v1.LoginResponse
-	8,  // 27: karlmalone.v1.MemberService.Logout:output_type -> karlmalone.v1.LogoutResponse
-	10, // 28: karlmalone.v1.MemberService.GetMe:output_type -> karlmalone.v1.GetMeResponse
-	12, // 29: karlmalone.v1.MemberService.UpdateProfile:output_type -> karlmalone.v1.UpdateProfileResponse
-	14, // 30: karlmalone.v1.MemberService.ChangePassword:output_type -> karlmalone.v1.ChangePasswordResponse
-	16, // 31: karlmalone.v1.MemberService.GetMember:output_type -> karlmalone.v1.GetMemberResponse
-	18, // 32: karlmalone.v1.MemberService.SearchMembers:output_type -> karlmalone.v1.SearchMembersResponse
-	20, // 33: karlmalone.v1.MemberService.ListSessions:output_type -> karlmalone.v1.ListSessionsResponse
-	22, // 34: karlmalone.v1.MemberService.RevokeSession:output_type -> karlmalone.v1.RevokeSessionResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
+	23, // 25: karlmalone.v1.MemberService.DeleteAccount:input_type -> karlmalone.v1.DeleteAccountRequest
+	4,  // 26: karlmalone.v1.MemberService.Register:output_type -> karlmalone.v1.RegisterResponse
+	6,  // 27: karlmalone.v1.MemberService.Login:output_type -> karlmalone.v1.LoginResponse
+	8,  // 28: karlmalone.v1.MemberService.Logout:output_type -> karlmalone.v1.LogoutResponse
+	10, // 29: karlmalone.v1.MemberService.GetMe:output_type -> karlmalone.v1.GetMeResponse
+	12, // 30: karlmalone.v1.MemberService.UpdateProfile:output_type -> karlmalone.v1.UpdateProfileResponse
+	14, // 31: karlmalone.v1.MemberService.ChangePassword:output_type -> karlmalone.v1.ChangePasswordResponse
+	16, // 32: karlmalone.v1.MemberService.GetMember:output_type -> karlmalone.v1.GetMemberResponse
+	18, // 33: karlmalone.v1.MemberService.SearchMembers:output_type -> karlmalone.v1.SearchMembersResponse
+	20, // 34: karlmalone.v1.MemberService.ListSessions:output_type -> karlmalone.v1.ListSessionsResponse
+	22, // 35: karlmalone.v1.MemberService.RevokeSession:output_type -> karlmalone.v1.RevokeSessionResponse
+	24, // 36: karlmalone.v1.MemberService.DeleteAccount:output_type -> karlmalone.v1.DeleteAccountResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1487,7 +1589,7 @@ func file_karlmalone_v1_member_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_member_proto_rawDesc), len(file_karlmalone_v1_member_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,8 @@ type Event struct {
 	//	*Event_MemberLeft
 	//	*Event_MemberRemoved
 	//	*Event_MemberRoleChanged
+	//	*Event_MembersAdded
+	//	*Event_MemberDeleted
 	//	*Event_SessionRevoked
 	//	*Event_Resync
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
@@ -222,6 +224,24 @@ func (x *Event) GetMemberRoleChanged() *GroupMemberChange {
 	return nil
 }
 
+func (x *Event) GetMembersAdded() *GroupMembersAdded {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_MembersAdded); ok {
+			return x.MembersAdded
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMemberDeleted() *MemberDeleted {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_MemberDeleted); ok {
+			return x.MemberDeleted
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetSessionRevoked() *SessionRevoked {
 	if x != nil {
 		if x, ok := x.Kind.(*Event_SessionRevoked); ok {
@@ -295,7 +315,8 @@ type Event_GroupDissolved struct {
 }
 
 type Event_MemberJoined struct {
-	// Someone joined or was added to a group of the member.
+	// Someone joined a group of the member by itself (JoinGroup); members
+	// added by someone else arrive as members_added.
 	MemberJoined *GroupMemberChange `protobuf:"bytes,33,opt,name=member_joined,json=memberJoined,proto3,oneof"`
 }
 
@@ -312,6 +333,18 @@ type Event_MemberRemoved struct {
 type Event_MemberRoleChanged struct {
 	// Someone's role changed in a group of the member.
 	MemberRoleChanged *GroupMemberChange `protobuf:"bytes,36,opt,name=member_role_changed,json=memberRoleChanged,proto3,oneof"`
+}
+
+type Event_MembersAdded struct {
+	// Members were added to a group of the member (AddGroupMembers): one
+	// event for all of them.
+	MembersAdded *GroupMembersAdded `protobuf:"bytes,37,opt,name=members_added,json=membersAdded,proto3,oneof"`
+}
+
+type Event_MemberDeleted struct {
+	// A contact or group co-member deleted its account: show it as
+	// "Deleted member" (GetMember now answers with deleted set).
+	MemberDeleted *MemberDeleted `protobuf:"bytes,38,opt,name=member_deleted,json=memberDeleted,proto3,oneof"`
 }
 
 type Event_SessionRevoked struct {
@@ -352,6 +385,10 @@ func (*Event_MemberLeft) isEvent_Kind() {}
 func (*Event_MemberRemoved) isEvent_Kind() {}
 
 func (*Event_MemberRoleChanged) isEvent_Kind() {}
+
+func (*Event_MembersAdded) isEvent_Kind() {}
+
+func (*Event_MemberDeleted) isEvent_Kind() {}
 
 func (*Event_SessionRevoked) isEvent_Kind() {}
 
@@ -814,6 +851,70 @@ func (x *GroupMemberChange) GetRole() GroupRole {
 	return GroupRole_GROUP_ROLE_UNSPECIFIED
 }
 
+// GroupMembersAdded says members were added to a group, all in one call.
+type GroupMembersAdded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	GroupId int64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The members added, in id order; each has the role GROUP_ROLE_MEMBER.
+	MemberIds []int64 `protobuf:"varint,2,rep,packed,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	// The admin or owner who added them.
+	ActorId       int64 `protobuf:"varint,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMembersAdded) Reset() {
+	*x = GroupMembersAdded{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMembersAdded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMembersAdded) ProtoMessage() {}
+
+func (x *GroupMembersAdded) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMembersAdded.ProtoReflect.Descriptor instead.
+func (*GroupMembersAdded) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GroupMembersAdded) GetGroupId() int64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *GroupMembersAdded) GetMemberIds() []int64 {
+	if x != nil {
+		return x.MemberIds
+	}
+	return nil
+}
+
+func (x *GroupMembersAdded) GetActorId() int64 {
+	if x != nil {
+		return x.ActorId
+	}
+	return 0
+}
+
 // SessionRevoked says one of the member's sessions ended; the socket of that
 // session is closed right after.
 type SessionRevoked struct {
@@ -826,7 +927,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +939,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +952,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionRevoked) GetSessionId() int64 {
@@ -861,11 +962,60 @@ func (x *SessionRevoked) GetSessionId() int64 {
 	return 0
 }
 
+// MemberDeleted says a member deleted its account. Its messages stay; the
+// contact relation is gone (no contact_removed follows) and it has left every
+// group (member_left follows for each, after any ownership change).
+type MemberDeleted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member whose account was deleted.
+	MemberId      int64 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberDeleted) Reset() {
+	*x = MemberDeleted{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberDeleted) ProtoMessage() {}
+
+func (x *MemberDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberDeleted.ProtoReflect.Descriptor instead.
+func (*MemberDeleted) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberDeleted) GetMemberId() int64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
 var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x94\t\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\xa4\n" +
+	"\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
@@ -883,7 +1033,9 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\vmember_left\x18\" \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\n" +
 	"memberLeft\x12I\n" +
 	"\x0emember_removed\x18# \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\rmemberRemoved\x12R\n" +
-	"\x13member_role_changed\x18$ \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\x11memberRoleChanged\x12H\n" +
+	"\x13member_role_changed\x18$ \x01(\v2 .karlmalone.v1.GroupMemberChangeH\x00R\x11memberRoleChanged\x12G\n" +
+	"\rmembers_added\x18% \x01(\v2 .karlmalone.v1.GroupMembersAddedH\x00R\fmembersAdded\x12E\n" +
+	"\x0emember_deleted\x18& \x01(\v2\x1c.karlmalone.v1.MemberDeletedH\x00R\rmemberDeleted\x12H\n" +
 	"\x0fsession_revoked\x18( \x01(\v2\x1d.karlmalone.v1.SessionRevokedH\x00R\x0esessionRevoked\x12/\n" +
 	"\x06resync\x182 \x01(\v2\x15.karlmalone.v1.ResyncH\x00R\x06resyncB\x06\n" +
 	"\x04kind\":\n" +
@@ -913,10 +1065,17 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\x03R\agroupId\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\x03R\bmemberId\x12\x19\n" +
 	"\bactor_id\x18\x03 \x01(\x03R\aactorId\x12,\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x18.karlmalone.v1.GroupRoleR\x04role\"/\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x18.karlmalone.v1.GroupRoleR\x04role\"h\n" +
+	"\x11GroupMembersAdded\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x03R\agroupId\x12\x1d\n" +
+	"\n" +
+	"member_ids\x18\x02 \x03(\x03R\tmemberIds\x12\x19\n" +
+	"\bactor_id\x18\x03 \x01(\x03R\aactorId\"/\n" +
 	"\x0eSessionRevoked\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\x03R\tsessionIdB\xb4\x01\n" +
+	"session_id\x18\x01 \x01(\x03R\tsessionId\",\n" +
+	"\rMemberDeleted\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x03R\bmemberIdB\xb4\x01\n" +
 	"\x11com.karlmalone.v1B\tPushProtoP\x01Z?github.com/karlmalone/karlmalone/gen/karlmalone/v1;karlmalonev1\xa2\x02\x03KXX\xaa\x02\rKarlmalone.V1\xca\x02\rKarlmalone\\V1\xe2\x02\x19Karlmalone\\V1\\GPBMetadata\xea\x02\x0eKarlmalone::V1b\x06proto3"
 
 var (
@@ -931,7 +1090,7 @@ func file_karlmalone_v1_push_proto_rawDescGZIP() []byte {
 	return file_karlmalone_v1_push_proto_rawDescData
 }
 
-var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: karlmalone.v1.Event
 	(*Resync)(nil),                // 1: karlmalone.v1.Resync
@@ -942,40 +1101,44 @@ var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*ContactRemoved)(nil),        // 6: karlmalone.v1.ContactRemoved
 	(*GroupDissolved)(nil),        // 7: karlmalone.v1.GroupDissolved
 	(*GroupMemberChange)(nil),     // 8: karlmalone.v1.GroupMemberChange
-	(*SessionRevoked)(nil),        // 9: karlmalone.v1.SessionRevoked
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*Message)(nil),               // 11: karlmalone.v1.Message
-	(*FriendRequest)(nil),         // 12: karlmalone.v1.FriendRequest
-	(*Group)(nil),                 // 13: karlmalone.v1.Group
-	(GroupRole)(0),                // 14: karlmalone.v1.GroupRole
+	(*GroupMembersAdded)(nil),     // 9: karlmalone.v1.GroupMembersAdded
+	(*SessionRevoked)(nil),        // 10: karlmalone.v1.SessionRevoked
+	(*MemberDeleted)(nil),         // 11: karlmalone.v1.MemberDeleted
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Message)(nil),               // 13: karlmalone.v1.Message
+	(*FriendRequest)(nil),         // 14: karlmalone.v1.FriendRequest
+	(*Group)(nil),                 // 15: karlmalone.v1.Group
+	(GroupRole)(0),                // 16: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
-	10, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
-	11, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
+	12, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
+	13, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
 	3,  // 2: karlmalone.v1.Event.message_recalled:type_name -> karlmalone.v1.MessageRecalled
 	4,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
 	5,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
-	12, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
-	12, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
+	14, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
+	14, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
 	6,  // 7: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
-	13, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
-	13, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
+	15, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
+	15, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
 	7,  // 10: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
 	8,  // 11: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
 	8,  // 12: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
 	8,  // 13: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
 	8,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
-	9,  // 15: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
-	1,  // 16: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	10, // 17: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 18: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	10, // 19: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	14, // 20: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	9,  // 15: karlmalone.v1.Event.members_added:type_name -> karlmalone.v1.GroupMembersAdded
+	11, // 16: karlmalone.v1.Event.member_deleted:type_name -> karlmalone.v1.MemberDeleted
+	10, // 17: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
+	1,  // 18: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
+	12, // 19: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 20: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	12, // 21: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	16, // 22: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -1001,6 +1164,8 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_MemberLeft)(nil),
 		(*Event_MemberRemoved)(nil),
 		(*Event_MemberRoleChanged)(nil),
+		(*Event_MembersAdded)(nil),
+		(*Event_MemberDeleted)(nil),
 		(*Event_SessionRevoked)(nil),
 		(*Event_Resync)(nil),
 	}
@@ -1010,7 +1175,7 @@ func file_karlmalone_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_push_proto_rawDesc), len(file_karlmalone_v1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -368,6 +368,7 @@ function onEvent(e: Event): void {
     case "groupUpdated":
     case "groupDissolved":
     case "memberJoined":
+    case "membersAdded":
     case "memberLeft":
     case "memberRemoved":
     case "memberRoleChanged":

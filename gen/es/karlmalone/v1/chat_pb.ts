@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/chat.proto.
  */
 export const file_karlmalone_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCKoAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIAUIICgZ0YXJnZXRCCQoHY29udGVudCI+ChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2UiQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImgKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmthcmxtYWxvbmUudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ0ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxITCglhZnRlcl9zZXEYAiABKANIABIUCgpiZWZvcmVfc2VxGAMgASgDSAASDQoFbGltaXQYBCABKAVCCgoIcG9zaXRpb24iUgoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAiABKAgiNwoPTWFya1JlYWRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMiJAoQTWFya1JlYWRSZXNwb25zZRIQCghyZWFkX3NlcRgBIAEoAyI8ChRSZWNhbGxNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIkAKFVJlY2FsbE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQiMAoXR2V0QXR0YWNobWVudFVybFJlcXVlc3QSFQoNYXR0YWNobWVudF9pZBgBIAEoAyJXChhHZXRBdHRhY2htZW50VXJsUmVzcG9uc2USCwoDdXJsGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnAKEENvbnZlcnNhdGlvbktpbmQSIQodQ09OVkVSU0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIcChhDT05WRVJTQVRJT05fS0lORF9ESVJFQ1QQARIbChdDT05WRVJTQVRJT05fS0lORF9HUk9VUBACMuYFCgtDaGF0U2VydmljZRJUCgtTZW5kTWVzc2FnZRIhLmthcmxtYWxvbmUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEmsKEUxpc3RDb252ZXJzYXRpb25zEicua2FybG1hbG9uZS52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaKC5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2UiA5ACARJcCgxMaXN0TWVzc2FnZXMSIi5rYXJsbWFsb25lLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaIy5rYXJsbWFsb25lLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESSwoITWFya1JlYWQSHi5rYXJsbWFsb25lLnYxLk1hcmtSZWFkUmVxdWVzdBofLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXNwb25zZRJaCg1SZWNhbGxNZXNzYWdlEiMua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVxdWVzdBokLmthcmxtYWxvbmUudjEuUmVjYWxsTWVzc2FnZVJlc3BvbnNlElEKClNlbmRUeXBpbmcSIC5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXF1ZXN0GiEua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVzcG9uc2USUAoJU3Vic2NyaWJlEh8ua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXF1ZXN0GiAua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXNwb25zZTABEmgKEEdldEF0dGFjaG1lbnRVcmwSJi5rYXJsbWFsb25lLnYxLkdldEF0dGFjaG1lbnRVcmxSZXF1ZXN0Gicua2FybG1hbG9uZS52MS5HZXRBdHRhY2htZW50VXJsUmVzcG9uc2UiA5ACAUK0AQoRY29tLmthcmxtYWxvbmUudjFCCUNoYXRQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCKoAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIAUIICgZ0YXJnZXRCCQoHY29udGVudCI+ChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2UiQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImgKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmthcmxtYWxvbmUudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ0ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxITCglhZnRlcl9zZXEYAiABKANIABIUCgpiZWZvcmVfc2VxGAMgASgDSAASDQoFbGltaXQYBCABKAVCCgoIcG9zaXRpb24iUgoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAiABKAgiNwoPTWFya1JlYWRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMiJAoQTWFya1JlYWRSZXNwb25zZRIQCghyZWFkX3NlcRgBIAEoAyI8ChRSZWNhbGxNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIkAKFVJlY2FsbE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQiZgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJbChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChdHZXRBdHRhY2htZW50VXJsUmVxdWVzdBIVCg1hdHRhY2htZW50X2lkGAEgASgDIlcKGEdldEF0dGFjaG1lbnRVcmxSZXNwb25zZRILCgN1cmwYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIyygYKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USUQoKU2VuZFR5cGluZxIgLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1JlcXVlc3QaIS5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXNwb25zZRJiCg5TZWFyY2hNZXNzYWdlcxIkLmthcmxtYWxvbmUudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GiUua2FybG1hbG9uZS52MS5TZWFyY2hNZXNzYWdlc1Jlc3BvbnNlIgOQAgESUAoJU3Vic2NyaWJlEh8ua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXF1ZXN0GiAua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXNwb25zZTABEmgKEEdldEF0dGFjaG1lbnRVcmwSJi5rYXJsbWFsb25lLnYxLkdldEF0dGFjaG1lbnRVcmxSZXF1ZXN0Gicua2FybG1hbG9uZS52MS5HZXRBdHRhY2htZW50VXJsUmVzcG9uc2UiA5ACAUK0AQoRY29tLmthcmxtYWxvbmUudjFCCUNoYXRQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
 
 /**
  * Conversation is one of the caller's conversations.
@@ -502,6 +502,79 @@ export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE_
   messageDesc(file_karlmalone_v1_chat, 14);
 
 /**
+ * SearchMessagesRequest asks for messages that contain words.
+ *
+ * @generated from message karlmalone.v1.SearchMessagesRequest
+ */
+export type SearchMessagesRequest = Message<"karlmalone.v1.SearchMessagesRequest"> & {
+  /**
+   * 1–256 characters of words, in web search syntax: every word must occur
+   * (in any language: words are compared lower-cased, unstemmed), "a phrase"
+   * in quotes must occur as written, -word must not occur, and "or" between
+   * words accepts either.
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * A conversation the caller belongs to; 0 searches all of them.
+   *
+   * @generated from field: int64 conversation_id = 2;
+   */
+  conversationId: bigint;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token; empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.SearchMessagesRequest.
+ * Use `create(SearchMessagesRequestSchema)` to create a new message.
+ */
+export const SearchMessagesRequestSchema: GenMessage<SearchMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 15);
+
+/**
+ * SearchMessagesResponse is one page of matches.
+ *
+ * @generated from message karlmalone.v1.SearchMessagesResponse
+ */
+export type SearchMessagesResponse = Message<"karlmalone.v1.SearchMessagesResponse"> & {
+  /**
+   * The messages found, newest first.
+   *
+   * @generated from field: repeated karlmalone.v1.Message messages = 1;
+   */
+  messages: Message$1[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.SearchMessagesResponse.
+ * Use `create(SearchMessagesResponseSchema)` to create a new message.
+ */
+export const SearchMessagesResponseSchema: GenMessage<SearchMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 16);
+
+/**
  * GetAttachmentUrlRequest names the attachment to sign a URL for.
  *
  * @generated from message karlmalone.v1.GetAttachmentUrlRequest
@@ -521,7 +594,7 @@ export type GetAttachmentUrlRequest = Message<"karlmalone.v1.GetAttachmentUrlReq
  * Use `create(GetAttachmentUrlRequestSchema)` to create a new message.
  */
 export const GetAttachmentUrlRequestSchema: GenMessage<GetAttachmentUrlRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 15);
+  messageDesc(file_karlmalone_v1_chat, 17);
 
 /**
  * GetAttachmentUrlResponse is a download URL that needs no bearer header.
@@ -552,7 +625,7 @@ export type GetAttachmentUrlResponse = Message<"karlmalone.v1.GetAttachmentUrlRe
  * Use `create(GetAttachmentUrlResponseSchema)` to create a new message.
  */
 export const GetAttachmentUrlResponseSchema: GenMessage<GetAttachmentUrlResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 16);
+  messageDesc(file_karlmalone_v1_chat, 18);
 
 /**
  * ConversationKind tells one-to-one from group conversations.
@@ -656,6 +729,19 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof SendTypingRequestSchema;
     output: typeof SendTypingResponseSchema;
+  },
+  /**
+   * SearchMessages finds the caller's messages by words, in one conversation
+   * or in all of the caller's conversations, newest first, paged. Recalled
+   * messages are never found; conversations the caller has left are not
+   * searched.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.SearchMessages
+   */
+  searchMessages: {
+    methodKind: "unary";
+    input: typeof SearchMessagesRequestSchema;
+    output: typeof SearchMessagesResponseSchema;
   },
   /**
    * Subscribe streams the caller's events: the same events as GET /v1/push.

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/push.proto.
  */
 export const file_karlmalone_v1_push: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL3B1c2gucHJvdG8SDWthcmxtYWxvbmUudjEiowcKBUV2ZW50EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdtZXNzYWdlGAogASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlSAASOgoQbWVzc2FnZV9yZWNhbGxlZBgLIAEoCzIeLmthcmxtYWxvbmUudjEuTWVzc2FnZVJlY2FsbGVkSAASMgoMcmVhZF9yZWNlaXB0GAwgASgLMhoua2FybG1hbG9uZS52MS5SZWFkUmVjZWlwdEgAEicKBnR5cGluZxgNIAEoCzIVLmthcmxtYWxvbmUudjEuVHlwaW5nSAASPwoXZnJpZW5kX3JlcXVlc3RfcmVjZWl2ZWQYFCABKAsyHC5rYXJsbWFsb25lLnYxLkZyaWVuZFJlcXVlc3RIABI/ChdmcmllbmRfcmVxdWVzdF9hbnN3ZXJlZBgVIAEoCzIcLmthcmxtYWxvbmUudjEuRnJpZW5kUmVxdWVzdEgAEjgKD2NvbnRhY3RfcmVtb3ZlZBgWIAEoCzIdLmthcmxtYWxvbmUudjEuQ29udGFjdFJlbW92ZWRIABItCg1ncm91cF9jcmVhdGVkGB4gASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEi0KDWdyb3VwX3VwZGF0ZWQYHyABKAsyFC5rYXJsbWFsb25lLnYxLkdyb3VwSAASOAoPZ3JvdXBfZGlzc29sdmVkGCAgASgLMh0ua2FybG1hbG9uZS52MS5Hcm91cERpc3NvbHZlZEgAEjkKDW1lbWJlcl9qb2luZWQYISABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASNwoLbWVtYmVyX2xlZnQYIiABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASOgoObWVtYmVyX3JlbW92ZWQYIyABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASPwoTbWVtYmVyX3JvbGVfY2hhbmdlZBgkIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI4Cg9zZXNzaW9uX3Jldm9rZWQYKCABKAsyHS5rYXJsbWFsb25lLnYxLlNlc3Npb25SZXZva2VkSAASJwoGcmVzeW5jGDIgASgLMhUua2FybG1hbG9uZS52MS5SZXN5bmNIAEIGCgRraW5kIjMKBlJlc3luYxIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMgoKRXZlbnRCYXRjaBIkCgZldmVudHMYASADKAsyFC5rYXJsbWFsb25lLnYxLkV2ZW50InsKD01lc3NhZ2VSZWNhbGxlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEhEKCXNlbmRlcl9pZBgDIAEoAxIvCgtyZWNhbGxlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoLUmVhZFJlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAxIQCghyZWFkX3NlcRgDIAEoAyI0CgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAyIjCg5Db250YWN0UmVtb3ZlZBIRCgltZW1iZXJfaWQYASABKAMiIgoOR3JvdXBEaXNzb2x2ZWQSEAoIZ3JvdXBfaWQYASABKAMicgoRR3JvdXBNZW1iZXJDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAMSEQoJbWVtYmVyX2lkGAIgASgDEhAKCGFjdG9yX2lkGAMgASgDEiYKBHJvbGUYBCABKA4yGC5rYXJsbWFsb25lLnYxLkdyb3VwUm9sZSIkCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgDQrQBChFjb20ua2FybG1hbG9uZS52MUIJUHVzaFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_contact, file_karlmalone_v1_group, file_karlmalone_v1_message]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL3B1c2gucHJvdG8SDWthcmxtYWxvbmUudjEilggKBUV2ZW50EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdtZXNzYWdlGAogASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlSAASOgoQbWVzc2FnZV9yZWNhbGxlZBgLIAEoCzIeLmthcmxtYWxvbmUudjEuTWVzc2FnZVJlY2FsbGVkSAASMgoMcmVhZF9yZWNlaXB0GAwgASgLMhoua2FybG1hbG9uZS52MS5SZWFkUmVjZWlwdEgAEicKBnR5cGluZxgNIAEoCzIVLmthcmxtYWxvbmUudjEuVHlwaW5nSAASPwoXZnJpZW5kX3JlcXVlc3RfcmVjZWl2ZWQYFCABKAsyHC5rYXJsbWFsb25lLnYxLkZyaWVuZFJlcXVlc3RIABI/ChdmcmllbmRfcmVxdWVzdF9hbnN3ZXJlZBgVIAEoCzIcLmthcmxtYWxvbmUudjEuRnJpZW5kUmVxdWVzdEgAEjgKD2NvbnRhY3RfcmVtb3ZlZBgWIAEoCzIdLmthcmxtYWxvbmUudjEuQ29udGFjdFJlbW92ZWRIABItCg1ncm91cF9jcmVhdGVkGB4gASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEi0KDWdyb3VwX3VwZGF0ZWQYHyABKAsyFC5rYXJsbWFsb25lLnYxLkdyb3VwSAASOAoPZ3JvdXBfZGlzc29sdmVkGCAgASgLMh0ua2FybG1hbG9uZS52MS5Hcm91cERpc3NvbHZlZEgAEjkKDW1lbWJlcl9qb2luZWQYISABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASNwoLbWVtYmVyX2xlZnQYIiABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASOgoObWVtYmVyX3JlbW92ZWQYIyABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASPwoTbWVtYmVyX3JvbGVfY2hhbmdlZBgkIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI5Cg1tZW1iZXJzX2FkZGVkGCUgASgLMiAua2FybG1hbG9uZS52MS5Hcm91cE1lbWJlcnNBZGRlZEgAEjYKDm1lbWJlcl9kZWxldGVkGCYgASgLMhwua2FybG1hbG9uZS52MS5NZW1iZXJEZWxldGVkSAASOAoPc2Vzc2lvbl9yZXZva2VkGCggASgLMh0ua2FybG1hbG9uZS52MS5TZXNzaW9uUmV2b2tlZEgAEicKBnJlc3luYxgyIAEoCzIVLmthcmxtYWxvbmUudjEuUmVzeW5jSABCBgoEa2luZCIzCgZSZXN5bmMSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjIKCkV2ZW50QmF0Y2gSJAoGZXZlbnRzGAEgAygLMhQua2FybG1hbG9uZS52MS5FdmVudCJ7Cg9NZXNzYWdlUmVjYWxsZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAMSLwoLcmVjYWxsZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKC1JlYWRSZWNlaXB0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIRCgltZW1iZXJfaWQYAiABKAMSEAoIcmVhZF9zZXEYAyABKAMiNAoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIRCgltZW1iZXJfaWQYAiABKAMiIwoOQ29udGFjdFJlbW92ZWQSEQoJbWVtYmVyX2lkGAEgASgDIiIKDkdyb3VwRGlzc29sdmVkEhAKCGdyb3VwX2lkGAEgASgDInIKEUdyb3VwTWVtYmVyQ2hhbmdlEhAKCGdyb3VwX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAxIQCghhY3Rvcl9pZBgDIAEoAxImCgRyb2xlGAQgASgOMhgua2FybG1hbG9uZS52MS5Hcm91cFJvbGUiSwoRR3JvdXBNZW1iZXJzQWRkZWQSEAoIZ3JvdXBfaWQYASABKAMSEgoKbWVtYmVyX2lkcxgCIAMoAxIQCghhY3Rvcl9pZBgDIAEoAyIkCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgDIiIKDU1lbWJlckRlbGV0ZWQSEQoJbWVtYmVyX2lkGAEgASgDQrQBChFjb20ua2FybG1hbG9uZS52MUIJUHVzaFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_contact, file_karlmalone_v1_group, file_karlmalone_v1_message]);
 
 /**
  * Event is what GET /v1/push frames and ChatService.Subscribe carry.
@@ -120,7 +120,8 @@ export type Event = Message<"karlmalone.v1.Event"> & {
     case: "groupDissolved";
   } | {
     /**
-     * Someone joined or was added to a group of the member.
+     * Someone joined a group of the member by itself (JoinGroup); members
+     * added by someone else arrive as members_added.
      *
      * @generated from field: karlmalone.v1.GroupMemberChange member_joined = 33;
      */
@@ -150,6 +151,24 @@ export type Event = Message<"karlmalone.v1.Event"> & {
      */
     value: GroupMemberChange;
     case: "memberRoleChanged";
+  } | {
+    /**
+     * Members were added to a group of the member (AddGroupMembers): one
+     * event for all of them.
+     *
+     * @generated from field: karlmalone.v1.GroupMembersAdded members_added = 37;
+     */
+    value: GroupMembersAdded;
+    case: "membersAdded";
+  } | {
+    /**
+     * A contact or group co-member deleted its account: show it as
+     * "Deleted member" (GetMember now answers with deleted set).
+     *
+     * @generated from field: karlmalone.v1.MemberDeleted member_deleted = 38;
+     */
+    value: MemberDeleted;
+    case: "memberDeleted";
   } | {
     /**
      * One of the member's sessions was revoked.
@@ -417,6 +436,41 @@ export const GroupMemberChangeSchema: GenMessage<GroupMemberChange> = /*@__PURE_
   messageDesc(file_karlmalone_v1_push, 8);
 
 /**
+ * GroupMembersAdded says members were added to a group, all in one call.
+ *
+ * @generated from message karlmalone.v1.GroupMembersAdded
+ */
+export type GroupMembersAdded = Message<"karlmalone.v1.GroupMembersAdded"> & {
+  /**
+   * The group.
+   *
+   * @generated from field: int64 group_id = 1;
+   */
+  groupId: bigint;
+
+  /**
+   * The members added, in id order; each has the role GROUP_ROLE_MEMBER.
+   *
+   * @generated from field: repeated int64 member_ids = 2;
+   */
+  memberIds: bigint[];
+
+  /**
+   * The admin or owner who added them.
+   *
+   * @generated from field: int64 actor_id = 3;
+   */
+  actorId: bigint;
+};
+
+/**
+ * Describes the message karlmalone.v1.GroupMembersAdded.
+ * Use `create(GroupMembersAddedSchema)` to create a new message.
+ */
+export const GroupMembersAddedSchema: GenMessage<GroupMembersAdded> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_push, 9);
+
+/**
  * SessionRevoked says one of the member's sessions ended; the socket of that
  * session is closed right after.
  *
@@ -436,5 +490,28 @@ export type SessionRevoked = Message<"karlmalone.v1.SessionRevoked"> & {
  * Use `create(SessionRevokedSchema)` to create a new message.
  */
 export const SessionRevokedSchema: GenMessage<SessionRevoked> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 9);
+  messageDesc(file_karlmalone_v1_push, 10);
+
+/**
+ * MemberDeleted says a member deleted its account. Its messages stay; the
+ * contact relation is gone (no contact_removed follows) and it has left every
+ * group (member_left follows for each, after any ownership change).
+ *
+ * @generated from message karlmalone.v1.MemberDeleted
+ */
+export type MemberDeleted = Message<"karlmalone.v1.MemberDeleted"> & {
+  /**
+   * The member whose account was deleted.
+   *
+   * @generated from field: int64 member_id = 1;
+   */
+  memberId: bigint;
+};
+
+/**
+ * Describes the message karlmalone.v1.MemberDeleted.
+ * Use `create(MemberDeletedSchema)` to create a new message.
+ */
+export const MemberDeletedSchema: GenMessage<MemberDeleted> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_push, 11);
 

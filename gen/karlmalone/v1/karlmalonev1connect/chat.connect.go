@@ -48,6 +48,9 @@ const (
 	ChatServiceRecallMessageProcedure = "/karlmalone.v1.ChatService/RecallMessage"
 	// ChatServiceSendTypingProcedure is the fully-qualified name of the ChatService's SendTyping RPC.
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
+	// ChatServiceSearchMessagesProcedure is the fully-qualified name of the ChatService's
+	// SearchMessages RPC.
+	ChatServiceSearchMessagesProcedure = "/karlmalone.v1.ChatService/SearchMessages"
 	// ChatServiceSubscribeProcedure is the fully-qualified name of the ChatService's Subscribe RPC.
 	ChatServiceSubscribeProcedure = "/karlmalone.v1.ChatService/Subscribe"
 	// ChatServiceGetAttachmentUrlProcedure is the fully-qualified name of the ChatService's
@@ -72,6 +75,11 @@ type ChatServiceClient interface {
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
+	// SearchMessages finds the caller's messages by words, in one conversation
+	// or in all of the caller's conversations, newest first, paged. Recalled
+	// messages are never found; conversations the caller has left are not
+	// searched.
+	SearchMessages(context.Context, *v1.SearchMessagesRequest) (*v1.SearchMessagesResponse, error)
 	// Subscribe streams the caller's events: the same events as GET /v1/push.
 	Subscribe(context.Context, *v1.SubscribeRequest) (*connect.ServerStreamForClient[v1.SubscribeResponse], error)
 	// GetAttachmentUrl signs a short-lived download URL for an attachment the
@@ -128,6 +136,13 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("SendTyping")),
 			connect.WithClientOptions(opts...),
 		),
+		searchMessages: connect.NewClient[v1.SearchMessagesRequest, v1.SearchMessagesResponse](
+			httpClient,
+			baseURL+ChatServiceSearchMessagesProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("SearchMessages")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		subscribe: connect.NewClient[v1.SubscribeRequest, v1.SubscribeResponse](
 			httpClient,
 			baseURL+ChatServiceSubscribeProcedure,
@@ -152,6 +167,7 @@ type chatServiceClient struct {
 	markRead          *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
 	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
 	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
+	searchMessages    *connect.Client[v1.SearchMessagesRequest, v1.SearchMessagesResponse]
 	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
 	getAttachmentUrl  *connect.Client[v1.GetAttachmentUrlRequest, v1.GetAttachmentUrlResponse]
 }
@@ -210,6 +226,15 @@ func (c *chatServiceClient) SendTyping(ctx context.Context, req *v1.SendTypingRe
 	return nil, err
 }
 
+// SearchMessages calls karlmalone.v1.ChatService.SearchMessages.
+func (c *chatServiceClient) SearchMessages(ctx context.Context, req *v1.SearchMessagesRequest) (*v1.SearchMessagesResponse, error) {
+	response, err := c.searchMessages.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // Subscribe calls karlmalone.v1.ChatService.Subscribe.
 func (c *chatServiceClient) Subscribe(ctx context.Context, req *v1.SubscribeRequest) (*connect.ServerStreamForClient[v1.SubscribeResponse], error) {
 	return c.subscribe.CallServerStream(ctx, connect.NewRequest(req))
@@ -241,6 +266,11 @@ type ChatServiceHandler interface {
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
+	// SearchMessages finds the caller's messages by words, in one conversation
+	// or in all of the caller's conversations, newest first, paged. Recalled
+	// messages are never found; conversations the caller has left are not
+	// searched.
+	SearchMessages(context.Context, *v1.SearchMessagesRequest) (*v1.SearchMessagesResponse, error)
 	// Subscribe streams the caller's events: the same events as GET /v1/push.
 	Subscribe(context.Context, *v1.SubscribeRequest, *connect.ServerStream[v1.SubscribeResponse]) error
 	// GetAttachmentUrl signs a short-lived download URL for an attachment the
@@ -293,6 +323,13 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("SendTyping")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceSearchMessagesHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceSearchMessagesProcedure,
+		svc.SearchMessages,
+		connect.WithSchema(chatServiceMethods.ByName("SearchMessages")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	chatServiceSubscribeHandler := connect.NewServerStreamHandlerSimple(
 		ChatServiceSubscribeProcedure,
 		svc.Subscribe,
@@ -320,6 +357,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceRecallMessageHandler.ServeHTTP(w, r)
 		case ChatServiceSendTypingProcedure:
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
+		case ChatServiceSearchMessagesProcedure:
+			chatServiceSearchMessagesHandler.ServeHTTP(w, r)
 		case ChatServiceSubscribeProcedure:
 			chatServiceSubscribeHandler.ServeHTTP(w, r)
 		case ChatServiceGetAttachmentUrlProcedure:
@@ -355,6 +394,10 @@ func (UnimplementedChatServiceHandler) RecallMessage(context.Context, *v1.Recall
 
 func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.SendTyping is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) SearchMessages(context.Context, *v1.SearchMessagesRequest) (*v1.SearchMessagesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.SearchMessages is not implemented"))
 }
 
 func (UnimplementedChatServiceHandler) Subscribe(context.Context, *v1.SubscribeRequest, *connect.ServerStream[v1.SubscribeResponse]) error {

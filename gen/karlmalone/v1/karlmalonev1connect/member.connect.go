@@ -58,6 +58,9 @@ const (
 	// MemberServiceRevokeSessionProcedure is the fully-qualified name of the MemberService's
 	// RevokeSession RPC.
 	MemberServiceRevokeSessionProcedure = "/karlmalone.v1.MemberService/RevokeSession"
+	// MemberServiceDeleteAccountProcedure is the fully-qualified name of the MemberService's
+	// DeleteAccount RPC.
+	MemberServiceDeleteAccountProcedure = "/karlmalone.v1.MemberService/DeleteAccount"
 )
 
 // MemberServiceClient is a client for the karlmalone.v1.MemberService service.
@@ -78,11 +81,20 @@ type MemberServiceClient interface {
 	// GetMember returns another member's public profile (no phone).
 	GetMember(context.Context, *v1.GetMemberRequest) (*v1.GetMemberResponse, error)
 	// SearchMembers finds members by exact phone (E.164) or nickname prefix.
+	// Not marked NO_SIDE_EFFECTS on purpose: that would serve it over HTTP
+	// GET, with the phone in the URL, where proxies and access logs keep it.
+	// Lookups by phone are rate-limited per member.
 	SearchMembers(context.Context, *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error)
 	// ListSessions lists the caller's live sessions (devices).
 	ListSessions(context.Context, *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error)
 	// RevokeSession ends one of the caller's sessions at once.
 	RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error)
+	// DeleteAccount deletes the caller's account for good (the password is
+	// asked again): every session is revoked, the profile cleared and the phone
+	// freed, contacts, friend requests and blocks removed, each group passed on
+	// or dissolved, and the messages kept for the others as from a deleted
+	// member. The caller's data can be downloaded first from GET /v1/export.
+	DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error)
 }
 
 // NewMemberServiceClient constructs a client for the karlmalone.v1.MemberService service. By
@@ -144,7 +156,6 @@ func NewMemberServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			httpClient,
 			baseURL+MemberServiceSearchMembersProcedure,
 			connect.WithSchema(memberServiceMethods.ByName("SearchMembers")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		listSessions: connect.NewClient[v1.ListSessionsRequest, v1.ListSessionsResponse](
@@ -158,6 +169,12 @@ func NewMemberServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			httpClient,
 			baseURL+MemberServiceRevokeSessionProcedure,
 			connect.WithSchema(memberServiceMethods.ByName("RevokeSession")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteAccount: connect.NewClient[v1.DeleteAccountRequest, v1.DeleteAccountResponse](
+			httpClient,
+			baseURL+MemberServiceDeleteAccountProcedure,
+			connect.WithSchema(memberServiceMethods.ByName("DeleteAccount")),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -175,6 +192,7 @@ type memberServiceClient struct {
 	searchMembers  *connect.Client[v1.SearchMembersRequest, v1.SearchMembersResponse]
 	listSessions   *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
 	revokeSession  *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
+	deleteAccount  *connect.Client[v1.DeleteAccountRequest, v1.DeleteAccountResponse]
 }
 
 // Register calls karlmalone.v1.MemberService.Register.
@@ -267,6 +285,15 @@ func (c *memberServiceClient) RevokeSession(ctx context.Context, req *v1.RevokeS
 	return nil, err
 }
 
+// DeleteAccount calls karlmalone.v1.MemberService.DeleteAccount.
+func (c *memberServiceClient) DeleteAccount(ctx context.Context, req *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error) {
+	response, err := c.deleteAccount.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // MemberServiceHandler is an implementation of the karlmalone.v1.MemberService service.
 type MemberServiceHandler interface {
 	// Register creates a member. Open: needs no token.
@@ -285,11 +312,20 @@ type MemberServiceHandler interface {
 	// GetMember returns another member's public profile (no phone).
 	GetMember(context.Context, *v1.GetMemberRequest) (*v1.GetMemberResponse, error)
 	// SearchMembers finds members by exact phone (E.164) or nickname prefix.
+	// Not marked NO_SIDE_EFFECTS on purpose: that would serve it over HTTP
+	// GET, with the phone in the URL, where proxies and access logs keep it.
+	// Lookups by phone are rate-limited per member.
 	SearchMembers(context.Context, *v1.SearchMembersRequest) (*v1.SearchMembersResponse, error)
 	// ListSessions lists the caller's live sessions (devices).
 	ListSessions(context.Context, *v1.ListSessionsRequest) (*v1.ListSessionsResponse, error)
 	// RevokeSession ends one of the caller's sessions at once.
 	RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error)
+	// DeleteAccount deletes the caller's account for good (the password is
+	// asked again): every session is revoked, the profile cleared and the phone
+	// freed, contacts, friend requests and blocks removed, each group passed on
+	// or dissolved, and the messages kept for the others as from a deleted
+	// member. The caller's data can be downloaded first from GET /v1/export.
+	DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error)
 }
 
 // NewMemberServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -347,7 +383,6 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 		MemberServiceSearchMembersProcedure,
 		svc.SearchMembers,
 		connect.WithSchema(memberServiceMethods.ByName("SearchMembers")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	memberServiceListSessionsHandler := connect.NewUnaryHandlerSimple(
@@ -361,6 +396,12 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 		MemberServiceRevokeSessionProcedure,
 		svc.RevokeSession,
 		connect.WithSchema(memberServiceMethods.ByName("RevokeSession")),
+		connect.WithHandlerOptions(opts...),
+	)
+	memberServiceDeleteAccountHandler := connect.NewUnaryHandlerSimple(
+		MemberServiceDeleteAccountProcedure,
+		svc.DeleteAccount,
+		connect.WithSchema(memberServiceMethods.ByName("DeleteAccount")),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/karlmalone.v1.MemberService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -385,6 +426,8 @@ func NewMemberServiceHandler(svc MemberServiceHandler, opts ...connect.HandlerOp
 			memberServiceListSessionsHandler.ServeHTTP(w, r)
 		case MemberServiceRevokeSessionProcedure:
 			memberServiceRevokeSessionHandler.ServeHTTP(w, r)
+		case MemberServiceDeleteAccountProcedure:
+			memberServiceDeleteAccountHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -432,4 +475,8 @@ func (UnimplementedMemberServiceHandler) ListSessions(context.Context, *v1.ListS
 
 func (UnimplementedMemberServiceHandler) RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.MemberService.RevokeSession is not implemented"))
+}
+
+func (UnimplementedMemberServiceHandler) DeleteAccount(context.Context, *v1.DeleteAccountRequest) (*v1.DeleteAccountResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.MemberService.DeleteAccount is not implemented"))
 }
