@@ -12,7 +12,7 @@ TOOLPKG := github.com/bufbuild/buf/cmd/buf github.com/sqlc-dev/sqlc/cmd/sqlc \
            google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go \
            github.com/sudorandom/protoc-gen-connect-openapi
 
-.PHONY: run test build generate checkgenerate lint tools clean cluster test-web web-deps
+.PHONY: run test build generate checkgenerate lint breaking tools clean cluster test-web web-deps
 
 # The web side (web/client, web/app, gen/es): npm packages pinned in
 # package-lock.json, installed by `npm ci` whenever the lock is newer than
@@ -86,9 +86,21 @@ lint: $(TOOLS) $(NPM_STAMP)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo "gofmt needed" >&2; exit 1; }
 	buf lint
 	buf format -d --exit-code
+	$(MAKE) breaking
 	$(GO) run ./cmd/devpg -dir .data/lint-postgres -db sqlc_vet -- sqlc vet
 	node_modules/.bin/tsc -p web/tsconfig.json
 	node_modules/.bin/tsc -p web/tsconfig.node.json
+
+# The API only grows: buf breaking (FILE rules, buf.yaml) compares the proto
+# with main's where this branch left it (the merge base, so fields main gained
+# since are not taken for fields this branch removed) and refuses a removed or
+# renumbered field, a renamed one, a changed type or a removed RPC. A clone
+# without a local main fetches it from origin first; on main itself the check
+# compares main with itself and passes.
+BREAKING_BASE ?= main
+breaking: $(TOOLS)
+	@git rev-parse -q --verify 'refs/heads/$(BREAKING_BASE)' >/dev/null || git fetch -q origin '$(BREAKING_BASE):$(BREAKING_BASE)'
+	buf breaking --against ".git#ref=$$(git merge-base HEAD '$(BREAKING_BASE)')"
 
 clean:
 	rm -rf bin .data node_modules .build web/artifacts

@@ -26,3 +26,25 @@ SELECT * FROM conversation_members WHERE conversation_id = @conversation_id AND 
 -- conversation has two members, a group at most its max_members.
 -- @sqlc-vet-disable bounded-list
 SELECT member_id FROM conversation_members WHERE conversation_id = @conversation_id;
+
+-- name: UpdateConversationSettings :one
+-- Changes a member's own settings of a conversation: the mute when set_mute,
+-- the pin and the archive when given (NULL keeps them). Pinning moves the
+-- conversation to the top of the pinned ones. No row: not a member.
+UPDATE conversation_members cm
+SET muted_until   = CASE WHEN @set_mute::boolean THEN sqlc.narg(muted_until)::timestamptz ELSE cm.muted_until END,
+    muted_forever = CASE WHEN @set_mute::boolean THEN @muted_forever::boolean ELSE cm.muted_forever END,
+    pinned_at     = CASE sqlc.narg(pinned)::boolean WHEN true THEN clock_timestamp() WHEN false THEN NULL ELSE cm.pinned_at END,
+    archived      = coalesce(sqlc.narg(archived)::boolean, cm.archived)
+WHERE cm.conversation_id = @conversation_id AND cm.member_id = @member_id
+RETURNING cm.conversation_id, cm.muted_until, cm.muted_forever, cm.pinned_at, cm.archived, cm.cleared_seq;
+
+-- name: ClearConversationHistory :one
+-- Raises a member's floor to up_to_seq (0: the last message), never past the
+-- last message and never back. No row: not a member.
+UPDATE conversation_members cm
+SET cleared_seq = greatest(cm.cleared_seq,
+        CASE WHEN @up_to_seq::bigint = 0 THEN c.last_seq ELSE least(@up_to_seq::bigint, c.last_seq) END)
+FROM conversations c
+WHERE c.id = cm.conversation_id AND cm.conversation_id = @conversation_id AND cm.member_id = @member_id
+RETURNING cm.conversation_id, cm.muted_until, cm.muted_forever, cm.pinned_at, cm.archived, cm.cleared_seq;

@@ -3,9 +3,9 @@
 -- must call it exactly so for the GIN index messages_search to serve it.
 -- What a member may read is what ListMessages shows it: the conversations it
 -- is a member of now (a group it left, or one dissolved, is no longer
--- searched at all), never a recalled message.
--- TODO(h14a floor): when conversation_members gains the per-member "clear
--- history" floor, add `AND m.seq > cm.<floor column>` to the inner WHERE.
+-- searched at all), above the member's own floor (cleared_seq, "clear
+-- history for me"), never a recalled message. Replies carry their quote as
+-- the read queries of messages.sql join it.
 
 -- name: SearchMessages :many
 -- Newest first, keyed on (sent_at, conversation_id, seq), which never changes
@@ -28,6 +28,7 @@ WITH hits AS MATERIALIZED (
         WHERE mm.conversation_id = cm.conversation_id
           AND message_search_vector(mm.body, mm.caption) @@ websearch_to_tsquery('simple', @query::text)
           AND mm.recalled_at IS NULL
+          AND mm.seq > cm.cleared_seq
           AND (mm.sent_at, mm.conversation_id, mm.seq) < (@before_sent_at::timestamptz, @before_conversation_id::bigint, @before_seq::bigint)
         ORDER BY mm.seq DESC
         LIMIT @max_rows
@@ -36,8 +37,11 @@ WITH hits AS MATERIALIZED (
     ORDER BY hit.sent_at DESC, cm.conversation_id DESC, hit.seq DESC
     LIMIT @max_rows
 )
-SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size
+SELECT sqlc.embed(m), a.content_type AS attachment_content_type, a.size AS attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM hits
 JOIN messages m ON m.conversation_id = hits.conversation_id AND m.seq = hits.seq
 LEFT JOIN attachments a ON a.id = m.attachment_id
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
 ORDER BY m.sent_at DESC, m.conversation_id DESC, m.seq DESC;

@@ -20,7 +20,7 @@ import (
 )
 
 type deleteAccountParams struct {
-	Password string `name:"password" validate:"required,max=128"`
+	Password string `name:"password" validate:"text,required,max=128"`
 }
 
 // groupLeft is what the other members of one group hear when a member
@@ -278,7 +278,7 @@ func (s *exportServer) writeConversation(ctx context.Context, w *exportWriter, c
 	err = exportPages(w, func(after int64) ([]db.ListMessagesAfterSeqRow, error) {
 		return s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{ConversationID: cv.ID, AfterSeq: after, MaxRows: exportPage})
 	}, func(r db.ListMessagesAfterSeqRow) int64 {
-		w.proto(toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+		w.proto(toReadMessage(messageRow(r)))
 		return r.Message.Seq
 	})
 	if err != nil && w.err == nil {

@@ -59,6 +59,10 @@ var (
 	errNoLongerMember  = connect.NewError(connect.CodePermissionDenied, errors.New("you are no longer a member of this conversation"))
 	errSendRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("sending too fast; slow down and retry"))
 	errClientMsgIDUsed = connect.NewError(connect.CodeAlreadyExists, errors.New("client_msg_id: already used for a message in another conversation"))
+	errNoReplyTarget   = connect.NewError(connect.CodeNotFound, errors.New("reply_to_seq: no such message in this conversation"))
+	errReplyRecalled   = connect.NewError(connect.CodeFailedPrecondition, errors.New("reply_to_seq: that message was recalled"))
+	errMentionEveryone = connect.NewError(connect.CodePermissionDenied, errors.New("mention_everyone: only the group's owner and admins may mention everyone"))
+	errForwardRecalled = connect.NewError(connect.CodeFailedPrecondition, errors.New("seq: a recalled message cannot be forwarded"))
 )
 
 type sendMessageParams struct {
@@ -69,6 +73,9 @@ type sendMessageParams struct {
 	AttachmentID   *int64  `name:"attachment.id" validate:"omitnil,gt=0"`
 	AttachmentKind *int32  `name:"attachment.kind" validate:"omitnil,min=1,max=3"`
 	Caption        *string `name:"attachment.caption" validate:"omitnil,text,max=1024"`
+	ReplyToSeq     *int64  `name:"reply_to_seq" validate:"omitnil,gt=0"`
+	Mentions       []int64 `name:"mentions" validate:"max=50,unique,dive,gt=0"`
+	MentionAll     bool    `name:"mention_everyone"`
 }
 
 func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest) (*v1.SendMessageResponse, error) {
@@ -82,7 +89,17 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 	}
 	// The insert itself checks that the caller may post to the target; only
 	// when it stores nothing do we ask why (sendTarget), off the hot path.
-	arg := db.CreateMessageParams{PeerID: p.PeerID, GroupID: p.GroupID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text}
+	arg := db.CreateMessageParams{
+		PeerID: p.PeerID, GroupID: p.GroupID, SenderID: me, ClientMsgID: p.ClientMsgID, Body: p.Text, ReplyToSeq: p.ReplyToSeq,
+		Mentions: p.Mentions, MentionEveryone: p.MentionAll,
+	}
+	var q quoted
+	if p.ReplyToSeq != nil {
+		// A reply costs one more round trip; a plain message none.
+		if q, err = s.replyQuote(ctx, me, p); err != nil {
+			return nil, err
+		}
+	}
 	var att *db.Attachment
 	if p.AttachmentID != nil {
 		a, err := s.q.GetAttachmentByID(ctx, *p.AttachmentID)
@@ -99,8 +116,13 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 		}
 		att, arg.AttachmentID, arg.AttachmentKind, arg.Caption = &a, &a.ID, &kind, &caption
 	}
+	return s.send(ctx, me, p, arg, att, q)
+}
 
-	out, err := s.storeAndPublish(ctx, arg, att)
+// send stores a message (SendMessage, ForwardMessage) and answers with it,
+// or with why it was not stored, or with the message a retry stored before.
+func (s *ChatServer) send(ctx context.Context, me int64, p sendMessageParams, arg db.CreateMessageParams, att *db.Attachment, q quoted) (*v1.SendMessageResponse, error) {
+	out, err := s.storeAndPublish(ctx, arg, att, q)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClientMsgIDReused):
 		// Nothing stored. Either the caller may not post there (sendTarget
@@ -111,6 +133,13 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 		if err != nil {
 			return nil, err
 		}
+		if arg.MentionEveryone {
+			// Or the insert refused @everyone from a plain member.
+			cm, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: convID, MemberID: me})
+			if err == nil && cm.Role < store.RoleAdmin {
+				return nil, errMentionEveryone
+			}
+		}
 		return s.storedMessage(ctx, me, p.ClientMsgID, convID)
 	case err != nil:
 		return nil, err
@@ -120,10 +149,10 @@ func (s *ChatServer) SendMessage(ctx context.Context, req *v1.SendMessageRequest
 
 // storeAndPublish stores a message through the send pipeline, which pushes
 // it to the conversation's members right after the commit, in seq order.
-func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment) (*v1.Message, error) {
+func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessageParams, att *db.Attachment, q quoted) (*v1.Message, error) {
 	var out *v1.Message
 	_, err := s.sends.send(ctx, arg, func(row db.CreateMessageRow) {
-		out = toCreatedMessage(row, att)
+		out = toCreatedMessage(row, att, q)
 		s.publish(row.RecipientIds, messageSent(out))
 		s.notifyOffline(row)
 	})
@@ -135,7 +164,10 @@ func (s *ChatServer) storeAndPublish(ctx context.Context, arg db.CreateMessagePa
 
 // sendParams validates a SendMessage request.
 func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
-	p := sendMessageParams{ClientMsgID: req.GetClientMsgId()}
+	p := sendMessageParams{ClientMsgID: req.GetClientMsgId(), Mentions: req.GetMentions(), MentionAll: req.GetMentionEveryone()}
+	if r := req.GetReplyToSeq(); r != 0 {
+		p.ReplyToSeq = &r
+	}
 	switch t := req.GetTarget().(type) {
 	case *v1.SendMessageRequest_PeerId:
 		p.PeerID = &t.PeerId
@@ -160,10 +192,50 @@ func sendParams(req *v1.SendMessageRequest) (sendMessageParams, error) {
 	if err := check(p); err != nil {
 		return p, err
 	}
-	if p.Text != nil && strings.TrimSpace(*p.Text) == "" {
-		return p, invalid("text: must not be blank")
+	if p.PeerID != nil && (len(p.Mentions) > 0 || p.MentionAll) {
+		return p, invalid("mentions: only group messages mention members")
+	}
+	if len(p.Mentions) == 0 {
+		p.Mentions = nil // stored as NULL: no mentions
+	}
+	if p.Text != nil {
+		if err := checkText("text", *p.Text); err != nil {
+			return p, err
+		}
 	}
 	return p, nil
+}
+
+// checkText refuses a message text that is blank or holds NUL (which
+// PostgreSQL text cannot); the length is the tags'.
+func checkText(field, text string) error {
+	if strings.ContainsRune(text, 0) {
+		return invalid("%s: must not contain NUL characters", field)
+	}
+	if strings.TrimSpace(text) == "" {
+		return invalid("%s: must not be blank", field)
+	}
+	return nil
+}
+
+// replyQuote reads the message a reply quotes, in the conversation the reply
+// goes to. When there is none, the caller may not post there at all
+// (sendTarget says why) or the seq is wrong.
+func (s *ChatServer) replyQuote(ctx context.Context, me int64, p sendMessageParams) (quoted, error) {
+	r, err := s.q.GetReplyQuote(ctx, db.GetReplyQuoteParams{SenderID: me, Seq: *p.ReplyToSeq, PeerID: p.PeerID, GroupID: p.GroupID})
+	if errors.Is(err, store.ErrNotFound) {
+		if _, err := s.sendTarget(ctx, me, p); err != nil {
+			return quoted{}, err
+		}
+		return quoted{}, errNoReplyTarget
+	}
+	if err != nil {
+		return quoted{}, fmt.Errorf("get reply quote: %w", err)
+	}
+	if r.RecalledAt != nil {
+		return quoted{}, errReplyRecalled
+	}
+	return quoted{SenderID: &r.SenderID, Body: r.Body, AttachmentKind: r.AttachmentKind, Caption: r.Caption}, nil
 }
 
 // sendTarget resolves the target of a send to a conversation the caller may
@@ -218,7 +290,7 @@ func (s *ChatServer) storedMessage(ctx context.Context, me int64, clientMsgID st
 	if r.Message.ConversationID != convID {
 		return nil, errClientMsgIDUsed
 	}
-	return &v1.SendMessageResponse{Message: toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize)}, nil
+	return &v1.SendMessageResponse{Message: toReadMessage(messageRow(r))}, nil
 }
 
 func (s *ChatServer) ListConversations(ctx context.Context, req *v1.ListConversationsRequest) (*v1.ListConversationsResponse, error) {
@@ -227,24 +299,33 @@ func (s *ChatServer) ListConversations(ctx context.Context, req *v1.ListConversa
 	if err != nil {
 		return nil, err
 	}
-	afterAt, afterID, err := decodeTimePageToken(req.GetPageToken())
+	after, err := decodePageToken(req.GetPageToken(), 3)
 	if err != nil {
 		return nil, err
 	}
-	arg := db.ListConversationsByMemberParams{MemberID: me, MaxRows: size + 1, AfterActiveAt: afterAt, AfterID: afterID}
+	arg := db.ListConversationsByMemberParams{MemberID: me, MaxRows: size + 1}
+	if after != nil {
+		at, err := pageTime(after[1], after[2])
+		if err != nil {
+			return nil, err
+		}
+		arg.AfterPinRank, arg.AfterActiveAt, arg.AfterID = after[0], at, after[2]
+	}
 	rows, err := s.q.ListConversationsByMember(ctx, arg)
 	if err != nil {
 		return nil, fmt.Errorf("list conversations: %w", err)
 	}
-	// Keyed on activity time, which moves when a message arrives: a
-	// conversation that becomes active while a client pages jumps to the front
-	// (the client learns of it by push) and is not repeated behind the cursor.
+	// Keyed on the pin and activity time, which move when a message arrives
+	// or the caller pins: a conversation that moves ahead while a client pages
+	// jumps to the front (the client learns of it by push) and is not
+	// repeated behind the cursor.
 	rows, next := trimPage(rows, size, func(r db.ListConversationsByMemberRow) []int64 {
-		return []int64{r.ActiveAt.UnixMicro(), r.ID}
+		return []int64{r.PinRank, r.ActiveAt.UnixMicro(), r.ID}
 	})
 	res := &v1.ListConversationsResponse{NextPageToken: next}
+	now := s.now()
 	for _, r := range rows {
-		res.Conversations = append(res.Conversations, toConversation(r))
+		res.Conversations = append(res.Conversations, toConversation(r, now))
 	}
 	return res, nil
 }
@@ -273,20 +354,24 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 	if limit == 0 {
 		limit = defaultMessageLimit
 	}
-	if _, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: p.ConversationID, MemberID: me}); err != nil {
+	cm, err := s.q.GetConversationMember(ctx, db.GetConversationMemberParams{ConversationID: p.ConversationID, MemberID: me})
+	if err != nil {
 		return nil, fmt.Errorf("get conversation member: %w", err)
 	}
 	res := &v1.ListMessagesResponse{}
 	if p.AfterSeq != nil {
 		rows, err := s.q.ListMessagesAfterSeq(ctx, db.ListMessagesAfterSeqParams{
-			ConversationID: p.ConversationID, AfterSeq: *p.AfterSeq, MaxRows: limit + 1,
+			ConversationID: p.ConversationID, AfterSeq: *p.AfterSeq, FloorSeq: cm.ClearedSeq, MaxRows: limit + 1,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list messages: %w", err)
 		}
 		res.HasMore = len(rows) > int(limit)
 		for _, r := range rows[:min(len(rows), int(limit))] {
-			res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+			res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
+		}
+		if err := s.withReactions(ctx, me, p.ConversationID, res.Messages); err != nil {
+			return nil, err
 		}
 		return res, nil
 	}
@@ -295,7 +380,7 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 		before = *p.BeforeSeq
 	}
 	rows, err := s.q.ListMessagesBeforeSeq(ctx, db.ListMessagesBeforeSeqParams{
-		ConversationID: p.ConversationID, BeforeSeq: before, MaxRows: limit + 1,
+		ConversationID: p.ConversationID, BeforeSeq: before, FloorSeq: cm.ClearedSeq, MaxRows: limit + 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
@@ -304,7 +389,10 @@ func (s *ChatServer) ListMessages(ctx context.Context, req *v1.ListMessagesReque
 	rows = rows[:min(len(rows), int(limit))]
 	slices.Reverse(rows)
 	for _, r := range rows {
-		res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+		res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
+	}
+	if err := s.withReactions(ctx, me, p.ConversationID, res.Messages); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -357,7 +445,7 @@ func (s *ChatServer) RecallMessage(ctx context.Context, req *v1.RecallMessageReq
 	if err != nil {
 		return nil, fmt.Errorf("recall message: %w", err)
 	}
-	out := toMessage(m, nil, nil)
+	out := toMessage(m, nil, nil, quoted{})
 	if err := s.publishToConversation(ctx, p.ConversationID, 0, messageRecalled(out)); err != nil {
 		return nil, err
 	}
@@ -374,7 +462,7 @@ func (s *ChatServer) notRecalled(ctx context.Context, me int64, p messageRefPara
 	case r.Message.SenderID != me:
 		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only the sender may recall a message"))
 	case r.Message.RecalledAt != nil:
-		return &v1.RecallMessageResponse{Message: toMessage(r.Message, nil, nil)}, nil
+		return &v1.RecallMessageResponse{Message: toMessage(r.Message, nil, nil, quoted{})}, nil
 	default:
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("the recall window (%s) has passed", s.cfg.RecallWindow))
 	}

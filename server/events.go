@@ -18,6 +18,20 @@ func messageRecalled(m *v1.Message) *v1.Event {
 	}}}
 }
 
+func messageEdited(m *v1.Message) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_MessageEdited{MessageEdited: &v1.MessageEdited{
+		ConversationId: m.GetConversationId(), Seq: m.GetSeq(), SenderId: m.GetSenderId(), Text: m.GetText(), EditedAt: m.GetEditedAt(),
+	}}}
+}
+
+func reactionChanged(r *v1.ReactionChanged) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_Reaction{Reaction: r}}
+}
+
+func conversationSettingsChanged(cs *v1.ConversationSettings) *v1.Event {
+	return &v1.Event{Kind: &v1.Event_ConversationSettingsChanged{ConversationSettingsChanged: cs}}
+}
+
 func readReceipt(conversationID, memberID, readSeq int64) *v1.Event {
 	return &v1.Event{Kind: &v1.Event_ReadReceipt{ReadReceipt: &v1.ReadReceipt{
 		ConversationId: conversationID, MemberId: memberID, ReadSeq: readSeq,

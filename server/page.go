@@ -113,11 +113,21 @@ func decodeTimePageToken(token string) (*time.Time, int64, error) {
 	if err != nil || key == nil {
 		return nil, 0, err
 	}
-	at := time.UnixMicro(key[0]).UTC()
-	if key[1] <= 0 || at.Before(minPageTime) || at.After(maxPageTime) {
-		return nil, 0, invalid("page_token: not a token from this list")
+	at, err := pageTime(key[0], key[1])
+	if err != nil {
+		return nil, 0, err
 	}
-	return &at, key[1], nil
+	return at, key[1], nil
+}
+
+// pageTime checks the (time in microseconds, id) part of a decoded token: a
+// time PostgreSQL can compare and a positive id, or not a token of ours.
+func pageTime(us, id int64) (*time.Time, error) {
+	at := time.UnixMicro(us).UTC()
+	if id <= 0 || at.Before(minPageTime) || at.After(maxPageTime) {
+		return nil, invalid("page_token: not a token from this list")
+	}
+	return &at, nil
 }
 
 // trimPage takes rows fetched with LIMIT size+1 and returns the page and the

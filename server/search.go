@@ -12,7 +12,7 @@ import (
 )
 
 type searchMessagesParams struct {
-	Query          string `name:"query" validate:"required,max=256"`
+	Query          string `name:"query" validate:"text,required,max=256"`
 	ConversationID int64  `name:"conversation_id" validate:"min=0"`
 }
 
@@ -56,7 +56,7 @@ func (s *ChatServer) SearchMessages(ctx context.Context, req *v1.SearchMessagesR
 	})
 	res := &v1.SearchMessagesResponse{NextPageToken: next}
 	for _, r := range rows {
-		res.Messages = append(res.Messages, toMessage(r.Message, r.AttachmentContentType, r.AttachmentSize))
+		res.Messages = append(res.Messages, toReadMessage(messageRow(r)))
 	}
 	return res, nil
 }

@@ -76,6 +76,8 @@ type Config struct {
 	GroupMaxInvitees int
 	// RecallWindow is how long after sending a sender may recall a message.
 	RecallWindow time.Duration
+	// EditWindow is how long after sending a sender may edit a text message.
+	EditWindow time.Duration
 	// AttachmentDir is where uploads are stored.
 	AttachmentDir string
 	// MaxAttachmentBytes bounds one upload.
@@ -142,6 +144,7 @@ func DefaultConfig() Config {
 		// lock table (64 per connection by default).
 		GroupMaxInvitees: 200,
 		RecallWindow:     2 * time.Minute,
+		EditWindow:       24 * time.Hour,
 
 		AttachmentDir:      ".data/attachments",
 		MaxAttachmentBytes: 20 << 20,
@@ -179,6 +182,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.GroupMaxMembers, d.GroupMaxMembers)
 	orDefault(&c.GroupMaxInvitees, d.GroupMaxInvitees)
 	orDefault(&c.RecallWindow, d.RecallWindow)
+	orDefault(&c.EditWindow, d.EditWindow)
 	orDefault(&c.AttachmentDir, d.AttachmentDir)
 	orDefault(&c.MaxAttachmentBytes, d.MaxAttachmentBytes)
 	orDefault(&c.AttachmentQuotaBytes, d.AttachmentQuotaBytes)

@@ -159,6 +159,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", "most members a new group may have")
 	env.Int(&c.server.GroupMaxInvitees, "group-max-invitees", "KARLMALONE_GROUP_MAX_INVITEES", "most members one CreateGroup or AddGroupMembers call may add")
 	env.Duration(&c.server.RecallWindow, "recall-window", "KARLMALONE_RECALL_WINDOW", "how long after sending a message its sender may recall it")
+	env.Duration(&c.server.EditWindow, "edit-window", "KARLMALONE_EDIT_WINDOW", "how long after sending a text message its sender may edit it")
 	env.Int(&c.hashConcurrency, "hash-concurrency", "KARLMALONE_HASH_CONCURRENCY", "most password hashes computed at once (each takes 19 MiB)")
 	env.Bool(&c.insecureFast, "insecure-fast-password-hash", "KARLMALONE_INSECURE_FAST_PASSWORD_HASH", "benchmarks only: hash passwords with trivial argon2id parameters")
 	env.Rate(&c.server.RegisterPerAddr, "register-rate", "KARLMALONE_REGISTER_RATE", "registrations per client address, as interval/burst (0 disables)")

@@ -21,16 +21,16 @@ const createMessage = `-- name: CreateMessage :batchone
 WITH target AS (
     SELECT ct.conversation_id AS id
     FROM contacts ct
-    WHERE ct.owner_id = $1 AND ct.member_id = $7::bigint
+    WHERE ct.owner_id = $1 AND ct.member_id = $11::bigint
       AND NOT EXISTS (
           SELECT 1 FROM blocks b
-          WHERE (b.blocker_id = $1 AND b.blocked_id = $7::bigint)
-             OR (b.blocker_id = $7::bigint AND b.blocked_id = $1)
+          WHERE (b.blocker_id = $1 AND b.blocked_id = $11::bigint)
+             OR (b.blocker_id = $11::bigint AND b.blocked_id = $1)
       )
     UNION ALL
     SELECT g.conversation_id
     FROM groups g
-    WHERE g.id = $8::bigint AND g.dissolved_at IS NULL
+    WHERE g.id = $12::bigint AND g.dissolved_at IS NULL
 ), c AS (
     UPDATE conversations
     SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
@@ -43,17 +43,34 @@ WITH target AS (
           SELECT 1 FROM messages m
           WHERE m.sender_id = $1 AND m.client_msg_id = $2
       )
+      -- @everyone is the owner's and the admins' (docs/CHAT-FEATURES.md).
+      AND (NOT $10::boolean OR EXISTS (
+          SELECT 1 FROM conversation_members cm
+          WHERE cm.conversation_id = conversations.id AND cm.member_id = $1 AND cm.role >= 2
+      ))
     RETURNING id, last_seq, last_message_at
 ), r AS (
     UPDATE conversation_members cm SET read_seq = c.last_seq
     FROM c
     WHERE cm.conversation_id = c.id AND cm.member_id = $1 AND cm.read_seq < c.last_seq
 )
-INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at)
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at,
+                      reply_to_seq, forwarded, mentions, mention_everyone)
 SELECT c.id, c.last_seq, $1, $2, $3, $4,
-       $5, $6, c.last_message_at
+       $5, $6, c.last_message_at,
+       $7::bigint, $8::boolean,
+       -- Only members of the conversation are mentioned; NULL when none is
+       -- (plain messages stay out of the messages_mentions index).
+       CASE WHEN $9::bigint[] IS NOT NULL THEN
+           nullif(ARRAY(
+               SELECT cm.member_id FROM conversation_members cm
+               WHERE cm.conversation_id = c.id AND cm.member_id = ANY ($9::bigint[])
+               ORDER BY cm.member_id
+           ), '{}')
+       END,
+       $10::boolean
 FROM c
-RETURNING conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at, recalled_at,
+RETURNING conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at, recalled_at, reply_to_seq, forwarded, edited_at, mentions, mention_everyone,
     ARRAY(
         SELECT cm.member_id FROM conversation_members cm WHERE cm.conversation_id = messages.conversation_id
     )::bigint[] AS recipient_ids
@@ -66,28 +83,37 @@ type CreateMessageBatchResults struct {
 }
 
 type CreateMessageParams struct {
-	SenderID       int64
-	ClientMsgID    string
-	Body           *string
-	AttachmentID   *int64
-	AttachmentKind *int16
-	Caption        *string
-	PeerID         *int64
-	GroupID        *int64
+	SenderID        int64
+	ClientMsgID     string
+	Body            *string
+	AttachmentID    *int64
+	AttachmentKind  *int16
+	Caption         *string
+	ReplyToSeq      *int64
+	Forwarded       bool
+	Mentions        []int64
+	MentionEveryone bool
+	PeerID          *int64
+	GroupID         *int64
 }
 
 type CreateMessageRow struct {
-	ConversationID int64
-	Seq            int64
-	SenderID       int64
-	ClientMsgID    string
-	Body           *string
-	AttachmentID   *int64
-	AttachmentKind *int16
-	Caption        *string
-	SentAt         time.Time
-	RecalledAt     *time.Time
-	RecipientIds   []int64
+	ConversationID  int64
+	Seq             int64
+	SenderID        int64
+	ClientMsgID     string
+	Body            *string
+	AttachmentID    *int64
+	AttachmentKind  *int16
+	Caption         *string
+	SentAt          time.Time
+	RecalledAt      *time.Time
+	ReplyToSeq      *int64
+	Forwarded       bool
+	EditedAt        *time.Time
+	Mentions        []int64
+	MentionEveryone bool
+	RecipientIds    []int64
 }
 
 // Stores a message under the next seq of its conversation in one statement,
@@ -104,7 +130,10 @@ type CreateMessageRow struct {
 // seq. The sender's own read cursor moves to the new seq (its own messages
 // are never unread), and recipient_ids are the members at that moment. A
 // batch runs as one implicit transaction: one commit for all its messages
-// (see server/sendpipe.go).
+// (see server/sendpipe.go). A reply's reply_to_seq was checked before
+// (GetReplyQuote: messages are never deleted, so it stays valid);
+// mention_everyone is refused here unless the sender is the group's owner or
+// an admin, and mentions keep only the conversation's members.
 func (q *Queries) CreateMessage(ctx context.Context, arg []CreateMessageParams) *CreateMessageBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
@@ -115,6 +144,10 @@ func (q *Queries) CreateMessage(ctx context.Context, arg []CreateMessageParams) 
 			a.AttachmentID,
 			a.AttachmentKind,
 			a.Caption,
+			a.ReplyToSeq,
+			a.Forwarded,
+			a.Mentions,
+			a.MentionEveryone,
 			a.PeerID,
 			a.GroupID,
 		}
@@ -146,6 +179,11 @@ func (b *CreateMessageBatchResults) QueryRow(f func(int, CreateMessageRow, error
 			&i.Caption,
 			&i.SentAt,
 			&i.RecalledAt,
+			&i.ReplyToSeq,
+			&i.Forwarded,
+			&i.EditedAt,
+			&i.Mentions,
+			&i.MentionEveryone,
 			&i.RecipientIds,
 		)
 		if f != nil {

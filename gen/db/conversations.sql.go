@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"time"
 )
 
 const addConversationMember = `-- name: AddConversationMember :exec
@@ -26,6 +27,46 @@ type AddConversationMemberParams struct {
 func (q *Queries) AddConversationMember(ctx context.Context, arg AddConversationMemberParams) error {
 	_, err := q.db.Exec(ctx, addConversationMember, arg.MemberID, arg.Role, arg.ConversationID)
 	return err
+}
+
+const clearConversationHistory = `-- name: ClearConversationHistory :one
+UPDATE conversation_members cm
+SET cleared_seq = greatest(cm.cleared_seq,
+        CASE WHEN $1::bigint = 0 THEN c.last_seq ELSE least($1::bigint, c.last_seq) END)
+FROM conversations c
+WHERE c.id = cm.conversation_id AND cm.conversation_id = $2 AND cm.member_id = $3
+RETURNING cm.conversation_id, cm.muted_until, cm.muted_forever, cm.pinned_at, cm.archived, cm.cleared_seq
+`
+
+type ClearConversationHistoryParams struct {
+	UpToSeq        int64
+	ConversationID int64
+	MemberID       int64
+}
+
+type ClearConversationHistoryRow struct {
+	ConversationID int64
+	MutedUntil     *time.Time
+	MutedForever   bool
+	PinnedAt       *time.Time
+	Archived       bool
+	ClearedSeq     int64
+}
+
+// Raises a member's floor to up_to_seq (0: the last message), never past the
+// last message and never back. No row: not a member.
+func (q *Queries) ClearConversationHistory(ctx context.Context, arg ClearConversationHistoryParams) (ClearConversationHistoryRow, error) {
+	row := q.db.QueryRow(ctx, clearConversationHistory, arg.UpToSeq, arg.ConversationID, arg.MemberID)
+	var i ClearConversationHistoryRow
+	err := row.Scan(
+		&i.ConversationID,
+		&i.MutedUntil,
+		&i.MutedForever,
+		&i.PinnedAt,
+		&i.Archived,
+		&i.ClearedSeq,
+	)
+	return i, err
 }
 
 const createGroupConversation = `-- name: CreateGroupConversation :one
@@ -48,7 +89,7 @@ func (q *Queries) CreateGroupConversation(ctx context.Context) (Conversation, er
 }
 
 const getConversationMember = `-- name: GetConversationMember :one
-SELECT conversation_id, member_id, role, read_seq, joined_at FROM conversation_members WHERE conversation_id = $1 AND member_id = $2
+SELECT conversation_id, member_id, role, read_seq, joined_at, muted_until, muted_forever, pinned_at, archived, cleared_seq FROM conversation_members WHERE conversation_id = $1 AND member_id = $2
 `
 
 type GetConversationMemberParams struct {
@@ -65,6 +106,11 @@ func (q *Queries) GetConversationMember(ctx context.Context, arg GetConversation
 		&i.Role,
 		&i.ReadSeq,
 		&i.JoinedAt,
+		&i.MutedUntil,
+		&i.MutedForever,
+		&i.PinnedAt,
+		&i.Archived,
+		&i.ClearedSeq,
 	)
 	return i, err
 }
@@ -94,6 +140,60 @@ func (q *Queries) ListConversationMemberIDs(ctx context.Context, conversationID 
 		return nil, err
 	}
 	return items, nil
+}
+
+const updateConversationSettings = `-- name: UpdateConversationSettings :one
+UPDATE conversation_members cm
+SET muted_until   = CASE WHEN $1::boolean THEN $2::timestamptz ELSE cm.muted_until END,
+    muted_forever = CASE WHEN $1::boolean THEN $3::boolean ELSE cm.muted_forever END,
+    pinned_at     = CASE $4::boolean WHEN true THEN clock_timestamp() WHEN false THEN NULL ELSE cm.pinned_at END,
+    archived      = coalesce($5::boolean, cm.archived)
+WHERE cm.conversation_id = $6 AND cm.member_id = $7
+RETURNING cm.conversation_id, cm.muted_until, cm.muted_forever, cm.pinned_at, cm.archived, cm.cleared_seq
+`
+
+type UpdateConversationSettingsParams struct {
+	SetMute        bool
+	MutedUntil     *time.Time
+	MutedForever   bool
+	Pinned         *bool
+	Archived       *bool
+	ConversationID int64
+	MemberID       int64
+}
+
+type UpdateConversationSettingsRow struct {
+	ConversationID int64
+	MutedUntil     *time.Time
+	MutedForever   bool
+	PinnedAt       *time.Time
+	Archived       bool
+	ClearedSeq     int64
+}
+
+// Changes a member's own settings of a conversation: the mute when set_mute,
+// the pin and the archive when given (NULL keeps them). Pinning moves the
+// conversation to the top of the pinned ones. No row: not a member.
+func (q *Queries) UpdateConversationSettings(ctx context.Context, arg UpdateConversationSettingsParams) (UpdateConversationSettingsRow, error) {
+	row := q.db.QueryRow(ctx, updateConversationSettings,
+		arg.SetMute,
+		arg.MutedUntil,
+		arg.MutedForever,
+		arg.Pinned,
+		arg.Archived,
+		arg.ConversationID,
+		arg.MemberID,
+	)
+	var i UpdateConversationSettingsRow
+	err := row.Scan(
+		&i.ConversationID,
+		&i.MutedUntil,
+		&i.MutedForever,
+		&i.PinnedAt,
+		&i.Archived,
+		&i.ClearedSeq,
+	)
+	return i, err
 }
 
 const upsertDirectConversation = `-- name: UpsertDirectConversation :one

@@ -68,7 +68,7 @@ FROM conversations c, unnest($1::bigint[]) AS ids (id)
 WHERE c.id = $2
 ORDER BY ids.id
 ON CONFLICT (conversation_id, member_id) DO NOTHING
-RETURNING conversation_id, member_id, role, read_seq, joined_at
+RETURNING conversation_id, member_id, role, read_seq, joined_at, muted_until, muted_forever, pinned_at, archived, cleared_seq
 `
 
 type CreateGroupMembersParams struct {
@@ -94,6 +94,11 @@ func (q *Queries) CreateGroupMembers(ctx context.Context, arg CreateGroupMembers
 			&i.Role,
 			&i.ReadSeq,
 			&i.JoinedAt,
+			&i.MutedUntil,
+			&i.MutedForever,
+			&i.PinnedAt,
+			&i.Archived,
+			&i.ClearedSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -108,7 +113,7 @@ func (q *Queries) CreateGroupMembers(ctx context.Context, arg CreateGroupMembers
 const deleteGroupMember = `-- name: DeleteGroupMember :one
 DELETE FROM conversation_members
 WHERE conversation_id = $1 AND member_id = $2 AND role < $3
-RETURNING conversation_id, member_id, role, read_seq, joined_at
+RETURNING conversation_id, member_id, role, read_seq, joined_at, muted_until, muted_forever, pinned_at, archived, cleared_seq
 `
 
 type DeleteGroupMemberParams struct {
@@ -128,6 +133,11 @@ func (q *Queries) DeleteGroupMember(ctx context.Context, arg DeleteGroupMemberPa
 		&i.Role,
 		&i.ReadSeq,
 		&i.JoinedAt,
+		&i.MutedUntil,
+		&i.MutedForever,
+		&i.PinnedAt,
+		&i.Archived,
+		&i.ClearedSeq,
 	)
 	return i, err
 }
@@ -484,7 +494,7 @@ func (q *Queries) UpdateGroupMemberCount(ctx context.Context, arg UpdateGroupMem
 const updateGroupMemberRole = `-- name: UpdateGroupMemberRole :one
 UPDATE conversation_members SET role = $1
 WHERE conversation_id = $2 AND member_id = $3
-RETURNING conversation_id, member_id, role, read_seq, joined_at
+RETURNING conversation_id, member_id, role, read_seq, joined_at, muted_until, muted_forever, pinned_at, archived, cleared_seq
 `
 
 type UpdateGroupMemberRoleParams struct {
@@ -502,6 +512,11 @@ func (q *Queries) UpdateGroupMemberRole(ctx context.Context, arg UpdateGroupMemb
 		&i.Role,
 		&i.ReadSeq,
 		&i.JoinedAt,
+		&i.MutedUntil,
+		&i.MutedForever,
+		&i.PinnedAt,
+		&i.Archived,
+		&i.ClearedSeq,
 	)
 	return i, err
 }

@@ -10,6 +10,86 @@ import (
 	"time"
 )
 
+const clearReaction = `-- name: ClearReaction :one
+DELETE FROM message_reactions r
+WHERE r.conversation_id = $1 AND r.seq = $2 AND r.member_id = $3
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = r.conversation_id AND cm.member_id = $3
+  )
+RETURNING r.emoji
+`
+
+type ClearReactionParams struct {
+	ConversationID int64
+	Seq            int64
+	MemberID       int64
+}
+
+// Clears a member's reaction to a message of a conversation it belongs to.
+// No row: it had none (or may not see the conversation).
+func (q *Queries) ClearReaction(ctx context.Context, arg ClearReactionParams) (string, error) {
+	row := q.db.QueryRow(ctx, clearReaction, arg.ConversationID, arg.Seq, arg.MemberID)
+	var emoji string
+	err := row.Scan(&emoji)
+	return emoji, err
+}
+
+const editMessage = `-- name: EditMessage :one
+UPDATE messages m
+SET body = $1, edited_at = clock_timestamp()
+WHERE m.conversation_id = $2 AND m.seq = $3
+  AND m.sender_id = $4
+  AND m.recalled_at IS NULL AND m.body IS NOT NULL AND NOT m.forwarded
+  AND m.sent_at > clock_timestamp() - $5::bigint * '1 microsecond'::interval
+  AND EXISTS (
+      SELECT 1 FROM conversation_members cm
+      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = $4
+  )
+RETURNING conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at, recalled_at, reply_to_seq, forwarded, edited_at, mentions, mention_everyone
+`
+
+type EditMessageParams struct {
+	Body           *string
+	ConversationID int64
+	Seq            int64
+	SenderID       int64
+	WindowMicros   int64
+}
+
+// Replaces the text of a message: only by its sender while still a member,
+// only a text message of its own (not recalled, not a forwarded copy), only
+// within the window, judged by the database clock that also stamped sent_at.
+// The earlier text is not kept.
+func (q *Queries) EditMessage(ctx context.Context, arg EditMessageParams) (Message, error) {
+	row := q.db.QueryRow(ctx, editMessage,
+		arg.Body,
+		arg.ConversationID,
+		arg.Seq,
+		arg.SenderID,
+		arg.WindowMicros,
+	)
+	var i Message
+	err := row.Scan(
+		&i.ConversationID,
+		&i.Seq,
+		&i.SenderID,
+		&i.ClientMsgID,
+		&i.Body,
+		&i.AttachmentID,
+		&i.AttachmentKind,
+		&i.Caption,
+		&i.SentAt,
+		&i.RecalledAt,
+		&i.ReplyToSeq,
+		&i.Forwarded,
+		&i.EditedAt,
+		&i.Mentions,
+		&i.MentionEveryone,
+	)
+	return i, err
+}
+
 const getConversationAccess = `-- name: GetConversationAccess :one
 SELECT c.kind, c.last_seq, cm.read_seq,
        CASE WHEN c.kind = 1 THEN
@@ -125,9 +205,12 @@ func (q *Queries) GetGroupSendTarget(ctx context.Context, arg GetGroupSendTarget
 }
 
 const getMessageByClientMsgID = `-- name: GetMessageByClientMsgID :one
-SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, a.content_type AS attachment_content_type, a.size AS attachment_size
+SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, m.reply_to_seq, m.forwarded, m.edited_at, m.mentions, m.mention_everyone, a.content_type AS attachment_content_type, a.size AS attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM messages m
 LEFT JOIN attachments a ON a.id = m.attachment_id
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
 WHERE m.sender_id = $1 AND m.client_msg_id = $2
 `
 
@@ -140,6 +223,11 @@ type GetMessageByClientMsgIDRow struct {
 	Message               Message
 	AttachmentContentType *string
 	AttachmentSize        *int64
+	QuotedSenderID        *int64
+	QuotedBody            *string
+	QuotedAttachmentKind  *int16
+	QuotedCaption         *string
+	QuotedRecalledAt      *time.Time
 }
 
 // The message a sender already stored under an idempotency key.
@@ -157,20 +245,33 @@ func (q *Queries) GetMessageByClientMsgID(ctx context.Context, arg GetMessageByC
 		&i.Message.Caption,
 		&i.Message.SentAt,
 		&i.Message.RecalledAt,
+		&i.Message.ReplyToSeq,
+		&i.Message.Forwarded,
+		&i.Message.EditedAt,
+		&i.Message.Mentions,
+		&i.Message.MentionEveryone,
 		&i.AttachmentContentType,
 		&i.AttachmentSize,
+		&i.QuotedSenderID,
+		&i.QuotedBody,
+		&i.QuotedAttachmentKind,
+		&i.QuotedCaption,
+		&i.QuotedRecalledAt,
 	)
 	return i, err
 }
 
 const getMessageForMember = `-- name: GetMessageForMember :one
-SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, a.content_type AS attachment_content_type, a.size AS attachment_size
+SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, m.reply_to_seq, m.forwarded, m.edited_at, m.mentions, m.mention_everyone, a.content_type AS attachment_content_type, a.size AS attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM messages m
 LEFT JOIN attachments a ON a.id = m.attachment_id
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
 WHERE m.conversation_id = $1 AND m.seq = $2
   AND EXISTS (
       SELECT 1 FROM conversation_members cm
-      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = $3
+      WHERE cm.conversation_id = m.conversation_id AND cm.member_id = $3 AND m.seq > cm.cleared_seq
   )
 `
 
@@ -184,9 +285,15 @@ type GetMessageForMemberRow struct {
 	Message               Message
 	AttachmentContentType *string
 	AttachmentSize        *int64
+	QuotedSenderID        *int64
+	QuotedBody            *string
+	QuotedAttachmentKind  *int16
+	QuotedCaption         *string
+	QuotedRecalledAt      *time.Time
 }
 
-// One message, if member_id may read its conversation.
+// One message, if member_id may read its conversation and has not cleared it
+// (cleared_seq).
 func (q *Queries) GetMessageForMember(ctx context.Context, arg GetMessageForMemberParams) (GetMessageForMemberRow, error) {
 	row := q.db.QueryRow(ctx, getMessageForMember, arg.ConversationID, arg.Seq, arg.MemberID)
 	var i GetMessageForMemberRow
@@ -201,15 +308,86 @@ func (q *Queries) GetMessageForMember(ctx context.Context, arg GetMessageForMemb
 		&i.Message.Caption,
 		&i.Message.SentAt,
 		&i.Message.RecalledAt,
+		&i.Message.ReplyToSeq,
+		&i.Message.Forwarded,
+		&i.Message.EditedAt,
+		&i.Message.Mentions,
+		&i.Message.MentionEveryone,
 		&i.AttachmentContentType,
 		&i.AttachmentSize,
+		&i.QuotedSenderID,
+		&i.QuotedBody,
+		&i.QuotedAttachmentKind,
+		&i.QuotedCaption,
+		&i.QuotedRecalledAt,
+	)
+	return i, err
+}
+
+const getReplyQuote = `-- name: GetReplyQuote :one
+SELECT m.seq, m.sender_id, m.body, m.attachment_kind, m.caption, m.recalled_at
+FROM messages m
+JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.member_id = $1
+WHERE m.seq = $2 AND m.seq > cm.cleared_seq
+  AND m.conversation_id = (
+      SELECT ct.conversation_id FROM contacts ct
+      WHERE ct.owner_id = $1 AND ct.member_id = $3::bigint
+      UNION ALL
+      SELECT g.conversation_id FROM groups g WHERE g.id = $4::bigint
+      LIMIT 1
+  )
+`
+
+type GetReplyQuoteParams struct {
+	SenderID int64
+	Seq      int64
+	PeerID   *int64
+	GroupID  *int64
+}
+
+type GetReplyQuoteRow struct {
+	Seq            int64
+	SenderID       int64
+	Body           *string
+	AttachmentKind *int16
+	Caption        *string
+	RecalledAt     *time.Time
+}
+
+// The message a reply quotes: in the conversation the reply goes to (with a
+// contact, or a group's), and one the sender may read (a member, after its
+// floor). No row: no such message there for the sender.
+func (q *Queries) GetReplyQuote(ctx context.Context, arg GetReplyQuoteParams) (GetReplyQuoteRow, error) {
+	row := q.db.QueryRow(ctx, getReplyQuote,
+		arg.SenderID,
+		arg.Seq,
+		arg.PeerID,
+		arg.GroupID,
+	)
+	var i GetReplyQuoteRow
+	err := row.Scan(
+		&i.Seq,
+		&i.SenderID,
+		&i.Body,
+		&i.AttachmentKind,
+		&i.Caption,
+		&i.RecalledAt,
 	)
 	return i, err
 }
 
 const listConversationsByMember = `-- name: ListConversationsByMember :many
 SELECT c.id, c.kind, c.last_seq, cm.read_seq,
+       cm.cleared_seq, cm.muted_until, cm.muted_forever, cm.pinned_at, cm.archived,
        coalesce(c.last_message_at, c.created_at)::timestamptz AS active_at,
+       coalesce(extract(epoch FROM cm.pinned_at) * 1000000, 0)::bigint AS pin_rank,
+       EXISTS (
+           SELECT 1 FROM messages mm
+           WHERE mm.conversation_id = c.id AND mm.seq > greatest(cm.read_seq, cm.cleared_seq)
+             AND (mm.mentions IS NOT NULL OR mm.mention_everyone)
+             AND (mm.mention_everyone OR $1::bigint = ANY (mm.mentions))
+             AND mm.recalled_at IS NULL AND mm.sender_id <> $1::bigint
+       ) AS mentioned_me,
        p.id AS peer_id, p.nickname AS peer_nickname, p.avatar AS peer_avatar, p.gender AS peer_gender,
        p.memo AS peer_memo, p.created_at AS peer_created_at,
        g.id AS group_id, g.name AS group_name, g.avatar AS group_avatar, g.notice AS group_notice,
@@ -218,24 +396,31 @@ SELECT c.id, c.kind, c.last_seq, cm.read_seq,
        m.seq AS msg_seq, m.sender_id AS msg_sender_id, m.client_msg_id AS msg_client_msg_id, m.body AS msg_body,
        m.attachment_id AS msg_attachment_id, m.attachment_kind AS msg_attachment_kind, m.caption AS msg_caption,
        m.sent_at AS msg_sent_at, m.recalled_at AS msg_recalled_at,
-       a.content_type AS msg_attachment_content_type, a.size AS msg_attachment_size
+       m.reply_to_seq AS msg_reply_to_seq, m.forwarded AS msg_forwarded, m.edited_at AS msg_edited_at,
+       m.mentions AS msg_mentions, m.mention_everyone AS msg_mention_everyone,
+       a.content_type AS msg_attachment_content_type, a.size AS msg_attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM conversation_members cm
 JOIN conversations c ON c.id = cm.conversation_id
 LEFT JOIN members p ON c.kind = 1
     AND p.id = CASE WHEN c.member_lo = $1::bigint THEN c.member_hi ELSE c.member_lo END
 LEFT JOIN groups g ON c.kind = 2 AND g.conversation_id = c.id
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq AND m.seq > cm.cleared_seq
 LEFT JOIN attachments a ON a.id = m.attachment_id
-WHERE cm.member_id = $1
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
+WHERE cm.member_id = $1::bigint
   AND ($2::timestamptz IS NULL
-       OR (coalesce(c.last_message_at, c.created_at), c.id) < ($2::timestamptz, $3::bigint))
-ORDER BY active_at DESC, c.id DESC
-LIMIT $4
+       OR (coalesce(extract(epoch FROM cm.pinned_at) * 1000000, 0)::bigint, coalesce(c.last_message_at, c.created_at), c.id)
+          < ($3::bigint, $2::timestamptz, $4::bigint))
+ORDER BY pin_rank DESC, active_at DESC, c.id DESC
+LIMIT $5
 `
 
 type ListConversationsByMemberParams struct {
 	MemberID      int64
 	AfterActiveAt *time.Time
+	AfterPinRank  int64
 	AfterID       int64
 	MaxRows       int32
 }
@@ -245,7 +430,14 @@ type ListConversationsByMemberRow struct {
 	Kind                     int16
 	LastSeq                  int64
 	ReadSeq                  int64
+	ClearedSeq               int64
+	MutedUntil               *time.Time
+	MutedForever             bool
+	PinnedAt                 *time.Time
+	Archived                 bool
 	ActiveAt                 time.Time
+	PinRank                  int64
+	MentionedMe              bool
 	PeerID                   *int64
 	PeerNickname             *string
 	PeerAvatar               *string
@@ -270,17 +462,31 @@ type ListConversationsByMemberRow struct {
 	MsgCaption               *string
 	MsgSentAt                *time.Time
 	MsgRecalledAt            *time.Time
+	MsgReplyToSeq            *int64
+	MsgForwarded             *bool
+	MsgEditedAt              *time.Time
+	MsgMentions              []int64
+	MsgMentionEveryone       *bool
 	MsgAttachmentContentType *string
 	MsgAttachmentSize        *int64
+	QuotedSenderID           *int64
+	QuotedBody               *string
+	QuotedAttachmentKind     *int16
+	QuotedCaption            *string
+	QuotedRecalledAt         *time.Time
 }
 
-// A member's conversations by recent activity (last message, else creation),
-// newest first, after the keyset (active_at, id) of the previous page, with
-// everything a list row shows: the peer or the group, and the last message.
+// A member's conversations, pinned ones first (latest pin first), then by
+// recent activity (last message, else creation), newest first, after the
+// keyset (pin_rank, active_at, id) of the previous page, with everything a
+// list row shows: the member's settings, the peer or the group, the last
+// message (unless the member cleared it) and whether an unread message
+// mentions the member (found through the messages_mentions index alone).
 func (q *Queries) ListConversationsByMember(ctx context.Context, arg ListConversationsByMemberParams) ([]ListConversationsByMemberRow, error) {
 	rows, err := q.db.Query(ctx, listConversationsByMember,
 		arg.MemberID,
 		arg.AfterActiveAt,
+		arg.AfterPinRank,
 		arg.AfterID,
 		arg.MaxRows,
 	)
@@ -296,7 +502,14 @@ func (q *Queries) ListConversationsByMember(ctx context.Context, arg ListConvers
 			&i.Kind,
 			&i.LastSeq,
 			&i.ReadSeq,
+			&i.ClearedSeq,
+			&i.MutedUntil,
+			&i.MutedForever,
+			&i.PinnedAt,
+			&i.Archived,
 			&i.ActiveAt,
+			&i.PinRank,
+			&i.MentionedMe,
 			&i.PeerID,
 			&i.PeerNickname,
 			&i.PeerAvatar,
@@ -321,8 +534,18 @@ func (q *Queries) ListConversationsByMember(ctx context.Context, arg ListConvers
 			&i.MsgCaption,
 			&i.MsgSentAt,
 			&i.MsgRecalledAt,
+			&i.MsgReplyToSeq,
+			&i.MsgForwarded,
+			&i.MsgEditedAt,
+			&i.MsgMentions,
+			&i.MsgMentionEveryone,
 			&i.MsgAttachmentContentType,
 			&i.MsgAttachmentSize,
+			&i.QuotedSenderID,
+			&i.QuotedBody,
+			&i.QuotedAttachmentKind,
+			&i.QuotedCaption,
+			&i.QuotedRecalledAt,
 		); err != nil {
 			return nil, err
 		}
@@ -335,17 +558,21 @@ func (q *Queries) ListConversationsByMember(ctx context.Context, arg ListConvers
 }
 
 const listMessagesAfterSeq = `-- name: ListMessagesAfterSeq :many
-SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, a.content_type AS attachment_content_type, a.size AS attachment_size
+SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, m.reply_to_seq, m.forwarded, m.edited_at, m.mentions, m.mention_everyone, a.content_type AS attachment_content_type, a.size AS attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM messages m
 LEFT JOIN attachments a ON a.id = m.attachment_id
-WHERE m.conversation_id = $1 AND m.seq > $2
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
+WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq > $3
 ORDER BY m.seq
-LIMIT $3
+LIMIT $4
 `
 
 type ListMessagesAfterSeqParams struct {
 	ConversationID int64
 	AfterSeq       int64
+	FloorSeq       int64
 	MaxRows        int32
 }
 
@@ -353,11 +580,22 @@ type ListMessagesAfterSeqRow struct {
 	Message               Message
 	AttachmentContentType *string
 	AttachmentSize        *int64
+	QuotedSenderID        *int64
+	QuotedBody            *string
+	QuotedAttachmentKind  *int16
+	QuotedCaption         *string
+	QuotedRecalledAt      *time.Time
 }
 
-// The oldest messages after a seq, ascending.
+// The oldest messages after a seq, ascending; none at or below the reader's
+// floor (cleared_seq).
 func (q *Queries) ListMessagesAfterSeq(ctx context.Context, arg ListMessagesAfterSeqParams) ([]ListMessagesAfterSeqRow, error) {
-	rows, err := q.db.Query(ctx, listMessagesAfterSeq, arg.ConversationID, arg.AfterSeq, arg.MaxRows)
+	rows, err := q.db.Query(ctx, listMessagesAfterSeq,
+		arg.ConversationID,
+		arg.AfterSeq,
+		arg.FloorSeq,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -376,8 +614,18 @@ func (q *Queries) ListMessagesAfterSeq(ctx context.Context, arg ListMessagesAfte
 			&i.Message.Caption,
 			&i.Message.SentAt,
 			&i.Message.RecalledAt,
+			&i.Message.ReplyToSeq,
+			&i.Message.Forwarded,
+			&i.Message.EditedAt,
+			&i.Message.Mentions,
+			&i.Message.MentionEveryone,
 			&i.AttachmentContentType,
 			&i.AttachmentSize,
+			&i.QuotedSenderID,
+			&i.QuotedBody,
+			&i.QuotedAttachmentKind,
+			&i.QuotedCaption,
+			&i.QuotedRecalledAt,
 		); err != nil {
 			return nil, err
 		}
@@ -390,17 +638,21 @@ func (q *Queries) ListMessagesAfterSeq(ctx context.Context, arg ListMessagesAfte
 }
 
 const listMessagesBeforeSeq = `-- name: ListMessagesBeforeSeq :many
-SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, a.content_type AS attachment_content_type, a.size AS attachment_size
+SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, m.reply_to_seq, m.forwarded, m.edited_at, m.mentions, m.mention_everyone, a.content_type AS attachment_content_type, a.size AS attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM messages m
 LEFT JOIN attachments a ON a.id = m.attachment_id
-WHERE m.conversation_id = $1 AND m.seq < $2
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
+WHERE m.conversation_id = $1 AND m.seq < $2 AND m.seq > $3
 ORDER BY m.seq DESC
-LIMIT $3
+LIMIT $4
 `
 
 type ListMessagesBeforeSeqParams struct {
 	ConversationID int64
 	BeforeSeq      int64
+	FloorSeq       int64
 	MaxRows        int32
 }
 
@@ -408,11 +660,22 @@ type ListMessagesBeforeSeqRow struct {
 	Message               Message
 	AttachmentContentType *string
 	AttachmentSize        *int64
+	QuotedSenderID        *int64
+	QuotedBody            *string
+	QuotedAttachmentKind  *int16
+	QuotedCaption         *string
+	QuotedRecalledAt      *time.Time
 }
 
-// The newest messages before a seq, descending (the caller reverses them).
+// The newest messages before a seq, descending (the caller reverses them);
+// none at or below the reader's floor (cleared_seq).
 func (q *Queries) ListMessagesBeforeSeq(ctx context.Context, arg ListMessagesBeforeSeqParams) ([]ListMessagesBeforeSeqRow, error) {
-	rows, err := q.db.Query(ctx, listMessagesBeforeSeq, arg.ConversationID, arg.BeforeSeq, arg.MaxRows)
+	rows, err := q.db.Query(ctx, listMessagesBeforeSeq,
+		arg.ConversationID,
+		arg.BeforeSeq,
+		arg.FloorSeq,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -431,8 +694,69 @@ func (q *Queries) ListMessagesBeforeSeq(ctx context.Context, arg ListMessagesBef
 			&i.Message.Caption,
 			&i.Message.SentAt,
 			&i.Message.RecalledAt,
+			&i.Message.ReplyToSeq,
+			&i.Message.Forwarded,
+			&i.Message.EditedAt,
+			&i.Message.Mentions,
+			&i.Message.MentionEveryone,
 			&i.AttachmentContentType,
 			&i.AttachmentSize,
+			&i.QuotedSenderID,
+			&i.QuotedBody,
+			&i.QuotedAttachmentKind,
+			&i.QuotedCaption,
+			&i.QuotedRecalledAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listReactionCounts = `-- name: ListReactionCounts :many
+SELECT r.seq, r.emoji, count(*)::integer AS count, bool_or(r.member_id = $1)::boolean AS reacted_by_me
+FROM message_reactions r
+WHERE r.conversation_id = $2 AND r.seq = ANY ($3::bigint[])
+GROUP BY r.seq, r.emoji
+ORDER BY r.seq, min(r.created_at), r.emoji
+`
+
+type ListReactionCountsParams struct {
+	MemberID       int64
+	ConversationID int64
+	Seqs           []int64
+}
+
+type ListReactionCountsRow struct {
+	Seq         int64
+	Emoji       string
+	Count       int32
+	ReactedByMe bool
+}
+
+// The reactions to some messages of a conversation, per message and emoji,
+// in the order each emoji first came, and whether member_id is among them.
+// Unpaged: the messages are one page of ListMessages (at most 200), and a
+// message has at most one reaction per member of its conversation.
+// @sqlc-vet-disable bounded-list
+func (q *Queries) ListReactionCounts(ctx context.Context, arg ListReactionCountsParams) ([]ListReactionCountsRow, error) {
+	rows, err := q.db.Query(ctx, listReactionCounts, arg.MemberID, arg.ConversationID, arg.Seqs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListReactionCountsRow
+	for rows.Next() {
+		var i ListReactionCountsRow
+		if err := rows.Scan(
+			&i.Seq,
+			&i.Emoji,
+			&i.Count,
+			&i.ReactedByMe,
 		); err != nil {
 			return nil, err
 		}
@@ -496,7 +820,7 @@ WHERE m.conversation_id = $1 AND m.seq = $2
       SELECT 1 FROM conversation_members cm
       WHERE cm.conversation_id = m.conversation_id AND cm.member_id = $3
   )
-RETURNING conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at, recalled_at
+RETURNING conversation_id, seq, sender_id, client_msg_id, body, attachment_id, attachment_kind, caption, sent_at, recalled_at, reply_to_seq, forwarded, edited_at, mentions, mention_everyone
 `
 
 type RecallMessageParams struct {
@@ -528,6 +852,61 @@ func (q *Queries) RecallMessage(ctx context.Context, arg RecallMessageParams) (M
 		&i.Caption,
 		&i.SentAt,
 		&i.RecalledAt,
+		&i.ReplyToSeq,
+		&i.Forwarded,
+		&i.EditedAt,
+		&i.Mentions,
+		&i.MentionEveryone,
 	)
+	return i, err
+}
+
+const setReaction = `-- name: SetReaction :one
+WITH target AS (
+    SELECT m.conversation_id, m.seq
+    FROM messages m
+    JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.member_id = $1
+    WHERE m.conversation_id = $2 AND m.seq = $3 AND m.seq > cm.cleared_seq AND m.recalled_at IS NULL
+), prev AS (
+    SELECT r.emoji FROM message_reactions r
+    WHERE r.conversation_id = $2 AND r.seq = $3 AND r.member_id = $1
+    FOR UPDATE
+), up AS (
+    INSERT INTO message_reactions (conversation_id, seq, member_id, emoji)
+    -- Joining prev locks the old reaction before the insert replaces it (a
+    -- CTE read after the insert would skip the row this statement changed).
+    SELECT target.conversation_id, target.seq, $1, $4 FROM target LEFT JOIN prev ON true
+    ON CONFLICT (conversation_id, seq, member_id) DO UPDATE SET emoji = excluded.emoji, created_at = now()
+    RETURNING emoji
+)
+SELECT up.emoji, coalesce((SELECT prev.emoji FROM prev), '')::text AS previous_emoji
+FROM up
+`
+
+type SetReactionParams struct {
+	MemberID       int64
+	ConversationID int64
+	Seq            int64
+	Emoji          string
+}
+
+type SetReactionRow struct {
+	Emoji         string
+	PreviousEmoji string
+}
+
+// Sets a member's one reaction to a message it may read (a member, after its
+// floor, not recalled), replacing any earlier one. The reaction's row lock
+// makes previous_emoji the value this statement replaced. No row: no such
+// message for the member.
+func (q *Queries) SetReaction(ctx context.Context, arg SetReactionParams) (SetReactionRow, error) {
+	row := q.db.QueryRow(ctx, setReaction,
+		arg.MemberID,
+		arg.ConversationID,
+		arg.Seq,
+		arg.Emoji,
+	)
+	var i SetReactionRow
+	err := row.Scan(&i.Emoji, &i.PreviousEmoji)
 	return i, err
 }

@@ -53,6 +53,11 @@ type ConversationMember struct {
 	Role           int16
 	ReadSeq        int64
 	JoinedAt       time.Time
+	MutedUntil     *time.Time
+	MutedForever   bool
+	PinnedAt       *time.Time
+	Archived       bool
+	ClearedSeq     int64
 }
 
 type FriendRequest struct {
@@ -94,16 +99,29 @@ type Member struct {
 }
 
 type Message struct {
+	ConversationID  int64
+	Seq             int64
+	SenderID        int64
+	ClientMsgID     string
+	Body            *string
+	AttachmentID    *int64
+	AttachmentKind  *int16
+	Caption         *string
+	SentAt          time.Time
+	RecalledAt      *time.Time
+	ReplyToSeq      *int64
+	Forwarded       bool
+	EditedAt        *time.Time
+	Mentions        []int64
+	MentionEveryone bool
+}
+
+type MessageReaction struct {
 	ConversationID int64
 	Seq            int64
-	SenderID       int64
-	ClientMsgID    string
-	Body           *string
-	AttachmentID   *int64
-	AttachmentKind *int16
-	Caption        *string
-	SentAt         time.Time
-	RecalledAt     *time.Time
+	MemberID       int64
+	Emoji          string
+	CreatedAt      time.Time
 }
 
 type Session struct {

@@ -20,6 +20,7 @@ WITH hits AS MATERIALIZED (
         WHERE mm.conversation_id = cm.conversation_id
           AND message_search_vector(mm.body, mm.caption) @@ websearch_to_tsquery('simple', $1::text)
           AND mm.recalled_at IS NULL
+          AND mm.seq > cm.cleared_seq
           AND (mm.sent_at, mm.conversation_id, mm.seq) < ($2::timestamptz, $3::bigint, $4::bigint)
         ORDER BY mm.seq DESC
         LIMIT $5
@@ -28,10 +29,13 @@ WITH hits AS MATERIALIZED (
     ORDER BY hit.sent_at DESC, cm.conversation_id DESC, hit.seq DESC
     LIMIT $5
 )
-SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, a.content_type AS attachment_content_type, a.size AS attachment_size
+SELECT m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.body, m.attachment_id, m.attachment_kind, m.caption, m.sent_at, m.recalled_at, m.reply_to_seq, m.forwarded, m.edited_at, m.mentions, m.mention_everyone, a.content_type AS attachment_content_type, a.size AS attachment_size,
+       q.sender_id AS quoted_sender_id, q.body AS quoted_body, q.attachment_kind AS quoted_attachment_kind,
+       q.caption AS quoted_caption, q.recalled_at AS quoted_recalled_at
 FROM hits
 JOIN messages m ON m.conversation_id = hits.conversation_id AND m.seq = hits.seq
 LEFT JOIN attachments a ON a.id = m.attachment_id
+LEFT JOIN messages q ON q.conversation_id = m.conversation_id AND q.seq = m.reply_to_seq
 ORDER BY m.sent_at DESC, m.conversation_id DESC, m.seq DESC
 `
 
@@ -49,6 +53,11 @@ type SearchMessagesRow struct {
 	Message               Message
 	AttachmentContentType *string
 	AttachmentSize        *int64
+	QuotedSenderID        *int64
+	QuotedBody            *string
+	QuotedAttachmentKind  *int16
+	QuotedCaption         *string
+	QuotedRecalledAt      *time.Time
 }
 
 // Full-text search over the messages a member may read (ChatService.SearchMessages).
@@ -56,9 +65,9 @@ type SearchMessagesRow struct {
 // must call it exactly so for the GIN index messages_search to serve it.
 // What a member may read is what ListMessages shows it: the conversations it
 // is a member of now (a group it left, or one dissolved, is no longer
-// searched at all), never a recalled message.
-// TODO(h14a floor): when conversation_members gains the per-member "clear
-// history" floor, add `AND m.seq > cm.<floor column>` to the inner WHERE.
+// searched at all), above the member's own floor (cleared_seq, "clear
+// history for me"), never a recalled message. Replies carry their quote as
+// the read queries of messages.sql join it.
 // Newest first, keyed on (sent_at, conversation_id, seq), which never changes
 // for a message; the first page passes a key above every message. One
 // conversation, or all the member's (@conversation_id 0).
@@ -99,8 +108,18 @@ func (q *Queries) SearchMessages(ctx context.Context, arg SearchMessagesParams) 
 			&i.Message.Caption,
 			&i.Message.SentAt,
 			&i.Message.RecalledAt,
+			&i.Message.ReplyToSeq,
+			&i.Message.Forwarded,
+			&i.Message.EditedAt,
+			&i.Message.Mentions,
+			&i.Message.MentionEveryone,
 			&i.AttachmentContentType,
 			&i.AttachmentSize,
+			&i.QuotedSenderID,
+			&i.QuotedBody,
+			&i.QuotedAttachmentKind,
+			&i.QuotedCaption,
+			&i.QuotedRecalledAt,
 		); err != nil {
 			return nil, err
 		}

@@ -95,10 +95,16 @@ type Conversation struct {
 	LastSeq int64 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// The caller's read cursor.
 	ReadSeq int64 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	// Messages after read_seq.
+	// Messages after read_seq (and after settings.cleared_seq).
 	UnreadCount int64 `protobuf:"varint,8,opt,name=unread_count,json=unreadCount,proto3" json:"unread_count,omitempty"`
 	// When the last message was sent (or the conversation opened).
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// True while an unread message (after read_seq) mentions the caller, by
+	// id or as everyone; MarkRead past it clears it.
+	MentionedMe bool `protobuf:"varint,20,opt,name=mentioned_me,json=mentionedMe,proto3" json:"mentioned_me,omitempty"`
+	// The caller's own settings of the conversation (mute, pin, archive,
+	// cleared history); absent while every one has its default.
+	Settings      *ConversationSettings `protobuf:"bytes,21,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +213,20 @@ func (x *Conversation) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Conversation) GetMentionedMe() bool {
+	if x != nil {
+		return x.MentionedMe
+	}
+	return false
+}
+
+func (x *Conversation) GetSettings() *ConversationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 type isConversation_With interface {
 	isConversation_With()
 }
@@ -243,9 +263,16 @@ type SendMessageRequest struct {
 	//
 	//	*SendMessageRequest_Text
 	//	*SendMessageRequest_Attachment
-	Content       isSendMessageRequest_Content `protobuf_oneof:"content"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Content isSendMessageRequest_Content `protobuf_oneof:"content"`
+	// Quote a message of the same conversation (its seq); 0: not a reply.
+	ReplyToSeq int64 `protobuf:"varint,20,opt,name=reply_to_seq,json=replyToSeq,proto3" json:"reply_to_seq,omitempty"`
+	// Group messages only: member ids to mention, at most 50 (ids of
+	// non-members are dropped).
+	Mentions []int64 `protobuf:"varint,21,rep,packed,name=mentions,proto3" json:"mentions,omitempty"`
+	// Group messages only: mention everyone; the group's owner and admins only.
+	MentionEveryone bool `protobuf:"varint,22,opt,name=mention_everyone,json=mentionEveryone,proto3" json:"mention_everyone,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SendMessageRequest) Reset() {
@@ -333,6 +360,27 @@ func (x *SendMessageRequest) GetAttachment() *Attachment {
 		}
 	}
 	return nil
+}
+
+func (x *SendMessageRequest) GetReplyToSeq() int64 {
+	if x != nil {
+		return x.ReplyToSeq
+	}
+	return 0
+}
+
+func (x *SendMessageRequest) GetMentions() []int64 {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
+func (x *SendMessageRequest) GetMentionEveryone() bool {
+	if x != nil {
+		return x.MentionEveryone
+	}
+	return false
 }
 
 type isSendMessageRequest_Target interface {
@@ -889,6 +937,669 @@ func (x *RecallMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// ForwardMessageRequest names a message to copy and where to copy it.
+type ForwardMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation of the message to forward; the caller must be able to
+	// read it there (a member, and not cleared from the caller's history).
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq; a recalled message cannot be forwarded.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Where the copy goes, under SendMessage's rules.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*ForwardMessageRequest_PeerId
+	//	*ForwardMessageRequest_GroupId
+	Target isForwardMessageRequest_Target `protobuf_oneof:"target"`
+	// The idempotency key of the copy, as in SendMessage.
+	ClientMsgId   string `protobuf:"bytes,5,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMessageRequest) Reset() {
+	*x = ForwardMessageRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMessageRequest) ProtoMessage() {}
+
+func (x *ForwardMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMessageRequest.ProtoReflect.Descriptor instead.
+func (*ForwardMessageRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ForwardMessageRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetTarget() isForwardMessageRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *ForwardMessageRequest) GetPeerId() int64 {
+	if x != nil {
+		if x, ok := x.Target.(*ForwardMessageRequest_PeerId); ok {
+			return x.PeerId
+		}
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetGroupId() int64 {
+	if x != nil {
+		if x, ok := x.Target.(*ForwardMessageRequest_GroupId); ok {
+			return x.GroupId
+		}
+	}
+	return 0
+}
+
+func (x *ForwardMessageRequest) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+type isForwardMessageRequest_Target interface {
+	isForwardMessageRequest_Target()
+}
+
+type ForwardMessageRequest_PeerId struct {
+	// A contact's member id.
+	PeerId int64 `protobuf:"varint,3,opt,name=peer_id,json=peerId,proto3,oneof"`
+}
+
+type ForwardMessageRequest_GroupId struct {
+	// A group the caller belongs to.
+	GroupId int64 `protobuf:"varint,4,opt,name=group_id,json=groupId,proto3,oneof"`
+}
+
+func (*ForwardMessageRequest_PeerId) isForwardMessageRequest_Target() {}
+
+func (*ForwardMessageRequest_GroupId) isForwardMessageRequest_Target() {}
+
+// ForwardMessageResponse carries the copy.
+type ForwardMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new message, with forwarded set.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMessageResponse) Reset() {
+	*x = ForwardMessageResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMessageResponse) ProtoMessage() {}
+
+func (x *ForwardMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMessageResponse.ProtoReflect.Descriptor instead.
+func (*ForwardMessageResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ForwardMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// EditMessageRequest names a text message of the caller's and its new text.
+type EditMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The new text, 1–4,000 characters.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageRequest) Reset() {
+	*x = EditMessageRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageRequest) ProtoMessage() {}
+
+func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
+func (*EditMessageRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EditMessageRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *EditMessageRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EditMessageRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// EditMessageResponse carries the edited message.
+type EditMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message with its new text and edited_at.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageResponse) Reset() {
+	*x = EditMessageResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageResponse) ProtoMessage() {}
+
+func (x *EditMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageResponse.ProtoReflect.Descriptor instead.
+func (*EditMessageResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EditMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// SetReactionRequest sets or clears the caller's reaction to a message.
+type SetReactionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation, one the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq; not a recalled one.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// A single emoji (one grapheme, at most 64 bytes); empty clears the
+	// caller's reaction.
+	Emoji         string `protobuf:"bytes,3,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReactionRequest) Reset() {
+	*x = SetReactionRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReactionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReactionRequest) ProtoMessage() {}
+
+func (x *SetReactionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReactionRequest.ProtoReflect.Descriptor instead.
+func (*SetReactionRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SetReactionRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *SetReactionRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SetReactionRequest) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+// SetReactionResponse carries the message's reactions after the change.
+type SetReactionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Message.reactions, for the caller.
+	Reactions     []*ReactionCount `protobuf:"bytes,1,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReactionResponse) Reset() {
+	*x = SetReactionResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReactionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReactionResponse) ProtoMessage() {}
+
+func (x *SetReactionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReactionResponse.ProtoReflect.Descriptor instead.
+func (*SetReactionResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetReactionResponse) GetReactions() []*ReactionCount {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
+// UpdateConversationSettingsRequest changes the settings that are set;
+// those left unset keep their value.
+type UpdateConversationSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// A new mute, if any.
+	//
+	// Types that are valid to be assigned to Mute:
+	//
+	//	*UpdateConversationSettingsRequest_MuteUntil
+	//	*UpdateConversationSettingsRequest_MuteForever
+	//	*UpdateConversationSettingsRequest_Unmute
+	Mute isUpdateConversationSettingsRequest_Mute `protobuf_oneof:"mute"`
+	// Pin (true: to the top, also when already pinned) or unpin (false).
+	Pinned *bool `protobuf:"varint,5,opt,name=pinned,proto3,oneof" json:"pinned,omitempty"`
+	// Archive (true) or unarchive (false).
+	Archived      *bool `protobuf:"varint,6,opt,name=archived,proto3,oneof" json:"archived,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConversationSettingsRequest) Reset() {
+	*x = UpdateConversationSettingsRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConversationSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConversationSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateConversationSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConversationSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateConversationSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateConversationSettingsRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *UpdateConversationSettingsRequest) GetMute() isUpdateConversationSettingsRequest_Mute {
+	if x != nil {
+		return x.Mute
+	}
+	return nil
+}
+
+func (x *UpdateConversationSettingsRequest) GetMuteUntil() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Mute.(*UpdateConversationSettingsRequest_MuteUntil); ok {
+			return x.MuteUntil
+		}
+	}
+	return nil
+}
+
+func (x *UpdateConversationSettingsRequest) GetMuteForever() bool {
+	if x != nil {
+		if x, ok := x.Mute.(*UpdateConversationSettingsRequest_MuteForever); ok {
+			return x.MuteForever
+		}
+	}
+	return false
+}
+
+func (x *UpdateConversationSettingsRequest) GetUnmute() bool {
+	if x != nil {
+		if x, ok := x.Mute.(*UpdateConversationSettingsRequest_Unmute); ok {
+			return x.Unmute
+		}
+	}
+	return false
+}
+
+func (x *UpdateConversationSettingsRequest) GetPinned() bool {
+	if x != nil && x.Pinned != nil {
+		return *x.Pinned
+	}
+	return false
+}
+
+func (x *UpdateConversationSettingsRequest) GetArchived() bool {
+	if x != nil && x.Archived != nil {
+		return *x.Archived
+	}
+	return false
+}
+
+type isUpdateConversationSettingsRequest_Mute interface {
+	isUpdateConversationSettingsRequest_Mute()
+}
+
+type UpdateConversationSettingsRequest_MuteUntil struct {
+	// Mute until this time, which must be in the future.
+	MuteUntil *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=mute_until,json=muteUntil,proto3,oneof"`
+}
+
+type UpdateConversationSettingsRequest_MuteForever struct {
+	// Mute until unmuted; must be true.
+	MuteForever bool `protobuf:"varint,3,opt,name=mute_forever,json=muteForever,proto3,oneof"`
+}
+
+type UpdateConversationSettingsRequest_Unmute struct {
+	// Unmute; must be true.
+	Unmute bool `protobuf:"varint,4,opt,name=unmute,proto3,oneof"`
+}
+
+func (*UpdateConversationSettingsRequest_MuteUntil) isUpdateConversationSettingsRequest_Mute() {}
+
+func (*UpdateConversationSettingsRequest_MuteForever) isUpdateConversationSettingsRequest_Mute() {}
+
+func (*UpdateConversationSettingsRequest_Unmute) isUpdateConversationSettingsRequest_Mute() {}
+
+// UpdateConversationSettingsResponse carries the settings after the change.
+type UpdateConversationSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's settings now.
+	Settings      *ConversationSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConversationSettingsResponse) Reset() {
+	*x = UpdateConversationSettingsResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConversationSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConversationSettingsResponse) ProtoMessage() {}
+
+func (x *UpdateConversationSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConversationSettingsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateConversationSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateConversationSettingsResponse) GetSettings() *ConversationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// ClearConversationHistoryRequest clears the caller's history of a
+// conversation up to a seq.
+type ClearConversationHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A conversation the caller belongs to.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Clear every message up to this seq (beyond the last message: up to it);
+	// 0 clears everything sent so far. The floor never moves back.
+	UpToSeq       int64 `protobuf:"varint,2,opt,name=up_to_seq,json=upToSeq,proto3" json:"up_to_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearConversationHistoryRequest) Reset() {
+	*x = ClearConversationHistoryRequest{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearConversationHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearConversationHistoryRequest) ProtoMessage() {}
+
+func (x *ClearConversationHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearConversationHistoryRequest.ProtoReflect.Descriptor instead.
+func (*ClearConversationHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ClearConversationHistoryRequest) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ClearConversationHistoryRequest) GetUpToSeq() int64 {
+	if x != nil {
+		return x.UpToSeq
+	}
+	return 0
+}
+
+// ClearConversationHistoryResponse carries the settings after the change.
+type ClearConversationHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's settings now, with cleared_seq.
+	Settings      *ConversationSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearConversationHistoryResponse) Reset() {
+	*x = ClearConversationHistoryResponse{}
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearConversationHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearConversationHistoryResponse) ProtoMessage() {}
+
+func (x *ClearConversationHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearConversationHistoryResponse.ProtoReflect.Descriptor instead.
+func (*ClearConversationHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClearConversationHistoryResponse) GetSettings() *ConversationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 // SendTypingRequest says the caller is typing.
 type SendTypingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -900,7 +1611,7 @@ type SendTypingRequest struct {
 
 func (x *SendTypingRequest) Reset() {
 	*x = SendTypingRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1623,7 @@ func (x *SendTypingRequest) String() string {
 func (*SendTypingRequest) ProtoMessage() {}
 
 func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[11]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1636,7 @@ func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingRequest.ProtoReflect.Descriptor instead.
 func (*SendTypingRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendTypingRequest) GetConversationId() int64 {
@@ -944,7 +1655,7 @@ type SendTypingResponse struct {
 
 func (x *SendTypingResponse) Reset() {
 	*x = SendTypingResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1667,7 @@ func (x *SendTypingResponse) String() string {
 func (*SendTypingResponse) ProtoMessage() {}
 
 func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[12]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1680,7 @@ func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingResponse.ProtoReflect.Descriptor instead.
 func (*SendTypingResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 // SubscribeRequest opens the caller's event stream.
@@ -981,7 +1692,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1704,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[13]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1717,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 // SubscribeResponse is one event.
@@ -1020,7 +1731,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1743,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[14]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1756,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubscribeResponse) GetEvent() *Event {
@@ -1075,7 +1786,7 @@ type SearchMessagesRequest struct {
 
 func (x *SearchMessagesRequest) Reset() {
 	*x = SearchMessagesRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1798,7 @@ func (x *SearchMessagesRequest) String() string {
 func (*SearchMessagesRequest) ProtoMessage() {}
 
 func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[15]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1811,7 @@ func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchMessagesRequest.ProtoReflect.Descriptor instead.
 func (*SearchMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SearchMessagesRequest) GetQuery() string {
@@ -1144,7 +1855,7 @@ type SearchMessagesResponse struct {
 
 func (x *SearchMessagesResponse) Reset() {
 	*x = SearchMessagesResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1867,7 @@ func (x *SearchMessagesResponse) String() string {
 func (*SearchMessagesResponse) ProtoMessage() {}
 
 func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[16]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1880,7 @@ func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchMessagesResponse.ProtoReflect.Descriptor instead.
 func (*SearchMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SearchMessagesResponse) GetMessages() []*Message {
@@ -1198,7 +1909,7 @@ type GetAttachmentUrlRequest struct {
 
 func (x *GetAttachmentUrlRequest) Reset() {
 	*x = GetAttachmentUrlRequest{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1921,7 @@ func (x *GetAttachmentUrlRequest) String() string {
 func (*GetAttachmentUrlRequest) ProtoMessage() {}
 
 func (x *GetAttachmentUrlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[17]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1934,7 @@ func (x *GetAttachmentUrlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttachmentUrlRequest.ProtoReflect.Descriptor instead.
 func (*GetAttachmentUrlRequest) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetAttachmentUrlRequest) GetAttachmentId() int64 {
@@ -1249,7 +1960,7 @@ type GetAttachmentUrlResponse struct {
 
 func (x *GetAttachmentUrlResponse) Reset() {
 	*x = GetAttachmentUrlResponse{}
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1972,7 @@ func (x *GetAttachmentUrlResponse) String() string {
 func (*GetAttachmentUrlResponse) ProtoMessage() {}
 
 func (x *GetAttachmentUrlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_chat_proto_msgTypes[18]
+	mi := &file_karlmalone_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1985,7 @@ func (x *GetAttachmentUrlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttachmentUrlResponse.ProtoReflect.Descriptor instead.
 func (*GetAttachmentUrlResponse) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_karlmalone_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetAttachmentUrlResponse) GetUrl() string {
@@ -1295,7 +2006,7 @@ var File_karlmalone_v1_chat_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/chat.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\x1a\x18karlmalone/v1/push.proto\"\x85\x03\n" +
+	"\x18karlmalone/v1/chat.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1akarlmalone/v1/member.proto\x1a\x1bkarlmalone/v1/message.proto\x1a\x18karlmalone/v1/push.proto\"\xe9\x03\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.karlmalone.v1.ConversationKindR\x04kind\x12+\n" +
@@ -1306,8 +2017,10 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\bread_seq\x18\a \x01(\x03R\areadSeq\x12!\n" +
 	"\funread_count\x18\b \x01(\x03R\vunreadCount\x129\n" +
 	"\n" +
-	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\x06\n" +
-	"\x04with\"\xd8\x01\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
+	"\fmentioned_me\x18\x14 \x01(\bR\vmentionedMe\x12?\n" +
+	"\bsettings\x18\x15 \x01(\v2#.karlmalone.v1.ConversationSettingsR\bsettingsB\x06\n" +
+	"\x04with\"\xc1\x02\n" +
 	"\x12SendMessageRequest\x12\x19\n" +
 	"\apeer_id\x18\x01 \x01(\x03H\x00R\x06peerId\x12\x1b\n" +
 	"\bgroup_id\x18\x02 \x01(\x03H\x00R\agroupId\x12\"\n" +
@@ -1315,7 +2028,11 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x04text\x18\x04 \x01(\tH\x01R\x04text\x12;\n" +
 	"\n" +
 	"attachment\x18\x05 \x01(\v2\x19.karlmalone.v1.AttachmentH\x01R\n" +
-	"attachmentB\b\n" +
+	"attachment\x12 \n" +
+	"\freply_to_seq\x18\x14 \x01(\x03R\n" +
+	"replyToSeq\x12\x1a\n" +
+	"\bmentions\x18\x15 \x03(\x03R\bmentions\x12)\n" +
+	"\x10mention_everyone\x18\x16 \x01(\bR\x0fmentionEveryoneB\b\n" +
 	"\x06targetB\t\n" +
 	"\acontent\"G\n" +
 	"\x13SendMessageResponse\x120\n" +
@@ -1347,7 +2064,46 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\"I\n" +
 	"\x15RecallMessageResponse\x120\n" +
-	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"<\n" +
+	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"\xb8\x01\n" +
+	"\x15ForwardMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x19\n" +
+	"\apeer_id\x18\x03 \x01(\x03H\x00R\x06peerId\x12\x1b\n" +
+	"\bgroup_id\x18\x04 \x01(\x03H\x00R\agroupId\x12\"\n" +
+	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgIdB\b\n" +
+	"\x06target\"J\n" +
+	"\x16ForwardMessageResponse\x120\n" +
+	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"c\n" +
+	"\x12EditMessageRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"G\n" +
+	"\x13EditMessageResponse\x120\n" +
+	"\amessage\x18\x01 \x01(\v2\x16.karlmalone.v1.MessageR\amessage\"e\n" +
+	"\x12SetReactionRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x14\n" +
+	"\x05emoji\x18\x03 \x01(\tR\x05emoji\"Q\n" +
+	"\x13SetReactionResponse\x12:\n" +
+	"\treactions\x18\x01 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactions\"\xa6\x02\n" +
+	"!UpdateConversationSettingsRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12;\n" +
+	"\n" +
+	"mute_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\tmuteUntil\x12#\n" +
+	"\fmute_forever\x18\x03 \x01(\bH\x00R\vmuteForever\x12\x18\n" +
+	"\x06unmute\x18\x04 \x01(\bH\x00R\x06unmute\x12\x1b\n" +
+	"\x06pinned\x18\x05 \x01(\bH\x01R\x06pinned\x88\x01\x01\x12\x1f\n" +
+	"\barchived\x18\x06 \x01(\bH\x02R\barchived\x88\x01\x01B\x06\n" +
+	"\x04muteB\t\n" +
+	"\a_pinnedB\v\n" +
+	"\t_archived\"e\n" +
+	"\"UpdateConversationSettingsResponse\x12?\n" +
+	"\bsettings\x18\x01 \x01(\v2#.karlmalone.v1.ConversationSettingsR\bsettings\"f\n" +
+	"\x1fClearConversationHistoryRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x1a\n" +
+	"\tup_to_seq\x18\x02 \x01(\x03R\aupToSeq\"c\n" +
+	" ClearConversationHistoryResponse\x12?\n" +
+	"\bsettings\x18\x01 \x01(\v2#.karlmalone.v1.ConversationSettingsR\bsettings\"<\n" +
 	"\x11SendTypingRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\"\x14\n" +
 	"\x12SendTypingResponse\"\x12\n" +
@@ -1372,13 +2128,19 @@ const file_karlmalone_v1_chat_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_KIND_DIRECT\x10\x01\x12\x1b\n" +
-	"\x17CONVERSATION_KIND_GROUP\x10\x022\xca\x06\n" +
+	"\x17CONVERSATION_KIND_GROUP\x10\x022\xd6\n" +
+	"\n" +
 	"\vChatService\x12T\n" +
 	"\vSendMessage\x12!.karlmalone.v1.SendMessageRequest\x1a\".karlmalone.v1.SendMessageResponse\x12k\n" +
 	"\x11ListConversations\x12'.karlmalone.v1.ListConversationsRequest\x1a(.karlmalone.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\fListMessages\x12\".karlmalone.v1.ListMessagesRequest\x1a#.karlmalone.v1.ListMessagesResponse\"\x03\x90\x02\x01\x12K\n" +
 	"\bMarkRead\x12\x1e.karlmalone.v1.MarkReadRequest\x1a\x1f.karlmalone.v1.MarkReadResponse\x12Z\n" +
-	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12Q\n" +
+	"\rRecallMessage\x12#.karlmalone.v1.RecallMessageRequest\x1a$.karlmalone.v1.RecallMessageResponse\x12]\n" +
+	"\x0eForwardMessage\x12$.karlmalone.v1.ForwardMessageRequest\x1a%.karlmalone.v1.ForwardMessageResponse\x12T\n" +
+	"\vEditMessage\x12!.karlmalone.v1.EditMessageRequest\x1a\".karlmalone.v1.EditMessageResponse\x12T\n" +
+	"\vSetReaction\x12!.karlmalone.v1.SetReactionRequest\x1a\".karlmalone.v1.SetReactionResponse\x12\x81\x01\n" +
+	"\x1aUpdateConversationSettings\x120.karlmalone.v1.UpdateConversationSettingsRequest\x1a1.karlmalone.v1.UpdateConversationSettingsResponse\x12{\n" +
+	"\x18ClearConversationHistory\x12..karlmalone.v1.ClearConversationHistoryRequest\x1a/.karlmalone.v1.ClearConversationHistoryResponse\x12Q\n" +
 	"\n" +
 	"SendTyping\x12 .karlmalone.v1.SendTypingRequest\x1a!.karlmalone.v1.SendTypingResponse\x12b\n" +
 	"\x0eSearchMessages\x12$.karlmalone.v1.SearchMessagesRequest\x1a%.karlmalone.v1.SearchMessagesResponse\"\x03\x90\x02\x01\x12P\n" +
@@ -1399,72 +2161,101 @@ func file_karlmalone_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_karlmalone_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_karlmalone_v1_chat_proto_goTypes = []any{
-	(ConversationKind)(0),             // 0: karlmalone.v1.ConversationKind
-	(*Conversation)(nil),              // 1: karlmalone.v1.Conversation
-	(*SendMessageRequest)(nil),        // 2: karlmalone.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),       // 3: karlmalone.v1.SendMessageResponse
-	(*ListConversationsRequest)(nil),  // 4: karlmalone.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil), // 5: karlmalone.v1.ListConversationsResponse
-	(*ListMessagesRequest)(nil),       // 6: karlmalone.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),      // 7: karlmalone.v1.ListMessagesResponse
-	(*MarkReadRequest)(nil),           // 8: karlmalone.v1.MarkReadRequest
-	(*MarkReadResponse)(nil),          // 9: karlmalone.v1.MarkReadResponse
-	(*RecallMessageRequest)(nil),      // 10: karlmalone.v1.RecallMessageRequest
-	(*RecallMessageResponse)(nil),     // 11: karlmalone.v1.RecallMessageResponse
-	(*SendTypingRequest)(nil),         // 12: karlmalone.v1.SendTypingRequest
-	(*SendTypingResponse)(nil),        // 13: karlmalone.v1.SendTypingResponse
-	(*SubscribeRequest)(nil),          // 14: karlmalone.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 15: karlmalone.v1.SubscribeResponse
-	(*SearchMessagesRequest)(nil),     // 16: karlmalone.v1.SearchMessagesRequest
-	(*SearchMessagesResponse)(nil),    // 17: karlmalone.v1.SearchMessagesResponse
-	(*GetAttachmentUrlRequest)(nil),   // 18: karlmalone.v1.GetAttachmentUrlRequest
-	(*GetAttachmentUrlResponse)(nil),  // 19: karlmalone.v1.GetAttachmentUrlResponse
-	(*Member)(nil),                    // 20: karlmalone.v1.Member
-	(*Group)(nil),                     // 21: karlmalone.v1.Group
-	(*Message)(nil),                   // 22: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
-	(*Attachment)(nil),                // 24: karlmalone.v1.Attachment
-	(*Event)(nil),                     // 25: karlmalone.v1.Event
+	(ConversationKind)(0),                      // 0: karlmalone.v1.ConversationKind
+	(*Conversation)(nil),                       // 1: karlmalone.v1.Conversation
+	(*SendMessageRequest)(nil),                 // 2: karlmalone.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),                // 3: karlmalone.v1.SendMessageResponse
+	(*ListConversationsRequest)(nil),           // 4: karlmalone.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil),          // 5: karlmalone.v1.ListConversationsResponse
+	(*ListMessagesRequest)(nil),                // 6: karlmalone.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),               // 7: karlmalone.v1.ListMessagesResponse
+	(*MarkReadRequest)(nil),                    // 8: karlmalone.v1.MarkReadRequest
+	(*MarkReadResponse)(nil),                   // 9: karlmalone.v1.MarkReadResponse
+	(*RecallMessageRequest)(nil),               // 10: karlmalone.v1.RecallMessageRequest
+	(*RecallMessageResponse)(nil),              // 11: karlmalone.v1.RecallMessageResponse
+	(*ForwardMessageRequest)(nil),              // 12: karlmalone.v1.ForwardMessageRequest
+	(*ForwardMessageResponse)(nil),             // 13: karlmalone.v1.ForwardMessageResponse
+	(*EditMessageRequest)(nil),                 // 14: karlmalone.v1.EditMessageRequest
+	(*EditMessageResponse)(nil),                // 15: karlmalone.v1.EditMessageResponse
+	(*SetReactionRequest)(nil),                 // 16: karlmalone.v1.SetReactionRequest
+	(*SetReactionResponse)(nil),                // 17: karlmalone.v1.SetReactionResponse
+	(*UpdateConversationSettingsRequest)(nil),  // 18: karlmalone.v1.UpdateConversationSettingsRequest
+	(*UpdateConversationSettingsResponse)(nil), // 19: karlmalone.v1.UpdateConversationSettingsResponse
+	(*ClearConversationHistoryRequest)(nil),    // 20: karlmalone.v1.ClearConversationHistoryRequest
+	(*ClearConversationHistoryResponse)(nil),   // 21: karlmalone.v1.ClearConversationHistoryResponse
+	(*SendTypingRequest)(nil),                  // 22: karlmalone.v1.SendTypingRequest
+	(*SendTypingResponse)(nil),                 // 23: karlmalone.v1.SendTypingResponse
+	(*SubscribeRequest)(nil),                   // 24: karlmalone.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),                  // 25: karlmalone.v1.SubscribeResponse
+	(*SearchMessagesRequest)(nil),              // 26: karlmalone.v1.SearchMessagesRequest
+	(*SearchMessagesResponse)(nil),             // 27: karlmalone.v1.SearchMessagesResponse
+	(*GetAttachmentUrlRequest)(nil),            // 28: karlmalone.v1.GetAttachmentUrlRequest
+	(*GetAttachmentUrlResponse)(nil),           // 29: karlmalone.v1.GetAttachmentUrlResponse
+	(*Member)(nil),                             // 30: karlmalone.v1.Member
+	(*Group)(nil),                              // 31: karlmalone.v1.Group
+	(*Message)(nil),                            // 32: karlmalone.v1.Message
+	(*timestamppb.Timestamp)(nil),              // 33: google.protobuf.Timestamp
+	(*ConversationSettings)(nil),               // 34: karlmalone.v1.ConversationSettings
+	(*Attachment)(nil),                         // 35: karlmalone.v1.Attachment
+	(*ReactionCount)(nil),                      // 36: karlmalone.v1.ReactionCount
+	(*Event)(nil),                              // 37: karlmalone.v1.Event
 }
 var file_karlmalone_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: karlmalone.v1.Conversation.kind:type_name -> karlmalone.v1.ConversationKind
-	20, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
-	21, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
-	22, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
-	23, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 5: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
-	22, // 6: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
-	1,  // 7: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
-	22, // 8: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	22, // 9: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
-	25, // 10: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
-	22, // 11: karlmalone.v1.SearchMessagesResponse.messages:type_name -> karlmalone.v1.Message
-	23, // 12: karlmalone.v1.GetAttachmentUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 13: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
-	4,  // 14: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
-	6,  // 15: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
-	8,  // 16: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
-	10, // 17: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
-	12, // 18: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
-	16, // 19: karlmalone.v1.ChatService.SearchMessages:input_type -> karlmalone.v1.SearchMessagesRequest
-	14, // 20: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
-	18, // 21: karlmalone.v1.ChatService.GetAttachmentUrl:input_type -> karlmalone.v1.GetAttachmentUrlRequest
-	3,  // 22: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
-	5,  // 23: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
-	7,  // 24: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
-	9,  // 25: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
-	11, // 26: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
-	13, // 27: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
-	17, // 28: karlmalone.v1.ChatService.SearchMessages:output_type -> karlmalone.v1.SearchMessagesResponse
-	15, // 29: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
-	19, // 30: karlmalone.v1.ChatService.GetAttachmentUrl:output_type -> karlmalone.v1.GetAttachmentUrlResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	30, // 1: karlmalone.v1.Conversation.peer:type_name -> karlmalone.v1.Member
+	31, // 2: karlmalone.v1.Conversation.group:type_name -> karlmalone.v1.Group
+	32, // 3: karlmalone.v1.Conversation.last_message:type_name -> karlmalone.v1.Message
+	33, // 4: karlmalone.v1.Conversation.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 5: karlmalone.v1.Conversation.settings:type_name -> karlmalone.v1.ConversationSettings
+	35, // 6: karlmalone.v1.SendMessageRequest.attachment:type_name -> karlmalone.v1.Attachment
+	32, // 7: karlmalone.v1.SendMessageResponse.message:type_name -> karlmalone.v1.Message
+	1,  // 8: karlmalone.v1.ListConversationsResponse.conversations:type_name -> karlmalone.v1.Conversation
+	32, // 9: karlmalone.v1.ListMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	32, // 10: karlmalone.v1.RecallMessageResponse.message:type_name -> karlmalone.v1.Message
+	32, // 11: karlmalone.v1.ForwardMessageResponse.message:type_name -> karlmalone.v1.Message
+	32, // 12: karlmalone.v1.EditMessageResponse.message:type_name -> karlmalone.v1.Message
+	36, // 13: karlmalone.v1.SetReactionResponse.reactions:type_name -> karlmalone.v1.ReactionCount
+	33, // 14: karlmalone.v1.UpdateConversationSettingsRequest.mute_until:type_name -> google.protobuf.Timestamp
+	34, // 15: karlmalone.v1.UpdateConversationSettingsResponse.settings:type_name -> karlmalone.v1.ConversationSettings
+	34, // 16: karlmalone.v1.ClearConversationHistoryResponse.settings:type_name -> karlmalone.v1.ConversationSettings
+	37, // 17: karlmalone.v1.SubscribeResponse.event:type_name -> karlmalone.v1.Event
+	32, // 18: karlmalone.v1.SearchMessagesResponse.messages:type_name -> karlmalone.v1.Message
+	33, // 19: karlmalone.v1.GetAttachmentUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 20: karlmalone.v1.ChatService.SendMessage:input_type -> karlmalone.v1.SendMessageRequest
+	4,  // 21: karlmalone.v1.ChatService.ListConversations:input_type -> karlmalone.v1.ListConversationsRequest
+	6,  // 22: karlmalone.v1.ChatService.ListMessages:input_type -> karlmalone.v1.ListMessagesRequest
+	8,  // 23: karlmalone.v1.ChatService.MarkRead:input_type -> karlmalone.v1.MarkReadRequest
+	10, // 24: karlmalone.v1.ChatService.RecallMessage:input_type -> karlmalone.v1.RecallMessageRequest
+	12, // 25: karlmalone.v1.ChatService.ForwardMessage:input_type -> karlmalone.v1.ForwardMessageRequest
+	14, // 26: karlmalone.v1.ChatService.EditMessage:input_type -> karlmalone.v1.EditMessageRequest
+	16, // 27: karlmalone.v1.ChatService.SetReaction:input_type -> karlmalone.v1.SetReactionRequest
+	18, // 28: karlmalone.v1.ChatService.UpdateConversationSettings:input_type -> karlmalone.v1.UpdateConversationSettingsRequest
+	20, // 29: karlmalone.v1.ChatService.ClearConversationHistory:input_type -> karlmalone.v1.ClearConversationHistoryRequest
+	22, // 30: karlmalone.v1.ChatService.SendTyping:input_type -> karlmalone.v1.SendTypingRequest
+	26, // 31: karlmalone.v1.ChatService.SearchMessages:input_type -> karlmalone.v1.SearchMessagesRequest
+	24, // 32: karlmalone.v1.ChatService.Subscribe:input_type -> karlmalone.v1.SubscribeRequest
+	28, // 33: karlmalone.v1.ChatService.GetAttachmentUrl:input_type -> karlmalone.v1.GetAttachmentUrlRequest
+	3,  // 34: karlmalone.v1.ChatService.SendMessage:output_type -> karlmalone.v1.SendMessageResponse
+	5,  // 35: karlmalone.v1.ChatService.ListConversations:output_type -> karlmalone.v1.ListConversationsResponse
+	7,  // 36: karlmalone.v1.ChatService.ListMessages:output_type -> karlmalone.v1.ListMessagesResponse
+	9,  // 37: karlmalone.v1.ChatService.MarkRead:output_type -> karlmalone.v1.MarkReadResponse
+	11, // 38: karlmalone.v1.ChatService.RecallMessage:output_type -> karlmalone.v1.RecallMessageResponse
+	13, // 39: karlmalone.v1.ChatService.ForwardMessage:output_type -> karlmalone.v1.ForwardMessageResponse
+	15, // 40: karlmalone.v1.ChatService.EditMessage:output_type -> karlmalone.v1.EditMessageResponse
+	17, // 41: karlmalone.v1.ChatService.SetReaction:output_type -> karlmalone.v1.SetReactionResponse
+	19, // 42: karlmalone.v1.ChatService.UpdateConversationSettings:output_type -> karlmalone.v1.UpdateConversationSettingsResponse
+	21, // 43: karlmalone.v1.ChatService.ClearConversationHistory:output_type -> karlmalone.v1.ClearConversationHistoryResponse
+	23, // 44: karlmalone.v1.ChatService.SendTyping:output_type -> karlmalone.v1.SendTypingResponse
+	27, // 45: karlmalone.v1.ChatService.SearchMessages:output_type -> karlmalone.v1.SearchMessagesResponse
+	25, // 46: karlmalone.v1.ChatService.Subscribe:output_type -> karlmalone.v1.SubscribeResponse
+	29, // 47: karlmalone.v1.ChatService.GetAttachmentUrl:output_type -> karlmalone.v1.GetAttachmentUrlResponse
+	34, // [34:48] is the sub-list for method output_type
+	20, // [20:34] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_chat_proto_init() }
@@ -1490,13 +2281,22 @@ func file_karlmalone_v1_chat_proto_init() {
 		(*ListMessagesRequest_AfterSeq)(nil),
 		(*ListMessagesRequest_BeforeSeq)(nil),
 	}
+	file_karlmalone_v1_chat_proto_msgTypes[11].OneofWrappers = []any{
+		(*ForwardMessageRequest_PeerId)(nil),
+		(*ForwardMessageRequest_GroupId)(nil),
+	}
+	file_karlmalone_v1_chat_proto_msgTypes[17].OneofWrappers = []any{
+		(*UpdateConversationSettingsRequest_MuteUntil)(nil),
+		(*UpdateConversationSettingsRequest_MuteForever)(nil),
+		(*UpdateConversationSettingsRequest_Unmute)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_chat_proto_rawDesc), len(file_karlmalone_v1_chat_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -182,9 +182,22 @@ type Message struct {
 	// When the server stored the message.
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// Set when the sender recalled the message; its content is then empty.
-	RecalledAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RecalledAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
+	// The message this one replies to, with a preview (docs/CHAT-FEATURES.md).
+	ReplyTo *ReplyPreview `protobuf:"bytes,20,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// True for a copy made by ChatService.ForwardMessage.
+	Forwarded bool `protobuf:"varint,21,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// Set when the sender edited the text; only the current text is kept.
+	EditedAt *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	// The reactions, one per emoji, in the order each emoji first came;
+	// filled in by ListMessages and SetReaction, for the member reading.
+	Reactions []*ReactionCount `protobuf:"bytes,23,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	// The members of the group the message mentions (only members are kept).
+	Mentions []int64 `protobuf:"varint,24,rep,packed,name=mentions,proto3" json:"mentions,omitempty"`
+	// True when the message mentions everyone in the group.
+	MentionEveryone bool `protobuf:"varint,25,opt,name=mention_everyone,json=mentionEveryone,proto3" json:"mention_everyone,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -284,6 +297,48 @@ func (x *Message) GetRecalledAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Message) GetReplyTo() *ReplyPreview {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return nil
+}
+
+func (x *Message) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+func (x *Message) GetEditedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EditedAt
+	}
+	return nil
+}
+
+func (x *Message) GetReactions() []*ReactionCount {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
+func (x *Message) GetMentions() []int64 {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
+func (x *Message) GetMentionEveryone() bool {
+	if x != nil {
+		return x.MentionEveryone
+	}
+	return false
+}
+
 type isMessage_Content interface {
 	isMessage_Content()
 }
@@ -302,6 +357,259 @@ func (*Message_Text) isMessage_Content() {}
 
 func (*Message_Attachment) isMessage_Content() {}
 
+// ReactionCount is how many members reacted to a message with one emoji.
+type ReactionCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The emoji.
+	Emoji string `protobuf:"bytes,1,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	// How many members reacted with it.
+	Count int32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// True when the member reading is one of them.
+	ReactedByMe   bool `protobuf:"varint,3,opt,name=reacted_by_me,json=reactedByMe,proto3" json:"reacted_by_me,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionCount) Reset() {
+	*x = ReactionCount{}
+	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionCount) ProtoMessage() {}
+
+func (x *ReactionCount) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_message_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionCount.ProtoReflect.Descriptor instead.
+func (*ReactionCount) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReactionCount) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *ReactionCount) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ReactionCount) GetReactedByMe() bool {
+	if x != nil {
+		return x.ReactedByMe
+	}
+	return false
+}
+
+// ReplyPreview is the message a reply quotes, as the server resolves it: in
+// ListMessages and ListConversations at the time of reading (so it shows a
+// recall or an edit), in a pushed message at the time of sending.
+type ReplyPreview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quoted message's seq, in the reply's conversation.
+	Seq int64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Who sent the quoted message.
+	SenderId int64 `protobuf:"varint,2,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// The first 100 characters of its text, or of its attachment's caption.
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// Set when the quoted message is an attachment.
+	AttachmentKind AttachmentKind `protobuf:"varint,4,opt,name=attachment_kind,json=attachmentKind,proto3,enum=karlmalone.v1.AttachmentKind" json:"attachment_kind,omitempty"`
+	// True once the quoted message is recalled ("message unavailable"): text
+	// and attachment_kind are then empty.
+	Unavailable   bool `protobuf:"varint,5,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyPreview) Reset() {
+	*x = ReplyPreview{}
+	mi := &file_karlmalone_v1_message_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyPreview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyPreview) ProtoMessage() {}
+
+func (x *ReplyPreview) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_message_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyPreview.ProtoReflect.Descriptor instead.
+func (*ReplyPreview) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplyPreview) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReplyPreview) GetSenderId() int64 {
+	if x != nil {
+		return x.SenderId
+	}
+	return 0
+}
+
+func (x *ReplyPreview) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *ReplyPreview) GetAttachmentKind() AttachmentKind {
+	if x != nil {
+		return x.AttachmentKind
+	}
+	return AttachmentKind_ATTACHMENT_KIND_UNSPECIFIED
+}
+
+func (x *ReplyPreview) GetUnavailable() bool {
+	if x != nil {
+		return x.Unavailable
+	}
+	return false
+}
+
+// ConversationSettings are one member's own settings of a conversation; the
+// other members never see them.
+type ConversationSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Muted until this time; unset when not muted until a time.
+	MutedUntil *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=muted_until,json=mutedUntil,proto3" json:"muted_until,omitempty"`
+	// Muted until unmuted.
+	MutedForever bool `protobuf:"varint,3,opt,name=muted_forever,json=mutedForever,proto3" json:"muted_forever,omitempty"`
+	// Whether the conversation is muted now: muted_forever, or muted_until
+	// still ahead (as of the server's clock when it answered).
+	Muted bool `protobuf:"varint,4,opt,name=muted,proto3" json:"muted,omitempty"`
+	// When the conversation was pinned; unset when it is not. Pinned
+	// conversations come first in ListConversations, the latest pinned first.
+	PinnedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=pinned_at,json=pinnedAt,proto3" json:"pinned_at,omitempty"`
+	// Archived (a client's hint to list it apart; it still gets messages).
+	Archived bool `protobuf:"varint,6,opt,name=archived,proto3" json:"archived,omitempty"`
+	// The caller cleared its history up to this seq: ListMessages shows it
+	// only the messages after it, and they alone count as unread.
+	ClearedSeq    int64 `protobuf:"varint,7,opt,name=cleared_seq,json=clearedSeq,proto3" json:"cleared_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationSettings) Reset() {
+	*x = ConversationSettings{}
+	mi := &file_karlmalone_v1_message_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationSettings) ProtoMessage() {}
+
+func (x *ConversationSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_message_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationSettings.ProtoReflect.Descriptor instead.
+func (*ConversationSettings) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_message_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConversationSettings) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ConversationSettings) GetMutedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MutedUntil
+	}
+	return nil
+}
+
+func (x *ConversationSettings) GetMutedForever() bool {
+	if x != nil {
+		return x.MutedForever
+	}
+	return false
+}
+
+func (x *ConversationSettings) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *ConversationSettings) GetPinnedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PinnedAt
+	}
+	return nil
+}
+
+func (x *ConversationSettings) GetArchived() bool {
+	if x != nil {
+		return x.Archived
+	}
+	return false
+}
+
+func (x *ConversationSettings) GetClearedSeq() int64 {
+	if x != nil {
+		return x.ClearedSeq
+	}
+	return 0
+}
+
 var File_karlmalone_v1_message_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_message_proto_rawDesc = "" +
@@ -313,7 +621,7 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x04kind\x12\x18\n" +
 	"\acaption\x18\x03 \x01(\tR\acaption\x12!\n" +
 	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\xd5\x02\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\xe7\x04\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
@@ -325,8 +633,34 @@ const file_karlmalone_v1_message_proto_rawDesc = "" +
 	"attachment\x123\n" +
 	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12;\n" +
 	"\vrecalled_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recalledAtB\t\n" +
-	"\acontent*\x81\x01\n" +
+	"recalledAt\x126\n" +
+	"\breply_to\x18\x14 \x01(\v2\x1b.karlmalone.v1.ReplyPreviewR\areplyTo\x12\x1c\n" +
+	"\tforwarded\x18\x15 \x01(\bR\tforwarded\x127\n" +
+	"\tedited_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAt\x12:\n" +
+	"\treactions\x18\x17 \x03(\v2\x1c.karlmalone.v1.ReactionCountR\treactions\x12\x1a\n" +
+	"\bmentions\x18\x18 \x03(\x03R\bmentions\x12)\n" +
+	"\x10mention_everyone\x18\x19 \x01(\bR\x0fmentionEveryoneB\t\n" +
+	"\acontent\"_\n" +
+	"\rReactionCount\x12\x14\n" +
+	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\x12\"\n" +
+	"\rreacted_by_me\x18\x03 \x01(\bR\vreactedByMe\"\xbb\x01\n" +
+	"\fReplyPreview\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x02 \x01(\x03R\bsenderId\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12F\n" +
+	"\x0fattachment_kind\x18\x04 \x01(\x0e2\x1d.karlmalone.v1.AttachmentKindR\x0eattachmentKind\x12 \n" +
+	"\vunavailable\x18\x05 \x01(\bR\vunavailable\"\xad\x02\n" +
+	"\x14ConversationSettings\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12;\n" +
+	"\vmuted_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"mutedUntil\x12#\n" +
+	"\rmuted_forever\x18\x03 \x01(\bR\fmutedForever\x12\x14\n" +
+	"\x05muted\x18\x04 \x01(\bR\x05muted\x127\n" +
+	"\tpinned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bpinnedAt\x12\x1a\n" +
+	"\barchived\x18\x06 \x01(\bR\barchived\x12\x1f\n" +
+	"\vcleared_seq\x18\a \x01(\x03R\n" +
+	"clearedSeq*\x81\x01\n" +
 	"\x0eAttachmentKind\x12\x1f\n" +
 	"\x1bATTACHMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ATTACHMENT_KIND_IMAGE\x10\x01\x12\x18\n" +
@@ -347,23 +681,32 @@ func file_karlmalone_v1_message_proto_rawDescGZIP() []byte {
 }
 
 var file_karlmalone_v1_message_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_karlmalone_v1_message_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_karlmalone_v1_message_proto_goTypes = []any{
 	(AttachmentKind)(0),           // 0: karlmalone.v1.AttachmentKind
 	(*Attachment)(nil),            // 1: karlmalone.v1.Attachment
 	(*Message)(nil),               // 2: karlmalone.v1.Message
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*ReactionCount)(nil),         // 3: karlmalone.v1.ReactionCount
+	(*ReplyPreview)(nil),          // 4: karlmalone.v1.ReplyPreview
+	(*ConversationSettings)(nil),  // 5: karlmalone.v1.ConversationSettings
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_karlmalone_v1_message_proto_depIdxs = []int32{
-	0, // 0: karlmalone.v1.Attachment.kind:type_name -> karlmalone.v1.AttachmentKind
-	1, // 1: karlmalone.v1.Message.attachment:type_name -> karlmalone.v1.Attachment
-	3, // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	3, // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: karlmalone.v1.Attachment.kind:type_name -> karlmalone.v1.AttachmentKind
+	1,  // 1: karlmalone.v1.Message.attachment:type_name -> karlmalone.v1.Attachment
+	6,  // 2: karlmalone.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	6,  // 3: karlmalone.v1.Message.recalled_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: karlmalone.v1.Message.reply_to:type_name -> karlmalone.v1.ReplyPreview
+	6,  // 5: karlmalone.v1.Message.edited_at:type_name -> google.protobuf.Timestamp
+	3,  // 6: karlmalone.v1.Message.reactions:type_name -> karlmalone.v1.ReactionCount
+	0,  // 7: karlmalone.v1.ReplyPreview.attachment_kind:type_name -> karlmalone.v1.AttachmentKind
+	6,  // 8: karlmalone.v1.ConversationSettings.muted_until:type_name -> google.protobuf.Timestamp
+	6,  // 9: karlmalone.v1.ConversationSettings.pinned_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_message_proto_init() }
@@ -381,7 +724,7 @@ func file_karlmalone_v1_message_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_message_proto_rawDesc), len(file_karlmalone_v1_message_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

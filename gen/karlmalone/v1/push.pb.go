@@ -35,6 +35,9 @@ type Event struct {
 	//	*Event_MessageRecalled
 	//	*Event_ReadReceipt
 	//	*Event_Typing
+	//	*Event_MessageEdited
+	//	*Event_Reaction
+	//	*Event_ConversationSettingsChanged
 	//	*Event_FriendRequestReceived
 	//	*Event_FriendRequestAnswered
 	//	*Event_ContactRemoved
@@ -129,6 +132,33 @@ func (x *Event) GetTyping() *Typing {
 	if x != nil {
 		if x, ok := x.Kind.(*Event_Typing); ok {
 			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMessageEdited() *MessageEdited {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_MessageEdited); ok {
+			return x.MessageEdited
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetReaction() *ReactionChanged {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_Reaction); ok {
+			return x.Reaction
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetConversationSettingsChanged() *ConversationSettings {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_ConversationSettingsChanged); ok {
+			return x.ConversationSettingsChanged
 		}
 	}
 	return nil
@@ -284,6 +314,22 @@ type Event_Typing struct {
 	Typing *Typing `protobuf:"bytes,13,opt,name=typing,proto3,oneof"`
 }
 
+type Event_MessageEdited struct {
+	// A message in one of the member's conversations was edited.
+	MessageEdited *MessageEdited `protobuf:"bytes,14,opt,name=message_edited,json=messageEdited,proto3,oneof"`
+}
+
+type Event_Reaction struct {
+	// A member set, changed or cleared its reaction to a message.
+	Reaction *ReactionChanged `protobuf:"bytes,15,opt,name=reaction,proto3,oneof"`
+}
+
+type Event_ConversationSettingsChanged struct {
+	// The member changed its own settings of a conversation (on another
+	// device, or this one): mute, pin, archive or cleared history.
+	ConversationSettingsChanged *ConversationSettings `protobuf:"bytes,16,opt,name=conversation_settings_changed,json=conversationSettingsChanged,proto3,oneof"`
+}
+
 type Event_FriendRequestReceived struct {
 	// Someone sent the member a friend request.
 	FriendRequestReceived *FriendRequest `protobuf:"bytes,20,opt,name=friend_request_received,json=friendRequestReceived,proto3,oneof"`
@@ -365,6 +411,12 @@ func (*Event_MessageRecalled) isEvent_Kind() {}
 func (*Event_ReadReceipt) isEvent_Kind() {}
 
 func (*Event_Typing) isEvent_Kind() {}
+
+func (*Event_MessageEdited) isEvent_Kind() {}
+
+func (*Event_Reaction) isEvent_Kind() {}
+
+func (*Event_ConversationSettingsChanged) isEvent_Kind() {}
 
 func (*Event_FriendRequestReceived) isEvent_Kind() {}
 
@@ -566,6 +618,171 @@ func (x *MessageRecalled) GetRecalledAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// MessageEdited says a message's sender replaced its text.
+type MessageEdited struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq in it.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The sender, who edited it.
+	SenderId int64 `protobuf:"varint,3,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// The new text.
+	Text string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	// When it was edited.
+	EditedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageEdited) Reset() {
+	*x = MessageEdited{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageEdited) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageEdited) ProtoMessage() {}
+
+func (x *MessageEdited) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageEdited.ProtoReflect.Descriptor instead.
+func (*MessageEdited) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MessageEdited) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetSenderId() int64 {
+	if x != nil {
+		return x.SenderId
+	}
+	return 0
+}
+
+func (x *MessageEdited) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *MessageEdited) GetEditedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EditedAt
+	}
+	return nil
+}
+
+// ReactionChanged says a member's reaction to a message changed. A client
+// counting reactions takes one off previous_emoji and adds one to emoji.
+type ReactionChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's conversation.
+	ConversationId int64 `protobuf:"varint,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The message's seq in it.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The member who reacted.
+	MemberId int64 `protobuf:"varint,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// The member's reaction now; empty when it was cleared.
+	Emoji string `protobuf:"bytes,4,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	// The member's reaction before; empty when there was none.
+	PreviousEmoji string `protobuf:"bytes,5,opt,name=previous_emoji,json=previousEmoji,proto3" json:"previous_emoji,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionChanged) Reset() {
+	*x = ReactionChanged{}
+	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionChanged) ProtoMessage() {}
+
+func (x *ReactionChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionChanged.ProtoReflect.Descriptor instead.
+func (*ReactionChanged) Descriptor() ([]byte, []int) {
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReactionChanged) GetConversationId() int64 {
+	if x != nil {
+		return x.ConversationId
+	}
+	return 0
+}
+
+func (x *ReactionChanged) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReactionChanged) GetMemberId() int64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+func (x *ReactionChanged) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *ReactionChanged) GetPreviousEmoji() string {
+	if x != nil {
+		return x.PreviousEmoji
+	}
+	return ""
+}
+
 // ReadReceipt says a member read a conversation up to read_seq.
 type ReadReceipt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -581,7 +798,7 @@ type ReadReceipt struct {
 
 func (x *ReadReceipt) Reset() {
 	*x = ReadReceipt{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +810,7 @@ func (x *ReadReceipt) String() string {
 func (*ReadReceipt) ProtoMessage() {}
 
 func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[4]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +823,7 @@ func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReceipt.ProtoReflect.Descriptor instead.
 func (*ReadReceipt) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{4}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadReceipt) GetConversationId() int64 {
@@ -643,7 +860,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +872,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[5]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +885,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{5}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Typing) GetConversationId() int64 {
@@ -697,7 +914,7 @@ type ContactRemoved struct {
 
 func (x *ContactRemoved) Reset() {
 	*x = ContactRemoved{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +926,7 @@ func (x *ContactRemoved) String() string {
 func (*ContactRemoved) ProtoMessage() {}
 
 func (x *ContactRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[6]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +939,7 @@ func (x *ContactRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactRemoved.ProtoReflect.Descriptor instead.
 func (*ContactRemoved) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContactRemoved) GetMemberId() int64 {
@@ -743,7 +960,7 @@ type GroupDissolved struct {
 
 func (x *GroupDissolved) Reset() {
 	*x = GroupDissolved{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +972,7 @@ func (x *GroupDissolved) String() string {
 func (*GroupDissolved) ProtoMessage() {}
 
 func (x *GroupDissolved) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[7]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +985,7 @@ func (x *GroupDissolved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDissolved.ProtoReflect.Descriptor instead.
 func (*GroupDissolved) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GroupDissolved) GetGroupId() int64 {
@@ -795,7 +1012,7 @@ type GroupMemberChange struct {
 
 func (x *GroupMemberChange) Reset() {
 	*x = GroupMemberChange{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1024,7 @@ func (x *GroupMemberChange) String() string {
 func (*GroupMemberChange) ProtoMessage() {}
 
 func (x *GroupMemberChange) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[8]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1037,7 @@ func (x *GroupMemberChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMemberChange.ProtoReflect.Descriptor instead.
 func (*GroupMemberChange) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GroupMemberChange) GetGroupId() int64 {
@@ -866,7 +1083,7 @@ type GroupMembersAdded struct {
 
 func (x *GroupMembersAdded) Reset() {
 	*x = GroupMembersAdded{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1095,7 @@ func (x *GroupMembersAdded) String() string {
 func (*GroupMembersAdded) ProtoMessage() {}
 
 func (x *GroupMembersAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[9]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1108,7 @@ func (x *GroupMembersAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMembersAdded.ProtoReflect.Descriptor instead.
 func (*GroupMembersAdded) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GroupMembersAdded) GetGroupId() int64 {
@@ -927,7 +1144,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1156,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[10]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1169,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{10}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SessionRevoked) GetSessionId() int64 {
@@ -975,7 +1192,7 @@ type MemberDeleted struct {
 
 func (x *MemberDeleted) Reset() {
 	*x = MemberDeleted{}
-	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1204,7 @@ func (x *MemberDeleted) String() string {
 func (*MemberDeleted) ProtoMessage() {}
 
 func (x *MemberDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_karlmalone_v1_push_proto_msgTypes[11]
+	mi := &file_karlmalone_v1_push_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1217,7 @@ func (x *MemberDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberDeleted.ProtoReflect.Descriptor instead.
 func (*MemberDeleted) Descriptor() ([]byte, []int) {
-	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{11}
+	return file_karlmalone_v1_push_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberDeleted) GetMemberId() int64 {
@@ -1014,15 +1231,17 @@ var File_karlmalone_v1_push_proto protoreflect.FileDescriptor
 
 const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\xa4\n" +
-	"\n" +
+	"\x18karlmalone/v1/push.proto\x12\rkarlmalone.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkarlmalone/v1/contact.proto\x1a\x19karlmalone/v1/group.proto\x1a\x1bkarlmalone/v1/message.proto\"\x94\f\n" +
 	"\x05Event\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x122\n" +
 	"\amessage\x18\n" +
 	" \x01(\v2\x16.karlmalone.v1.MessageH\x00R\amessage\x12K\n" +
 	"\x10message_recalled\x18\v \x01(\v2\x1e.karlmalone.v1.MessageRecalledH\x00R\x0fmessageRecalled\x12?\n" +
 	"\fread_receipt\x18\f \x01(\v2\x1a.karlmalone.v1.ReadReceiptH\x00R\vreadReceipt\x12/\n" +
-	"\x06typing\x18\r \x01(\v2\x15.karlmalone.v1.TypingH\x00R\x06typing\x12V\n" +
+	"\x06typing\x18\r \x01(\v2\x15.karlmalone.v1.TypingH\x00R\x06typing\x12E\n" +
+	"\x0emessage_edited\x18\x0e \x01(\v2\x1c.karlmalone.v1.MessageEditedH\x00R\rmessageEdited\x12<\n" +
+	"\breaction\x18\x0f \x01(\v2\x1e.karlmalone.v1.ReactionChangedH\x00R\breaction\x12i\n" +
+	"\x1dconversation_settings_changed\x18\x10 \x01(\v2#.karlmalone.v1.ConversationSettingsH\x00R\x1bconversationSettingsChanged\x12V\n" +
 	"\x17friend_request_received\x18\x14 \x01(\v2\x1c.karlmalone.v1.FriendRequestH\x00R\x15friendRequestReceived\x12V\n" +
 	"\x17friend_request_answered\x18\x15 \x01(\v2\x1c.karlmalone.v1.FriendRequestH\x00R\x15friendRequestAnswered\x12H\n" +
 	"\x0fcontact_removed\x18\x16 \x01(\v2\x1d.karlmalone.v1.ContactRemovedH\x00R\x0econtactRemoved\x12;\n" +
@@ -1049,7 +1268,19 @@ const file_karlmalone_v1_push_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
 	"\tsender_id\x18\x03 \x01(\x03R\bsenderId\x12;\n" +
 	"\vrecalled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recalledAt\"n\n" +
+	"recalledAt\"\xb4\x01\n" +
+	"\rMessageEdited\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x03 \x01(\x03R\bsenderId\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x127\n" +
+	"\tedited_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\beditedAt\"\xa6\x01\n" +
+	"\x0fReactionChanged\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\x03R\bmemberId\x12\x14\n" +
+	"\x05emoji\x18\x04 \x01(\tR\x05emoji\x12%\n" +
+	"\x0eprevious_emoji\x18\x05 \x01(\tR\rpreviousEmoji\"n\n" +
 	"\vReadReceipt\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\x03R\x0econversationId\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\x03R\bmemberId\x12\x19\n" +
@@ -1090,55 +1321,62 @@ func file_karlmalone_v1_push_proto_rawDescGZIP() []byte {
 	return file_karlmalone_v1_push_proto_rawDescData
 }
 
-var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_karlmalone_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_karlmalone_v1_push_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: karlmalone.v1.Event
 	(*Resync)(nil),                // 1: karlmalone.v1.Resync
 	(*EventBatch)(nil),            // 2: karlmalone.v1.EventBatch
 	(*MessageRecalled)(nil),       // 3: karlmalone.v1.MessageRecalled
-	(*ReadReceipt)(nil),           // 4: karlmalone.v1.ReadReceipt
-	(*Typing)(nil),                // 5: karlmalone.v1.Typing
-	(*ContactRemoved)(nil),        // 6: karlmalone.v1.ContactRemoved
-	(*GroupDissolved)(nil),        // 7: karlmalone.v1.GroupDissolved
-	(*GroupMemberChange)(nil),     // 8: karlmalone.v1.GroupMemberChange
-	(*GroupMembersAdded)(nil),     // 9: karlmalone.v1.GroupMembersAdded
-	(*SessionRevoked)(nil),        // 10: karlmalone.v1.SessionRevoked
-	(*MemberDeleted)(nil),         // 11: karlmalone.v1.MemberDeleted
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*Message)(nil),               // 13: karlmalone.v1.Message
-	(*FriendRequest)(nil),         // 14: karlmalone.v1.FriendRequest
-	(*Group)(nil),                 // 15: karlmalone.v1.Group
-	(GroupRole)(0),                // 16: karlmalone.v1.GroupRole
+	(*MessageEdited)(nil),         // 4: karlmalone.v1.MessageEdited
+	(*ReactionChanged)(nil),       // 5: karlmalone.v1.ReactionChanged
+	(*ReadReceipt)(nil),           // 6: karlmalone.v1.ReadReceipt
+	(*Typing)(nil),                // 7: karlmalone.v1.Typing
+	(*ContactRemoved)(nil),        // 8: karlmalone.v1.ContactRemoved
+	(*GroupDissolved)(nil),        // 9: karlmalone.v1.GroupDissolved
+	(*GroupMemberChange)(nil),     // 10: karlmalone.v1.GroupMemberChange
+	(*GroupMembersAdded)(nil),     // 11: karlmalone.v1.GroupMembersAdded
+	(*SessionRevoked)(nil),        // 12: karlmalone.v1.SessionRevoked
+	(*MemberDeleted)(nil),         // 13: karlmalone.v1.MemberDeleted
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Message)(nil),               // 15: karlmalone.v1.Message
+	(*ConversationSettings)(nil),  // 16: karlmalone.v1.ConversationSettings
+	(*FriendRequest)(nil),         // 17: karlmalone.v1.FriendRequest
+	(*Group)(nil),                 // 18: karlmalone.v1.Group
+	(GroupRole)(0),                // 19: karlmalone.v1.GroupRole
 }
 var file_karlmalone_v1_push_proto_depIdxs = []int32{
-	12, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
-	13, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
+	14, // 0: karlmalone.v1.Event.at:type_name -> google.protobuf.Timestamp
+	15, // 1: karlmalone.v1.Event.message:type_name -> karlmalone.v1.Message
 	3,  // 2: karlmalone.v1.Event.message_recalled:type_name -> karlmalone.v1.MessageRecalled
-	4,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
-	5,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
-	14, // 5: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
-	14, // 6: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
-	6,  // 7: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
-	15, // 8: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
-	15, // 9: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
-	7,  // 10: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
-	8,  // 11: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 12: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 13: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
-	8,  // 14: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
-	9,  // 15: karlmalone.v1.Event.members_added:type_name -> karlmalone.v1.GroupMembersAdded
-	11, // 16: karlmalone.v1.Event.member_deleted:type_name -> karlmalone.v1.MemberDeleted
-	10, // 17: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
-	1,  // 18: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
-	12, // 19: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
-	0,  // 20: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
-	12, // 21: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
-	16, // 22: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	6,  // 3: karlmalone.v1.Event.read_receipt:type_name -> karlmalone.v1.ReadReceipt
+	7,  // 4: karlmalone.v1.Event.typing:type_name -> karlmalone.v1.Typing
+	4,  // 5: karlmalone.v1.Event.message_edited:type_name -> karlmalone.v1.MessageEdited
+	5,  // 6: karlmalone.v1.Event.reaction:type_name -> karlmalone.v1.ReactionChanged
+	16, // 7: karlmalone.v1.Event.conversation_settings_changed:type_name -> karlmalone.v1.ConversationSettings
+	17, // 8: karlmalone.v1.Event.friend_request_received:type_name -> karlmalone.v1.FriendRequest
+	17, // 9: karlmalone.v1.Event.friend_request_answered:type_name -> karlmalone.v1.FriendRequest
+	8,  // 10: karlmalone.v1.Event.contact_removed:type_name -> karlmalone.v1.ContactRemoved
+	18, // 11: karlmalone.v1.Event.group_created:type_name -> karlmalone.v1.Group
+	18, // 12: karlmalone.v1.Event.group_updated:type_name -> karlmalone.v1.Group
+	9,  // 13: karlmalone.v1.Event.group_dissolved:type_name -> karlmalone.v1.GroupDissolved
+	10, // 14: karlmalone.v1.Event.member_joined:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 15: karlmalone.v1.Event.member_left:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 16: karlmalone.v1.Event.member_removed:type_name -> karlmalone.v1.GroupMemberChange
+	10, // 17: karlmalone.v1.Event.member_role_changed:type_name -> karlmalone.v1.GroupMemberChange
+	11, // 18: karlmalone.v1.Event.members_added:type_name -> karlmalone.v1.GroupMembersAdded
+	13, // 19: karlmalone.v1.Event.member_deleted:type_name -> karlmalone.v1.MemberDeleted
+	12, // 20: karlmalone.v1.Event.session_revoked:type_name -> karlmalone.v1.SessionRevoked
+	1,  // 21: karlmalone.v1.Event.resync:type_name -> karlmalone.v1.Resync
+	14, // 22: karlmalone.v1.Resync.since:type_name -> google.protobuf.Timestamp
+	0,  // 23: karlmalone.v1.EventBatch.events:type_name -> karlmalone.v1.Event
+	14, // 24: karlmalone.v1.MessageRecalled.recalled_at:type_name -> google.protobuf.Timestamp
+	14, // 25: karlmalone.v1.MessageEdited.edited_at:type_name -> google.protobuf.Timestamp
+	19, // 26: karlmalone.v1.GroupMemberChange.role:type_name -> karlmalone.v1.GroupRole
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_karlmalone_v1_push_proto_init() }
@@ -1154,6 +1392,9 @@ func file_karlmalone_v1_push_proto_init() {
 		(*Event_MessageRecalled)(nil),
 		(*Event_ReadReceipt)(nil),
 		(*Event_Typing)(nil),
+		(*Event_MessageEdited)(nil),
+		(*Event_Reaction)(nil),
+		(*Event_ConversationSettingsChanged)(nil),
 		(*Event_FriendRequestReceived)(nil),
 		(*Event_FriendRequestAnswered)(nil),
 		(*Event_ContactRemoved)(nil),
@@ -1175,7 +1416,7 @@ func file_karlmalone_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_karlmalone_v1_push_proto_rawDesc), len(file_karlmalone_v1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,7 +10,7 @@ import type { Group } from "./group_pb.js";
 import { file_karlmalone_v1_group } from "./group_pb.js";
 import type { Member } from "./member_pb.js";
 import { file_karlmalone_v1_member } from "./member_pb.js";
-import type { Attachment, Message as Message$1 } from "./message_pb.js";
+import type { Attachment, ConversationSettings, Message as Message$1, ReactionCount } from "./message_pb.js";
 import { file_karlmalone_v1_message } from "./message_pb.js";
 import type { Event } from "./push_pb.js";
 import { file_karlmalone_v1_push } from "./push_pb.js";
@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/chat.proto.
  */
 export const file_karlmalone_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEitwIKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBgoEd2l0aCKoAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhEKB3BlZXJfaWQYASABKANIABISCghncm91cF9pZBgCIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSDgoEdGV4dBgEIAEoCUgBEi8KCmF0dGFjaG1lbnQYBSABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIAUIICgZ0YXJnZXRCCQoHY29udGVudCI+ChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2UiQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImgKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmthcmxtYWxvbmUudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ0ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxITCglhZnRlcl9zZXEYAiABKANIABIUCgpiZWZvcmVfc2VxGAMgASgDSAASDQoFbGltaXQYBCABKAVCCgoIcG9zaXRpb24iUgoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAiABKAgiNwoPTWFya1JlYWRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMiJAoQTWFya1JlYWRSZXNwb25zZRIQCghyZWFkX3NlcRgBIAEoAyI8ChRSZWNhbGxNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDIkAKFVJlY2FsbE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQiZgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJbChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChdHZXRBdHRhY2htZW50VXJsUmVxdWVzdBIVCg1hdHRhY2htZW50X2lkGAEgASgDIlcKGEdldEF0dGFjaG1lbnRVcmxSZXNwb25zZRILCgN1cmwYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIyygYKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USUQoKU2VuZFR5cGluZxIgLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1JlcXVlc3QaIS5rYXJsbWFsb25lLnYxLlNlbmRUeXBpbmdSZXNwb25zZRJiCg5TZWFyY2hNZXNzYWdlcxIkLmthcmxtYWxvbmUudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GiUua2FybG1hbG9uZS52MS5TZWFyY2hNZXNzYWdlc1Jlc3BvbnNlIgOQAgESUAoJU3Vic2NyaWJlEh8ua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXF1ZXN0GiAua2FybG1hbG9uZS52MS5TdWJzY3JpYmVSZXNwb25zZTABEmgKEEdldEF0dGFjaG1lbnRVcmwSJi5rYXJsbWFsb25lLnYxLkdldEF0dGFjaG1lbnRVcmxSZXF1ZXN0Gicua2FybG1hbG9uZS52MS5HZXRBdHRhY2htZW50VXJsUmVzcG9uc2UiA5ACAUK0AQoRY29tLmthcmxtYWxvbmUudjFCCUNoYXRQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL2NoYXQucHJvdG8SDWthcmxtYWxvbmUudjEihAMKDENvbnZlcnNhdGlvbhIKCgJpZBgBIAEoAxItCgRraW5kGAIgASgOMh8ua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25LaW5kEiUKBHBlZXIYAyABKAsyFS5rYXJsbWFsb25lLnYxLk1lbWJlckgAEiUKBWdyb3VwGAQgASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEiwKDGxhc3RfbWVzc2FnZRgFIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgGIAEoAxIQCghyZWFkX3NlcRgHIAEoAxIUCgx1bnJlYWRfY291bnQYCCABKAMSLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMbWVudGlvbmVkX21lGBQgASgIEjUKCHNldHRpbmdzGBUgASgLMiMua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25TZXR0aW5nc0IGCgR3aXRoIuoBChJTZW5kTWVzc2FnZVJlcXVlc3QSEQoHcGVlcl9pZBgBIAEoA0gAEhIKCGdyb3VwX2lkGAIgASgDSAASFQoNY2xpZW50X21zZ19pZBgDIAEoCRIOCgR0ZXh0GAQgASgJSAESLwoKYXR0YWNobWVudBgFIAEoCzIZLmthcmxtYWxvbmUudjEuQXR0YWNobWVudEgBEhQKDHJlcGx5X3RvX3NlcRgUIAEoAxIQCghtZW50aW9ucxgVIAMoAxIYChBtZW50aW9uX2V2ZXJ5b25lGBYgASgIQggKBnRhcmdldEIJCgdjb250ZW50Ij4KE1NlbmRNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSJBChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiaAoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRIyCg1jb252ZXJzYXRpb25zGAEgAygLMhsua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInQKE0xpc3RNZXNzYWdlc1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhMKCWFmdGVyX3NlcRgCIAEoA0gAEhQKCmJlZm9yZV9zZXEYAyABKANIABINCgVsaW1pdBgEIAEoBUIKCghwb3NpdGlvbiJSChRMaXN0TWVzc2FnZXNSZXNwb25zZRIoCghtZXNzYWdlcxgBIAMoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCCI3Cg9NYXJrUmVhZFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAyIkChBNYXJrUmVhZFJlc3BvbnNlEhAKCHJlYWRfc2VxGAEgASgDIjwKFFJlY2FsbE1lc3NhZ2VSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMiQAoVUmVjYWxsTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5rYXJsbWFsb25lLnYxLk1lc3NhZ2UihQEKFUZvcndhcmRNZXNzYWdlUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAMSCwoDc2VxGAIgASgDEhEKB3BlZXJfaWQYAyABKANIABISCghncm91cF9pZBgEIAEoA0gAEhUKDWNsaWVudF9tc2dfaWQYBSABKAlCCAoGdGFyZ2V0IkEKFkZvcndhcmRNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSJIChJFZGl0TWVzc2FnZVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIMCgR0ZXh0GAMgASgJIj4KE0VkaXRNZXNzYWdlUmVzcG9uc2USJwoHbWVzc2FnZRgBIAEoCzIWLmthcmxtYWxvbmUudjEuTWVzc2FnZSJJChJTZXRSZWFjdGlvblJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCSJGChNTZXRSZWFjdGlvblJlc3BvbnNlEi8KCXJlYWN0aW9ucxgBIAMoCzIcLmthcmxtYWxvbmUudjEuUmVhY3Rpb25Db3VudCLkAQohVXBkYXRlQ29udmVyc2F0aW9uU2V0dGluZ3NSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIwCgptdXRlX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAEhYKDG11dGVfZm9yZXZlchgDIAEoCEgAEhAKBnVubXV0ZRgEIAEoCEgAEhMKBnBpbm5lZBgFIAEoCEgBiAEBEhUKCGFyY2hpdmVkGAYgASgISAKIAQFCBgoEbXV0ZUIJCgdfcGlubmVkQgsKCV9hcmNoaXZlZCJbCiJVcGRhdGVDb252ZXJzYXRpb25TZXR0aW5nc1Jlc3BvbnNlEjUKCHNldHRpbmdzGAEgASgLMiMua2FybG1hbG9uZS52MS5Db252ZXJzYXRpb25TZXR0aW5ncyJNCh9DbGVhckNvbnZlcnNhdGlvbkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIRCgl1cF90b19zZXEYAiABKAMiWQogQ2xlYXJDb252ZXJzYXRpb25IaXN0b3J5UmVzcG9uc2USNQoIc2V0dGluZ3MYASABKAsyIy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvblNldHRpbmdzIiwKEVNlbmRUeXBpbmdSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAyIUChJTZW5kVHlwaW5nUmVzcG9uc2UiEgoQU3Vic2NyaWJlUmVxdWVzdCI4ChFTdWJzY3JpYmVSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmthcmxtYWxvbmUudjEuRXZlbnQiZgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJbChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChdHZXRBdHRhY2htZW50VXJsUmVxdWVzdBIVCg1hdHRhY2htZW50X2lkGAEgASgDIlcKGEdldEF0dGFjaG1lbnRVcmxSZXNwb25zZRILCgN1cmwYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcAoQQ29udmVyc2F0aW9uS2luZBIhCh1DT05WRVJTQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhwKGENPTlZFUlNBVElPTl9LSU5EX0RJUkVDVBABEhsKF0NPTlZFUlNBVElPTl9LSU5EX0dST1VQEAIy1goKC0NoYXRTZXJ2aWNlElQKC1NlbmRNZXNzYWdlEiEua2FybG1hbG9uZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USawoRTGlzdENvbnZlcnNhdGlvbnMSJy5rYXJsbWFsb25lLnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBooLmthcmxtYWxvbmUudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIDkAIBElwKDExpc3RNZXNzYWdlcxIiLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBojLmthcmxtYWxvbmUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJLCghNYXJrUmVhZBIeLmthcmxtYWxvbmUudjEuTWFya1JlYWRSZXF1ZXN0Gh8ua2FybG1hbG9uZS52MS5NYXJrUmVhZFJlc3BvbnNlEloKDVJlY2FsbE1lc3NhZ2USIy5rYXJsbWFsb25lLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiQua2FybG1hbG9uZS52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2USXQoORm9yd2FyZE1lc3NhZ2USJC5rYXJsbWFsb25lLnYxLkZvcndhcmRNZXNzYWdlUmVxdWVzdBolLmthcmxtYWxvbmUudjEuRm9yd2FyZE1lc3NhZ2VSZXNwb25zZRJUCgtFZGl0TWVzc2FnZRIhLmthcmxtYWxvbmUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiIua2FybG1hbG9uZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElQKC1NldFJlYWN0aW9uEiEua2FybG1hbG9uZS52MS5TZXRSZWFjdGlvblJlcXVlc3QaIi5rYXJsbWFsb25lLnYxLlNldFJlYWN0aW9uUmVzcG9uc2USgQEKGlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzEjAua2FybG1hbG9uZS52MS5VcGRhdGVDb252ZXJzYXRpb25TZXR0aW5nc1JlcXVlc3QaMS5rYXJsbWFsb25lLnYxLlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzUmVzcG9uc2USewoYQ2xlYXJDb252ZXJzYXRpb25IaXN0b3J5Ei4ua2FybG1hbG9uZS52MS5DbGVhckNvbnZlcnNhdGlvbkhpc3RvcnlSZXF1ZXN0Gi8ua2FybG1hbG9uZS52MS5DbGVhckNvbnZlcnNhdGlvbkhpc3RvcnlSZXNwb25zZRJRCgpTZW5kVHlwaW5nEiAua2FybG1hbG9uZS52MS5TZW5kVHlwaW5nUmVxdWVzdBohLmthcmxtYWxvbmUudjEuU2VuZFR5cGluZ1Jlc3BvbnNlEmIKDlNlYXJjaE1lc3NhZ2VzEiQua2FybG1hbG9uZS52MS5TZWFyY2hNZXNzYWdlc1JlcXVlc3QaJS5rYXJsbWFsb25lLnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2UiA5ACARJQCglTdWJzY3JpYmUSHy5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5rYXJsbWFsb25lLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESaAoQR2V0QXR0YWNobWVudFVybBImLmthcmxtYWxvbmUudjEuR2V0QXR0YWNobWVudFVybFJlcXVlc3QaJy5rYXJsbWFsb25lLnYxLkdldEF0dGFjaG1lbnRVcmxSZXNwb25zZSIDkAIBQrQBChFjb20ua2FybG1hbG9uZS52MUIJQ2hhdFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_group, file_karlmalone_v1_member, file_karlmalone_v1_message, file_karlmalone_v1_push]);
 
 /**
  * Conversation is one of the caller's conversations.
@@ -87,7 +87,7 @@ export type Conversation = Message<"karlmalone.v1.Conversation"> & {
   readSeq: bigint;
 
   /**
-   * Messages after read_seq.
+   * Messages after read_seq (and after settings.cleared_seq).
    *
    * @generated from field: int64 unread_count = 8;
    */
@@ -99,6 +99,22 @@ export type Conversation = Message<"karlmalone.v1.Conversation"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 9;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * True while an unread message (after read_seq) mentions the caller, by
+   * id or as everyone; MarkRead past it clears it.
+   *
+   * @generated from field: bool mentioned_me = 20;
+   */
+  mentionedMe: boolean;
+
+  /**
+   * The caller's own settings of the conversation (mute, pin, archive,
+   * cleared history); absent while every one has its default.
+   *
+   * @generated from field: karlmalone.v1.ConversationSettings settings = 21;
+   */
+  settings?: ConversationSettings | undefined;
 };
 
 /**
@@ -166,6 +182,28 @@ export type SendMessageRequest = Message<"karlmalone.v1.SendMessageRequest"> & {
     value: Attachment;
     case: "attachment";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Quote a message of the same conversation (its seq); 0: not a reply.
+   *
+   * @generated from field: int64 reply_to_seq = 20;
+   */
+  replyToSeq: bigint;
+
+  /**
+   * Group messages only: member ids to mention, at most 50 (ids of
+   * non-members are dropped).
+   *
+   * @generated from field: repeated int64 mentions = 21;
+   */
+  mentions: bigint[];
+
+  /**
+   * Group messages only: mention everyone; the group's owner and admins only.
+   *
+   * @generated from field: bool mention_everyone = 22;
+   */
+  mentionEveryone: boolean;
 };
 
 /**
@@ -430,6 +468,338 @@ export const RecallMessageResponseSchema: GenMessage<RecallMessageResponse> = /*
   messageDesc(file_karlmalone_v1_chat, 10);
 
 /**
+ * ForwardMessageRequest names a message to copy and where to copy it.
+ *
+ * @generated from message karlmalone.v1.ForwardMessageRequest
+ */
+export type ForwardMessageRequest = Message<"karlmalone.v1.ForwardMessageRequest"> & {
+  /**
+   * The conversation of the message to forward; the caller must be able to
+   * read it there (a member, and not cleared from the caller's history).
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq; a recalled message cannot be forwarded.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * Where the copy goes, under SendMessage's rules.
+   *
+   * @generated from oneof karlmalone.v1.ForwardMessageRequest.target
+   */
+  target: {
+    /**
+     * A contact's member id.
+     *
+     * @generated from field: int64 peer_id = 3;
+     */
+    value: bigint;
+    case: "peerId";
+  } | {
+    /**
+     * A group the caller belongs to.
+     *
+     * @generated from field: int64 group_id = 4;
+     */
+    value: bigint;
+    case: "groupId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The idempotency key of the copy, as in SendMessage.
+   *
+   * @generated from field: string client_msg_id = 5;
+   */
+  clientMsgId: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.ForwardMessageRequest.
+ * Use `create(ForwardMessageRequestSchema)` to create a new message.
+ */
+export const ForwardMessageRequestSchema: GenMessage<ForwardMessageRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 11);
+
+/**
+ * ForwardMessageResponse carries the copy.
+ *
+ * @generated from message karlmalone.v1.ForwardMessageResponse
+ */
+export type ForwardMessageResponse = Message<"karlmalone.v1.ForwardMessageResponse"> & {
+  /**
+   * The new message, with forwarded set.
+   *
+   * @generated from field: karlmalone.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.ForwardMessageResponse.
+ * Use `create(ForwardMessageResponseSchema)` to create a new message.
+ */
+export const ForwardMessageResponseSchema: GenMessage<ForwardMessageResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 12);
+
+/**
+ * EditMessageRequest names a text message of the caller's and its new text.
+ *
+ * @generated from message karlmalone.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message<"karlmalone.v1.EditMessageRequest"> & {
+  /**
+   * The message's conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The new text, 1–4,000 characters.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 13);
+
+/**
+ * EditMessageResponse carries the edited message.
+ *
+ * @generated from message karlmalone.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message<"karlmalone.v1.EditMessageResponse"> & {
+  /**
+   * The message with its new text and edited_at.
+   *
+   * @generated from field: karlmalone.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 14);
+
+/**
+ * SetReactionRequest sets or clears the caller's reaction to a message.
+ *
+ * @generated from message karlmalone.v1.SetReactionRequest
+ */
+export type SetReactionRequest = Message<"karlmalone.v1.SetReactionRequest"> & {
+  /**
+   * The message's conversation, one the caller belongs to.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq; not a recalled one.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * A single emoji (one grapheme, at most 64 bytes); empty clears the
+   * caller's reaction.
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.SetReactionRequest.
+ * Use `create(SetReactionRequestSchema)` to create a new message.
+ */
+export const SetReactionRequestSchema: GenMessage<SetReactionRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 15);
+
+/**
+ * SetReactionResponse carries the message's reactions after the change.
+ *
+ * @generated from message karlmalone.v1.SetReactionResponse
+ */
+export type SetReactionResponse = Message<"karlmalone.v1.SetReactionResponse"> & {
+  /**
+   * As Message.reactions, for the caller.
+   *
+   * @generated from field: repeated karlmalone.v1.ReactionCount reactions = 1;
+   */
+  reactions: ReactionCount[];
+};
+
+/**
+ * Describes the message karlmalone.v1.SetReactionResponse.
+ * Use `create(SetReactionResponseSchema)` to create a new message.
+ */
+export const SetReactionResponseSchema: GenMessage<SetReactionResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 16);
+
+/**
+ * UpdateConversationSettingsRequest changes the settings that are set;
+ * those left unset keep their value.
+ *
+ * @generated from message karlmalone.v1.UpdateConversationSettingsRequest
+ */
+export type UpdateConversationSettingsRequest = Message<"karlmalone.v1.UpdateConversationSettingsRequest"> & {
+  /**
+   * A conversation the caller belongs to.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * A new mute, if any.
+   *
+   * @generated from oneof karlmalone.v1.UpdateConversationSettingsRequest.mute
+   */
+  mute: {
+    /**
+     * Mute until this time, which must be in the future.
+     *
+     * @generated from field: google.protobuf.Timestamp mute_until = 2;
+     */
+    value: Timestamp;
+    case: "muteUntil";
+  } | {
+    /**
+     * Mute until unmuted; must be true.
+     *
+     * @generated from field: bool mute_forever = 3;
+     */
+    value: boolean;
+    case: "muteForever";
+  } | {
+    /**
+     * Unmute; must be true.
+     *
+     * @generated from field: bool unmute = 4;
+     */
+    value: boolean;
+    case: "unmute";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Pin (true: to the top, also when already pinned) or unpin (false).
+   *
+   * @generated from field: optional bool pinned = 5;
+   */
+  pinned?: boolean | undefined;
+
+  /**
+   * Archive (true) or unarchive (false).
+   *
+   * @generated from field: optional bool archived = 6;
+   */
+  archived?: boolean | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.UpdateConversationSettingsRequest.
+ * Use `create(UpdateConversationSettingsRequestSchema)` to create a new message.
+ */
+export const UpdateConversationSettingsRequestSchema: GenMessage<UpdateConversationSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 17);
+
+/**
+ * UpdateConversationSettingsResponse carries the settings after the change.
+ *
+ * @generated from message karlmalone.v1.UpdateConversationSettingsResponse
+ */
+export type UpdateConversationSettingsResponse = Message<"karlmalone.v1.UpdateConversationSettingsResponse"> & {
+  /**
+   * The caller's settings now.
+   *
+   * @generated from field: karlmalone.v1.ConversationSettings settings = 1;
+   */
+  settings?: ConversationSettings | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.UpdateConversationSettingsResponse.
+ * Use `create(UpdateConversationSettingsResponseSchema)` to create a new message.
+ */
+export const UpdateConversationSettingsResponseSchema: GenMessage<UpdateConversationSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 18);
+
+/**
+ * ClearConversationHistoryRequest clears the caller's history of a
+ * conversation up to a seq.
+ *
+ * @generated from message karlmalone.v1.ClearConversationHistoryRequest
+ */
+export type ClearConversationHistoryRequest = Message<"karlmalone.v1.ClearConversationHistoryRequest"> & {
+  /**
+   * A conversation the caller belongs to.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * Clear every message up to this seq (beyond the last message: up to it);
+   * 0 clears everything sent so far. The floor never moves back.
+   *
+   * @generated from field: int64 up_to_seq = 2;
+   */
+  upToSeq: bigint;
+};
+
+/**
+ * Describes the message karlmalone.v1.ClearConversationHistoryRequest.
+ * Use `create(ClearConversationHistoryRequestSchema)` to create a new message.
+ */
+export const ClearConversationHistoryRequestSchema: GenMessage<ClearConversationHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 19);
+
+/**
+ * ClearConversationHistoryResponse carries the settings after the change.
+ *
+ * @generated from message karlmalone.v1.ClearConversationHistoryResponse
+ */
+export type ClearConversationHistoryResponse = Message<"karlmalone.v1.ClearConversationHistoryResponse"> & {
+  /**
+   * The caller's settings now, with cleared_seq.
+   *
+   * @generated from field: karlmalone.v1.ConversationSettings settings = 1;
+   */
+  settings?: ConversationSettings | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.ClearConversationHistoryResponse.
+ * Use `create(ClearConversationHistoryResponseSchema)` to create a new message.
+ */
+export const ClearConversationHistoryResponseSchema: GenMessage<ClearConversationHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_chat, 20);
+
+/**
  * SendTypingRequest says the caller is typing.
  *
  * @generated from message karlmalone.v1.SendTypingRequest
@@ -448,7 +818,7 @@ export type SendTypingRequest = Message<"karlmalone.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 11);
+  messageDesc(file_karlmalone_v1_chat, 21);
 
 /**
  * SendTypingResponse is empty.
@@ -463,7 +833,7 @@ export type SendTypingResponse = Message<"karlmalone.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 12);
+  messageDesc(file_karlmalone_v1_chat, 22);
 
 /**
  * SubscribeRequest opens the caller's event stream.
@@ -478,7 +848,7 @@ export type SubscribeRequest = Message<"karlmalone.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 13);
+  messageDesc(file_karlmalone_v1_chat, 23);
 
 /**
  * SubscribeResponse is one event.
@@ -499,7 +869,7 @@ export type SubscribeResponse = Message<"karlmalone.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 14);
+  messageDesc(file_karlmalone_v1_chat, 24);
 
 /**
  * SearchMessagesRequest asks for messages that contain words.
@@ -544,7 +914,7 @@ export type SearchMessagesRequest = Message<"karlmalone.v1.SearchMessagesRequest
  * Use `create(SearchMessagesRequestSchema)` to create a new message.
  */
 export const SearchMessagesRequestSchema: GenMessage<SearchMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 15);
+  messageDesc(file_karlmalone_v1_chat, 25);
 
 /**
  * SearchMessagesResponse is one page of matches.
@@ -572,7 +942,7 @@ export type SearchMessagesResponse = Message<"karlmalone.v1.SearchMessagesRespon
  * Use `create(SearchMessagesResponseSchema)` to create a new message.
  */
 export const SearchMessagesResponseSchema: GenMessage<SearchMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 16);
+  messageDesc(file_karlmalone_v1_chat, 26);
 
 /**
  * GetAttachmentUrlRequest names the attachment to sign a URL for.
@@ -594,7 +964,7 @@ export type GetAttachmentUrlRequest = Message<"karlmalone.v1.GetAttachmentUrlReq
  * Use `create(GetAttachmentUrlRequestSchema)` to create a new message.
  */
 export const GetAttachmentUrlRequestSchema: GenMessage<GetAttachmentUrlRequest> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 17);
+  messageDesc(file_karlmalone_v1_chat, 27);
 
 /**
  * GetAttachmentUrlResponse is a download URL that needs no bearer header.
@@ -625,7 +995,7 @@ export type GetAttachmentUrlResponse = Message<"karlmalone.v1.GetAttachmentUrlRe
  * Use `create(GetAttachmentUrlResponseSchema)` to create a new message.
  */
 export const GetAttachmentUrlResponseSchema: GenMessage<GetAttachmentUrlResponse> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_chat, 18);
+  messageDesc(file_karlmalone_v1_chat, 28);
 
 /**
  * ConversationKind tells one-to-one from group conversations.
@@ -718,6 +1088,65 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof RecallMessageRequestSchema;
     output: typeof RecallMessageResponseSchema;
+  },
+  /**
+   * ForwardMessage copies a message the caller can read into another
+   * conversation the caller may post in, marked forwarded (an attachment is
+   * shared, not copied). Idempotent on client_msg_id, like SendMessage.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.ForwardMessage
+   */
+  forwardMessage: {
+    methodKind: "unary";
+    input: typeof ForwardMessageRequestSchema;
+    output: typeof ForwardMessageResponseSchema;
+  },
+  /**
+   * EditMessage replaces the text of the caller's own text message within
+   * the edit window (-edit-window, 24 h) and pushes message_edited. Only the
+   * current text is kept.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.EditMessage
+   */
+  editMessage: {
+    methodKind: "unary";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
+  },
+  /**
+   * SetReaction sets the caller's one reaction to a message (replacing any
+   * earlier one) or, with an empty emoji, clears it, and pushes reaction.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.SetReaction
+   */
+  setReaction: {
+    methodKind: "unary";
+    input: typeof SetReactionRequestSchema;
+    output: typeof SetReactionResponseSchema;
+  },
+  /**
+   * UpdateConversationSettings changes the caller's own settings of a
+   * conversation (mute, pin, archive) and pushes conversation_settings_changed
+   * to the caller's devices.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.UpdateConversationSettings
+   */
+  updateConversationSettings: {
+    methodKind: "unary";
+    input: typeof UpdateConversationSettingsRequestSchema;
+    output: typeof UpdateConversationSettingsResponseSchema;
+  },
+  /**
+   * ClearConversationHistory clears a conversation's history for the caller
+   * only, up to a seq, and pushes conversation_settings_changed to the
+   * caller's devices.
+   *
+   * @generated from rpc karlmalone.v1.ChatService.ClearConversationHistory
+   */
+  clearConversationHistory: {
+    methodKind: "unary";
+    input: typeof ClearConversationHistoryRequestSchema;
+    output: typeof ClearConversationHistoryResponseSchema;
   },
   /**
    * SendTyping tells the conversation's other members that the caller is typing.

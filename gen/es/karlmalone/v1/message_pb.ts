@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/message.proto.
  */
 export const file_karlmalone_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDIoMCCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCQoHY29udGVudCqBAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESGAoUQVRUQUNITUVOVF9LSU5EX0ZJTEUQAhIZChVBVFRBQ0hNRU5UX0tJTkRfVk9JQ0UQA0K3AQoRY29tLmthcmxtYWxvbmUudjFCDE1lc3NhZ2VQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChtrYXJsbWFsb25lL3YxL21lc3NhZ2UucHJvdG8SDWthcmxtYWxvbmUudjEiegoKQXR0YWNobWVudBIKCgJpZBgBIAEoAxIrCgRraW5kGAIgASgOMh0ua2FybG1hbG9uZS52MS5BdHRhY2htZW50S2luZBIPCgdjYXB0aW9uGAMgASgJEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIMCgRzaXplGAUgASgDItEDCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEhUKDWNsaWVudF9tc2dfaWQYBCABKAkSDgoEdGV4dBgFIAEoCUgAEi8KCmF0dGFjaG1lbnQYBiABKAsyGS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRIABIrCgdzZW50X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNhbGxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIcmVwbHlfdG8YFCABKAsyGy5rYXJsbWFsb25lLnYxLlJlcGx5UHJldmlldxIRCglmb3J3YXJkZWQYFSABKAgSLQoJZWRpdGVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCglyZWFjdGlvbnMYFyADKAsyHC5rYXJsbWFsb25lLnYxLlJlYWN0aW9uQ291bnQSEAoIbWVudGlvbnMYGCADKAMSGAoQbWVudGlvbl9ldmVyeW9uZRgZIAEoCEIJCgdjb250ZW50IkQKDVJlYWN0aW9uQ291bnQSDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKAUSFQoNcmVhY3RlZF9ieV9tZRgDIAEoCCKJAQoMUmVwbHlQcmV2aWV3EgsKA3NlcRgBIAEoAxIRCglzZW5kZXJfaWQYAiABKAMSDAoEdGV4dBgDIAEoCRI2Cg9hdHRhY2htZW50X2tpbmQYBCABKA4yHS5rYXJsbWFsb25lLnYxLkF0dGFjaG1lbnRLaW5kEhMKC3VuYXZhaWxhYmxlGAUgASgIItwBChRDb252ZXJzYXRpb25TZXR0aW5ncxIXCg9jb252ZXJzYXRpb25faWQYASABKAMSLwoLbXV0ZWRfdW50aWwYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDW11dGVkX2ZvcmV2ZXIYAyABKAgSDQoFbXV0ZWQYBCABKAgSLQoJcGlubmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhcmNoaXZlZBgGIAEoCBITCgtjbGVhcmVkX3NlcRgHIAEoAyqBAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESGAoUQVRUQUNITUVOVF9LSU5EX0ZJTEUQAhIZChVBVFRBQ0hNRU5UX0tJTkRfVk9JQ0UQA0K3AQoRY29tLmthcmxtYWxvbmUudjFCDE1lc3NhZ2VQcm90b1ABWj9naXRodWIuY29tL2thcmxtYWxvbmUva2FybG1hbG9uZS9nZW4va2FybG1hbG9uZS92MTtrYXJsbWFsb25ldjGiAgNLWFiqAg1LYXJsbWFsb25lLlYxygINS2FybG1hbG9uZVxWMeICGUthcmxtYWxvbmVcVjFcR1BCTWV0YWRhdGHqAg5LYXJsbWFsb25lOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Attachment references an uploaded file (POST /v1/attachments).
@@ -133,6 +133,49 @@ export type Message = Message$1<"karlmalone.v1.Message"> & {
    * @generated from field: google.protobuf.Timestamp recalled_at = 8;
    */
   recalledAt?: Timestamp | undefined;
+
+  /**
+   * The message this one replies to, with a preview (docs/CHAT-FEATURES.md).
+   *
+   * @generated from field: karlmalone.v1.ReplyPreview reply_to = 20;
+   */
+  replyTo?: ReplyPreview | undefined;
+
+  /**
+   * True for a copy made by ChatService.ForwardMessage.
+   *
+   * @generated from field: bool forwarded = 21;
+   */
+  forwarded: boolean;
+
+  /**
+   * Set when the sender edited the text; only the current text is kept.
+   *
+   * @generated from field: google.protobuf.Timestamp edited_at = 22;
+   */
+  editedAt?: Timestamp | undefined;
+
+  /**
+   * The reactions, one per emoji, in the order each emoji first came;
+   * filled in by ListMessages and SetReaction, for the member reading.
+   *
+   * @generated from field: repeated karlmalone.v1.ReactionCount reactions = 23;
+   */
+  reactions: ReactionCount[];
+
+  /**
+   * The members of the group the message mentions (only members are kept).
+   *
+   * @generated from field: repeated int64 mentions = 24;
+   */
+  mentions: bigint[];
+
+  /**
+   * True when the message mentions everyone in the group.
+   *
+   * @generated from field: bool mention_everyone = 25;
+   */
+  mentionEveryone: boolean;
 };
 
 /**
@@ -141,6 +184,160 @@ export type Message = Message$1<"karlmalone.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_karlmalone_v1_message, 1);
+
+/**
+ * ReactionCount is how many members reacted to a message with one emoji.
+ *
+ * @generated from message karlmalone.v1.ReactionCount
+ */
+export type ReactionCount = Message$1<"karlmalone.v1.ReactionCount"> & {
+  /**
+   * The emoji.
+   *
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * How many members reacted with it.
+   *
+   * @generated from field: int32 count = 2;
+   */
+  count: number;
+
+  /**
+   * True when the member reading is one of them.
+   *
+   * @generated from field: bool reacted_by_me = 3;
+   */
+  reactedByMe: boolean;
+};
+
+/**
+ * Describes the message karlmalone.v1.ReactionCount.
+ * Use `create(ReactionCountSchema)` to create a new message.
+ */
+export const ReactionCountSchema: GenMessage<ReactionCount> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_message, 2);
+
+/**
+ * ReplyPreview is the message a reply quotes, as the server resolves it: in
+ * ListMessages and ListConversations at the time of reading (so it shows a
+ * recall or an edit), in a pushed message at the time of sending.
+ *
+ * @generated from message karlmalone.v1.ReplyPreview
+ */
+export type ReplyPreview = Message$1<"karlmalone.v1.ReplyPreview"> & {
+  /**
+   * The quoted message's seq, in the reply's conversation.
+   *
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * Who sent the quoted message.
+   *
+   * @generated from field: int64 sender_id = 2;
+   */
+  senderId: bigint;
+
+  /**
+   * The first 100 characters of its text, or of its attachment's caption.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * Set when the quoted message is an attachment.
+   *
+   * @generated from field: karlmalone.v1.AttachmentKind attachment_kind = 4;
+   */
+  attachmentKind: AttachmentKind;
+
+  /**
+   * True once the quoted message is recalled ("message unavailable"): text
+   * and attachment_kind are then empty.
+   *
+   * @generated from field: bool unavailable = 5;
+   */
+  unavailable: boolean;
+};
+
+/**
+ * Describes the message karlmalone.v1.ReplyPreview.
+ * Use `create(ReplyPreviewSchema)` to create a new message.
+ */
+export const ReplyPreviewSchema: GenMessage<ReplyPreview> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_message, 3);
+
+/**
+ * ConversationSettings are one member's own settings of a conversation; the
+ * other members never see them.
+ *
+ * @generated from message karlmalone.v1.ConversationSettings
+ */
+export type ConversationSettings = Message$1<"karlmalone.v1.ConversationSettings"> & {
+  /**
+   * The conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * Muted until this time; unset when not muted until a time.
+   *
+   * @generated from field: google.protobuf.Timestamp muted_until = 2;
+   */
+  mutedUntil?: Timestamp | undefined;
+
+  /**
+   * Muted until unmuted.
+   *
+   * @generated from field: bool muted_forever = 3;
+   */
+  mutedForever: boolean;
+
+  /**
+   * Whether the conversation is muted now: muted_forever, or muted_until
+   * still ahead (as of the server's clock when it answered).
+   *
+   * @generated from field: bool muted = 4;
+   */
+  muted: boolean;
+
+  /**
+   * When the conversation was pinned; unset when it is not. Pinned
+   * conversations come first in ListConversations, the latest pinned first.
+   *
+   * @generated from field: google.protobuf.Timestamp pinned_at = 5;
+   */
+  pinnedAt?: Timestamp | undefined;
+
+  /**
+   * Archived (a client's hint to list it apart; it still gets messages).
+   *
+   * @generated from field: bool archived = 6;
+   */
+  archived: boolean;
+
+  /**
+   * The caller cleared its history up to this seq: ListMessages shows it
+   * only the messages after it, and they alone count as unread.
+   *
+   * @generated from field: int64 cleared_seq = 7;
+   */
+  clearedSeq: bigint;
+};
+
+/**
+ * Describes the message karlmalone.v1.ConversationSettings.
+ * Use `create(ConversationSettingsSchema)` to create a new message.
+ */
+export const ConversationSettingsSchema: GenMessage<ConversationSettings> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_message, 4);
 
 /**
  * AttachmentKind says how a client should present an attachment.

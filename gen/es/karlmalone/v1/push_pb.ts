@@ -10,7 +10,7 @@ import type { FriendRequest } from "./contact_pb.js";
 import { file_karlmalone_v1_contact } from "./contact_pb.js";
 import type { Group, GroupRole } from "./group_pb.js";
 import { file_karlmalone_v1_group } from "./group_pb.js";
-import type { Message as Message$1 } from "./message_pb.js";
+import type { ConversationSettings, Message as Message$1 } from "./message_pb.js";
 import { file_karlmalone_v1_message } from "./message_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file karlmalone/v1/push.proto.
  */
 export const file_karlmalone_v1_push: GenFile = /*@__PURE__*/
-  fileDesc("ChhrYXJsbWFsb25lL3YxL3B1c2gucHJvdG8SDWthcmxtYWxvbmUudjEilggKBUV2ZW50EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdtZXNzYWdlGAogASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlSAASOgoQbWVzc2FnZV9yZWNhbGxlZBgLIAEoCzIeLmthcmxtYWxvbmUudjEuTWVzc2FnZVJlY2FsbGVkSAASMgoMcmVhZF9yZWNlaXB0GAwgASgLMhoua2FybG1hbG9uZS52MS5SZWFkUmVjZWlwdEgAEicKBnR5cGluZxgNIAEoCzIVLmthcmxtYWxvbmUudjEuVHlwaW5nSAASPwoXZnJpZW5kX3JlcXVlc3RfcmVjZWl2ZWQYFCABKAsyHC5rYXJsbWFsb25lLnYxLkZyaWVuZFJlcXVlc3RIABI/ChdmcmllbmRfcmVxdWVzdF9hbnN3ZXJlZBgVIAEoCzIcLmthcmxtYWxvbmUudjEuRnJpZW5kUmVxdWVzdEgAEjgKD2NvbnRhY3RfcmVtb3ZlZBgWIAEoCzIdLmthcmxtYWxvbmUudjEuQ29udGFjdFJlbW92ZWRIABItCg1ncm91cF9jcmVhdGVkGB4gASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEi0KDWdyb3VwX3VwZGF0ZWQYHyABKAsyFC5rYXJsbWFsb25lLnYxLkdyb3VwSAASOAoPZ3JvdXBfZGlzc29sdmVkGCAgASgLMh0ua2FybG1hbG9uZS52MS5Hcm91cERpc3NvbHZlZEgAEjkKDW1lbWJlcl9qb2luZWQYISABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASNwoLbWVtYmVyX2xlZnQYIiABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASOgoObWVtYmVyX3JlbW92ZWQYIyABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASPwoTbWVtYmVyX3JvbGVfY2hhbmdlZBgkIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI5Cg1tZW1iZXJzX2FkZGVkGCUgASgLMiAua2FybG1hbG9uZS52MS5Hcm91cE1lbWJlcnNBZGRlZEgAEjYKDm1lbWJlcl9kZWxldGVkGCYgASgLMhwua2FybG1hbG9uZS52MS5NZW1iZXJEZWxldGVkSAASOAoPc2Vzc2lvbl9yZXZva2VkGCggASgLMh0ua2FybG1hbG9uZS52MS5TZXNzaW9uUmV2b2tlZEgAEicKBnJlc3luYxgyIAEoCzIVLmthcmxtYWxvbmUudjEuUmVzeW5jSABCBgoEa2luZCIzCgZSZXN5bmMSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjIKCkV2ZW50QmF0Y2gSJAoGZXZlbnRzGAEgAygLMhQua2FybG1hbG9uZS52MS5FdmVudCJ7Cg9NZXNzYWdlUmVjYWxsZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAMSLwoLcmVjYWxsZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKC1JlYWRSZWNlaXB0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIRCgltZW1iZXJfaWQYAiABKAMSEAoIcmVhZF9zZXEYAyABKAMiNAoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxIRCgltZW1iZXJfaWQYAiABKAMiIwoOQ29udGFjdFJlbW92ZWQSEQoJbWVtYmVyX2lkGAEgASgDIiIKDkdyb3VwRGlzc29sdmVkEhAKCGdyb3VwX2lkGAEgASgDInIKEUdyb3VwTWVtYmVyQ2hhbmdlEhAKCGdyb3VwX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAxIQCghhY3Rvcl9pZBgDIAEoAxImCgRyb2xlGAQgASgOMhgua2FybG1hbG9uZS52MS5Hcm91cFJvbGUiSwoRR3JvdXBNZW1iZXJzQWRkZWQSEAoIZ3JvdXBfaWQYASABKAMSEgoKbWVtYmVyX2lkcxgCIAMoAxIQCghhY3Rvcl9pZBgDIAEoAyIkCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgDIiIKDU1lbWJlckRlbGV0ZWQSEQoJbWVtYmVyX2lkGAEgASgDQrQBChFjb20ua2FybG1hbG9uZS52MUIJUHVzaFByb3RvUAFaP2dpdGh1Yi5jb20va2FybG1hbG9uZS9rYXJsbWFsb25lL2dlbi9rYXJsbWFsb25lL3YxO2thcmxtYWxvbmV2MaICA0tYWKoCDUthcmxtYWxvbmUuVjHKAg1LYXJsbWFsb25lXFYx4gIZS2FybG1hbG9uZVxWMVxHUEJNZXRhZGF0YeoCDkthcmxtYWxvbmU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_karlmalone_v1_contact, file_karlmalone_v1_group, file_karlmalone_v1_message]);
+  fileDesc("ChhrYXJsbWFsb25lL3YxL3B1c2gucHJvdG8SDWthcmxtYWxvbmUudjEi0AkKBUV2ZW50EiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdtZXNzYWdlGAogASgLMhYua2FybG1hbG9uZS52MS5NZXNzYWdlSAASOgoQbWVzc2FnZV9yZWNhbGxlZBgLIAEoCzIeLmthcmxtYWxvbmUudjEuTWVzc2FnZVJlY2FsbGVkSAASMgoMcmVhZF9yZWNlaXB0GAwgASgLMhoua2FybG1hbG9uZS52MS5SZWFkUmVjZWlwdEgAEicKBnR5cGluZxgNIAEoCzIVLmthcmxtYWxvbmUudjEuVHlwaW5nSAASNgoObWVzc2FnZV9lZGl0ZWQYDiABKAsyHC5rYXJsbWFsb25lLnYxLk1lc3NhZ2VFZGl0ZWRIABIyCghyZWFjdGlvbhgPIAEoCzIeLmthcmxtYWxvbmUudjEuUmVhY3Rpb25DaGFuZ2VkSAASTAodY29udmVyc2F0aW9uX3NldHRpbmdzX2NoYW5nZWQYECABKAsyIy5rYXJsbWFsb25lLnYxLkNvbnZlcnNhdGlvblNldHRpbmdzSAASPwoXZnJpZW5kX3JlcXVlc3RfcmVjZWl2ZWQYFCABKAsyHC5rYXJsbWFsb25lLnYxLkZyaWVuZFJlcXVlc3RIABI/ChdmcmllbmRfcmVxdWVzdF9hbnN3ZXJlZBgVIAEoCzIcLmthcmxtYWxvbmUudjEuRnJpZW5kUmVxdWVzdEgAEjgKD2NvbnRhY3RfcmVtb3ZlZBgWIAEoCzIdLmthcmxtYWxvbmUudjEuQ29udGFjdFJlbW92ZWRIABItCg1ncm91cF9jcmVhdGVkGB4gASgLMhQua2FybG1hbG9uZS52MS5Hcm91cEgAEi0KDWdyb3VwX3VwZGF0ZWQYHyABKAsyFC5rYXJsbWFsb25lLnYxLkdyb3VwSAASOAoPZ3JvdXBfZGlzc29sdmVkGCAgASgLMh0ua2FybG1hbG9uZS52MS5Hcm91cERpc3NvbHZlZEgAEjkKDW1lbWJlcl9qb2luZWQYISABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASNwoLbWVtYmVyX2xlZnQYIiABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASOgoObWVtYmVyX3JlbW92ZWQYIyABKAsyIC5rYXJsbWFsb25lLnYxLkdyb3VwTWVtYmVyQ2hhbmdlSAASPwoTbWVtYmVyX3JvbGVfY2hhbmdlZBgkIAEoCzIgLmthcmxtYWxvbmUudjEuR3JvdXBNZW1iZXJDaGFuZ2VIABI5Cg1tZW1iZXJzX2FkZGVkGCUgASgLMiAua2FybG1hbG9uZS52MS5Hcm91cE1lbWJlcnNBZGRlZEgAEjYKDm1lbWJlcl9kZWxldGVkGCYgASgLMhwua2FybG1hbG9uZS52MS5NZW1iZXJEZWxldGVkSAASOAoPc2Vzc2lvbl9yZXZva2VkGCggASgLMh0ua2FybG1hbG9uZS52MS5TZXNzaW9uUmV2b2tlZEgAEicKBnJlc3luYxgyIAEoCzIVLmthcmxtYWxvbmUudjEuUmVzeW5jSABCBgoEa2luZCIzCgZSZXN5bmMSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjIKCkV2ZW50QmF0Y2gSJAoGZXZlbnRzGAEgAygLMhQua2FybG1hbG9uZS52MS5FdmVudCJ7Cg9NZXNzYWdlUmVjYWxsZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAMSLwoLcmVjYWxsZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoUBCg1NZXNzYWdlRWRpdGVkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoAxILCgNzZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgDEgwKBHRleHQYBCABKAkSLQoJZWRpdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJxCg9SZWFjdGlvbkNoYW5nZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEgsKA3NlcRgCIAEoAxIRCgltZW1iZXJfaWQYAyABKAMSDQoFZW1vamkYBCABKAkSFgoOcHJldmlvdXNfZW1vamkYBSABKAkiSwoLUmVhZFJlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAxIQCghyZWFkX3NlcRgDIAEoAyI0CgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgDEhEKCW1lbWJlcl9pZBgCIAEoAyIjCg5Db250YWN0UmVtb3ZlZBIRCgltZW1iZXJfaWQYASABKAMiIgoOR3JvdXBEaXNzb2x2ZWQSEAoIZ3JvdXBfaWQYASABKAMicgoRR3JvdXBNZW1iZXJDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAMSEQoJbWVtYmVyX2lkGAIgASgDEhAKCGFjdG9yX2lkGAMgASgDEiYKBHJvbGUYBCABKA4yGC5rYXJsbWFsb25lLnYxLkdyb3VwUm9sZSJLChFHcm91cE1lbWJlcnNBZGRlZBIQCghncm91cF9pZBgBIAEoAxISCgptZW1iZXJfaWRzGAIgAygDEhAKCGFjdG9yX2lkGAMgASgDIiQKDlNlc3Npb25SZXZva2VkEhIKCnNlc3Npb25faWQYASABKAMiIgoNTWVtYmVyRGVsZXRlZBIRCgltZW1iZXJfaWQYASABKANCtAEKEWNvbS5rYXJsbWFsb25lLnYxQglQdXNoUHJvdG9QAVo/Z2l0aHViLmNvbS9rYXJsbWFsb25lL2thcmxtYWxvbmUvZ2VuL2thcmxtYWxvbmUvdjE7a2FybG1hbG9uZXYxogIDS1hYqgINS2FybG1hbG9uZS5WMcoCDUthcmxtYWxvbmVcVjHiAhlLYXJsbWFsb25lXFYxXEdQQk1ldGFkYXRh6gIOS2FybG1hbG9uZTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_karlmalone_v1_contact, file_karlmalone_v1_group, file_karlmalone_v1_message]);
 
 /**
  * Event is what GET /v1/push frames and ChatService.Subscribe carry.
@@ -70,6 +70,31 @@ export type Event = Message<"karlmalone.v1.Event"> & {
      */
     value: Typing;
     case: "typing";
+  } | {
+    /**
+     * A message in one of the member's conversations was edited.
+     *
+     * @generated from field: karlmalone.v1.MessageEdited message_edited = 14;
+     */
+    value: MessageEdited;
+    case: "messageEdited";
+  } | {
+    /**
+     * A member set, changed or cleared its reaction to a message.
+     *
+     * @generated from field: karlmalone.v1.ReactionChanged reaction = 15;
+     */
+    value: ReactionChanged;
+    case: "reaction";
+  } | {
+    /**
+     * The member changed its own settings of a conversation (on another
+     * device, or this one): mute, pin, archive or cleared history.
+     *
+     * @generated from field: karlmalone.v1.ConversationSettings conversation_settings_changed = 16;
+     */
+    value: ConversationSettings;
+    case: "conversationSettingsChanged";
   } | {
     /**
      * Someone sent the member a friend request.
@@ -288,6 +313,105 @@ export const MessageRecalledSchema: GenMessage<MessageRecalled> = /*@__PURE__*/
   messageDesc(file_karlmalone_v1_push, 3);
 
 /**
+ * MessageEdited says a message's sender replaced its text.
+ *
+ * @generated from message karlmalone.v1.MessageEdited
+ */
+export type MessageEdited = Message<"karlmalone.v1.MessageEdited"> & {
+  /**
+   * The message's conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq in it.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The sender, who edited it.
+   *
+   * @generated from field: int64 sender_id = 3;
+   */
+  senderId: bigint;
+
+  /**
+   * The new text.
+   *
+   * @generated from field: string text = 4;
+   */
+  text: string;
+
+  /**
+   * When it was edited.
+   *
+   * @generated from field: google.protobuf.Timestamp edited_at = 5;
+   */
+  editedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message karlmalone.v1.MessageEdited.
+ * Use `create(MessageEditedSchema)` to create a new message.
+ */
+export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_push, 4);
+
+/**
+ * ReactionChanged says a member's reaction to a message changed. A client
+ * counting reactions takes one off previous_emoji and adds one to emoji.
+ *
+ * @generated from message karlmalone.v1.ReactionChanged
+ */
+export type ReactionChanged = Message<"karlmalone.v1.ReactionChanged"> & {
+  /**
+   * The message's conversation.
+   *
+   * @generated from field: int64 conversation_id = 1;
+   */
+  conversationId: bigint;
+
+  /**
+   * The message's seq in it.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The member who reacted.
+   *
+   * @generated from field: int64 member_id = 3;
+   */
+  memberId: bigint;
+
+  /**
+   * The member's reaction now; empty when it was cleared.
+   *
+   * @generated from field: string emoji = 4;
+   */
+  emoji: string;
+
+  /**
+   * The member's reaction before; empty when there was none.
+   *
+   * @generated from field: string previous_emoji = 5;
+   */
+  previousEmoji: string;
+};
+
+/**
+ * Describes the message karlmalone.v1.ReactionChanged.
+ * Use `create(ReactionChangedSchema)` to create a new message.
+ */
+export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
+  messageDesc(file_karlmalone_v1_push, 5);
+
+/**
  * ReadReceipt says a member read a conversation up to read_seq.
  *
  * @generated from message karlmalone.v1.ReadReceipt
@@ -320,7 +444,7 @@ export type ReadReceipt = Message<"karlmalone.v1.ReadReceipt"> & {
  * Use `create(ReadReceiptSchema)` to create a new message.
  */
 export const ReadReceiptSchema: GenMessage<ReadReceipt> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 4);
+  messageDesc(file_karlmalone_v1_push, 6);
 
 /**
  * Typing says a member is typing in a conversation.
@@ -348,7 +472,7 @@ export type Typing = Message<"karlmalone.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 5);
+  messageDesc(file_karlmalone_v1_push, 7);
 
 /**
  * ContactRemoved says a contact removed the member (or the member removed it
@@ -370,7 +494,7 @@ export type ContactRemoved = Message<"karlmalone.v1.ContactRemoved"> & {
  * Use `create(ContactRemovedSchema)` to create a new message.
  */
 export const ContactRemovedSchema: GenMessage<ContactRemoved> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 6);
+  messageDesc(file_karlmalone_v1_push, 8);
 
 /**
  * GroupDissolved says a group ended.
@@ -391,7 +515,7 @@ export type GroupDissolved = Message<"karlmalone.v1.GroupDissolved"> & {
  * Use `create(GroupDissolvedSchema)` to create a new message.
  */
 export const GroupDissolvedSchema: GenMessage<GroupDissolved> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 7);
+  messageDesc(file_karlmalone_v1_push, 9);
 
 /**
  * GroupMemberChange says a member joined, left, was removed or changed role.
@@ -433,7 +557,7 @@ export type GroupMemberChange = Message<"karlmalone.v1.GroupMemberChange"> & {
  * Use `create(GroupMemberChangeSchema)` to create a new message.
  */
 export const GroupMemberChangeSchema: GenMessage<GroupMemberChange> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 8);
+  messageDesc(file_karlmalone_v1_push, 10);
 
 /**
  * GroupMembersAdded says members were added to a group, all in one call.
@@ -468,7 +592,7 @@ export type GroupMembersAdded = Message<"karlmalone.v1.GroupMembersAdded"> & {
  * Use `create(GroupMembersAddedSchema)` to create a new message.
  */
 export const GroupMembersAddedSchema: GenMessage<GroupMembersAdded> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 9);
+  messageDesc(file_karlmalone_v1_push, 11);
 
 /**
  * SessionRevoked says one of the member's sessions ended; the socket of that
@@ -490,7 +614,7 @@ export type SessionRevoked = Message<"karlmalone.v1.SessionRevoked"> & {
  * Use `create(SessionRevokedSchema)` to create a new message.
  */
 export const SessionRevokedSchema: GenMessage<SessionRevoked> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 10);
+  messageDesc(file_karlmalone_v1_push, 12);
 
 /**
  * MemberDeleted says a member deleted its account. Its messages stay; the
@@ -513,5 +637,5 @@ export type MemberDeleted = Message<"karlmalone.v1.MemberDeleted"> & {
  * Use `create(MemberDeletedSchema)` to create a new message.
  */
 export const MemberDeletedSchema: GenMessage<MemberDeleted> = /*@__PURE__*/
-  messageDesc(file_karlmalone_v1_push, 11);
+  messageDesc(file_karlmalone_v1_push, 13);
 

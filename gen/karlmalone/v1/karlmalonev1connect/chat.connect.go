@@ -46,6 +46,19 @@ const (
 	// ChatServiceRecallMessageProcedure is the fully-qualified name of the ChatService's RecallMessage
 	// RPC.
 	ChatServiceRecallMessageProcedure = "/karlmalone.v1.ChatService/RecallMessage"
+	// ChatServiceForwardMessageProcedure is the fully-qualified name of the ChatService's
+	// ForwardMessage RPC.
+	ChatServiceForwardMessageProcedure = "/karlmalone.v1.ChatService/ForwardMessage"
+	// ChatServiceEditMessageProcedure is the fully-qualified name of the ChatService's EditMessage RPC.
+	ChatServiceEditMessageProcedure = "/karlmalone.v1.ChatService/EditMessage"
+	// ChatServiceSetReactionProcedure is the fully-qualified name of the ChatService's SetReaction RPC.
+	ChatServiceSetReactionProcedure = "/karlmalone.v1.ChatService/SetReaction"
+	// ChatServiceUpdateConversationSettingsProcedure is the fully-qualified name of the ChatService's
+	// UpdateConversationSettings RPC.
+	ChatServiceUpdateConversationSettingsProcedure = "/karlmalone.v1.ChatService/UpdateConversationSettings"
+	// ChatServiceClearConversationHistoryProcedure is the fully-qualified name of the ChatService's
+	// ClearConversationHistory RPC.
+	ChatServiceClearConversationHistoryProcedure = "/karlmalone.v1.ChatService/ClearConversationHistory"
 	// ChatServiceSendTypingProcedure is the fully-qualified name of the ChatService's SendTyping RPC.
 	ChatServiceSendTypingProcedure = "/karlmalone.v1.ChatService/SendTyping"
 	// ChatServiceSearchMessagesProcedure is the fully-qualified name of the ChatService's
@@ -72,6 +85,25 @@ type ChatServiceClient interface {
 	MarkRead(context.Context, *v1.MarkReadRequest) (*v1.MarkReadResponse, error)
 	// RecallMessage withdraws the caller's own message within the recall window.
 	RecallMessage(context.Context, *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error)
+	// ForwardMessage copies a message the caller can read into another
+	// conversation the caller may post in, marked forwarded (an attachment is
+	// shared, not copied). Idempotent on client_msg_id, like SendMessage.
+	ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error)
+	// EditMessage replaces the text of the caller's own text message within
+	// the edit window (-edit-window, 24 h) and pushes message_edited. Only the
+	// current text is kept.
+	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
+	// SetReaction sets the caller's one reaction to a message (replacing any
+	// earlier one) or, with an empty emoji, clears it, and pushes reaction.
+	SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error)
+	// UpdateConversationSettings changes the caller's own settings of a
+	// conversation (mute, pin, archive) and pushes conversation_settings_changed
+	// to the caller's devices.
+	UpdateConversationSettings(context.Context, *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error)
+	// ClearConversationHistory clears a conversation's history for the caller
+	// only, up to a seq, and pushes conversation_settings_changed to the
+	// caller's devices.
+	ClearConversationHistory(context.Context, *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -130,6 +162,36 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("RecallMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		forwardMessage: connect.NewClient[v1.ForwardMessageRequest, v1.ForwardMessageResponse](
+			httpClient,
+			baseURL+ChatServiceForwardMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("ForwardMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		editMessage: connect.NewClient[v1.EditMessageRequest, v1.EditMessageResponse](
+			httpClient,
+			baseURL+ChatServiceEditMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		setReaction: connect.NewClient[v1.SetReactionRequest, v1.SetReactionResponse](
+			httpClient,
+			baseURL+ChatServiceSetReactionProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("SetReaction")),
+			connect.WithClientOptions(opts...),
+		),
+		updateConversationSettings: connect.NewClient[v1.UpdateConversationSettingsRequest, v1.UpdateConversationSettingsResponse](
+			httpClient,
+			baseURL+ChatServiceUpdateConversationSettingsProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("UpdateConversationSettings")),
+			connect.WithClientOptions(opts...),
+		),
+		clearConversationHistory: connect.NewClient[v1.ClearConversationHistoryRequest, v1.ClearConversationHistoryResponse](
+			httpClient,
+			baseURL+ChatServiceClearConversationHistoryProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("ClearConversationHistory")),
+			connect.WithClientOptions(opts...),
+		),
 		sendTyping: connect.NewClient[v1.SendTypingRequest, v1.SendTypingResponse](
 			httpClient,
 			baseURL+ChatServiceSendTypingProcedure,
@@ -161,15 +223,20 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // chatServiceClient implements ChatServiceClient.
 type chatServiceClient struct {
-	sendMessage       *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
-	listConversations *connect.Client[v1.ListConversationsRequest, v1.ListConversationsResponse]
-	listMessages      *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
-	markRead          *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
-	recallMessage     *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
-	sendTyping        *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
-	searchMessages    *connect.Client[v1.SearchMessagesRequest, v1.SearchMessagesResponse]
-	subscribe         *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
-	getAttachmentUrl  *connect.Client[v1.GetAttachmentUrlRequest, v1.GetAttachmentUrlResponse]
+	sendMessage                *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	listConversations          *connect.Client[v1.ListConversationsRequest, v1.ListConversationsResponse]
+	listMessages               *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
+	markRead                   *connect.Client[v1.MarkReadRequest, v1.MarkReadResponse]
+	recallMessage              *connect.Client[v1.RecallMessageRequest, v1.RecallMessageResponse]
+	forwardMessage             *connect.Client[v1.ForwardMessageRequest, v1.ForwardMessageResponse]
+	editMessage                *connect.Client[v1.EditMessageRequest, v1.EditMessageResponse]
+	setReaction                *connect.Client[v1.SetReactionRequest, v1.SetReactionResponse]
+	updateConversationSettings *connect.Client[v1.UpdateConversationSettingsRequest, v1.UpdateConversationSettingsResponse]
+	clearConversationHistory   *connect.Client[v1.ClearConversationHistoryRequest, v1.ClearConversationHistoryResponse]
+	sendTyping                 *connect.Client[v1.SendTypingRequest, v1.SendTypingResponse]
+	searchMessages             *connect.Client[v1.SearchMessagesRequest, v1.SearchMessagesResponse]
+	subscribe                  *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	getAttachmentUrl           *connect.Client[v1.GetAttachmentUrlRequest, v1.GetAttachmentUrlResponse]
 }
 
 // SendMessage calls karlmalone.v1.ChatService.SendMessage.
@@ -211,6 +278,51 @@ func (c *chatServiceClient) MarkRead(ctx context.Context, req *v1.MarkReadReques
 // RecallMessage calls karlmalone.v1.ChatService.RecallMessage.
 func (c *chatServiceClient) RecallMessage(ctx context.Context, req *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error) {
 	response, err := c.recallMessage.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ForwardMessage calls karlmalone.v1.ChatService.ForwardMessage.
+func (c *chatServiceClient) ForwardMessage(ctx context.Context, req *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error) {
+	response, err := c.forwardMessage.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// EditMessage calls karlmalone.v1.ChatService.EditMessage.
+func (c *chatServiceClient) EditMessage(ctx context.Context, req *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {
+	response, err := c.editMessage.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// SetReaction calls karlmalone.v1.ChatService.SetReaction.
+func (c *chatServiceClient) SetReaction(ctx context.Context, req *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
+	response, err := c.setReaction.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// UpdateConversationSettings calls karlmalone.v1.ChatService.UpdateConversationSettings.
+func (c *chatServiceClient) UpdateConversationSettings(ctx context.Context, req *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error) {
+	response, err := c.updateConversationSettings.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ClearConversationHistory calls karlmalone.v1.ChatService.ClearConversationHistory.
+func (c *chatServiceClient) ClearConversationHistory(ctx context.Context, req *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error) {
+	response, err := c.clearConversationHistory.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
 	}
@@ -263,6 +375,25 @@ type ChatServiceHandler interface {
 	MarkRead(context.Context, *v1.MarkReadRequest) (*v1.MarkReadResponse, error)
 	// RecallMessage withdraws the caller's own message within the recall window.
 	RecallMessage(context.Context, *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error)
+	// ForwardMessage copies a message the caller can read into another
+	// conversation the caller may post in, marked forwarded (an attachment is
+	// shared, not copied). Idempotent on client_msg_id, like SendMessage.
+	ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error)
+	// EditMessage replaces the text of the caller's own text message within
+	// the edit window (-edit-window, 24 h) and pushes message_edited. Only the
+	// current text is kept.
+	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
+	// SetReaction sets the caller's one reaction to a message (replacing any
+	// earlier one) or, with an empty emoji, clears it, and pushes reaction.
+	SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error)
+	// UpdateConversationSettings changes the caller's own settings of a
+	// conversation (mute, pin, archive) and pushes conversation_settings_changed
+	// to the caller's devices.
+	UpdateConversationSettings(context.Context, *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error)
+	// ClearConversationHistory clears a conversation's history for the caller
+	// only, up to a seq, and pushes conversation_settings_changed to the
+	// caller's devices.
+	ClearConversationHistory(context.Context, *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error)
 	// SendTyping tells the conversation's other members that the caller is typing.
 	// Pushed only, never stored.
 	SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error)
@@ -317,6 +448,36 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("RecallMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceForwardMessageHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceForwardMessageProcedure,
+		svc.ForwardMessage,
+		connect.WithSchema(chatServiceMethods.ByName("ForwardMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceEditMessageHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceEditMessageProcedure,
+		svc.EditMessage,
+		connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceSetReactionHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceSetReactionProcedure,
+		svc.SetReaction,
+		connect.WithSchema(chatServiceMethods.ByName("SetReaction")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceUpdateConversationSettingsHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceUpdateConversationSettingsProcedure,
+		svc.UpdateConversationSettings,
+		connect.WithSchema(chatServiceMethods.ByName("UpdateConversationSettings")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceClearConversationHistoryHandler := connect.NewUnaryHandlerSimple(
+		ChatServiceClearConversationHistoryProcedure,
+		svc.ClearConversationHistory,
+		connect.WithSchema(chatServiceMethods.ByName("ClearConversationHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
 	chatServiceSendTypingHandler := connect.NewUnaryHandlerSimple(
 		ChatServiceSendTypingProcedure,
 		svc.SendTyping,
@@ -355,6 +516,16 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceMarkReadHandler.ServeHTTP(w, r)
 		case ChatServiceRecallMessageProcedure:
 			chatServiceRecallMessageHandler.ServeHTTP(w, r)
+		case ChatServiceForwardMessageProcedure:
+			chatServiceForwardMessageHandler.ServeHTTP(w, r)
+		case ChatServiceEditMessageProcedure:
+			chatServiceEditMessageHandler.ServeHTTP(w, r)
+		case ChatServiceSetReactionProcedure:
+			chatServiceSetReactionHandler.ServeHTTP(w, r)
+		case ChatServiceUpdateConversationSettingsProcedure:
+			chatServiceUpdateConversationSettingsHandler.ServeHTTP(w, r)
+		case ChatServiceClearConversationHistoryProcedure:
+			chatServiceClearConversationHistoryHandler.ServeHTTP(w, r)
 		case ChatServiceSendTypingProcedure:
 			chatServiceSendTypingHandler.ServeHTTP(w, r)
 		case ChatServiceSearchMessagesProcedure:
@@ -390,6 +561,26 @@ func (UnimplementedChatServiceHandler) MarkRead(context.Context, *v1.MarkReadReq
 
 func (UnimplementedChatServiceHandler) RecallMessage(context.Context, *v1.RecallMessageRequest) (*v1.RecallMessageResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.RecallMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) ForwardMessage(context.Context, *v1.ForwardMessageRequest) (*v1.ForwardMessageResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.ForwardMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.EditMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) SetReaction(context.Context, *v1.SetReactionRequest) (*v1.SetReactionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.SetReaction is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) UpdateConversationSettings(context.Context, *v1.UpdateConversationSettingsRequest) (*v1.UpdateConversationSettingsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.UpdateConversationSettings is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) ClearConversationHistory(context.Context, *v1.ClearConversationHistoryRequest) (*v1.ClearConversationHistoryResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("karlmalone.v1.ChatService.ClearConversationHistory is not implemented"))
 }
 
 func (UnimplementedChatServiceHandler) SendTyping(context.Context, *v1.SendTypingRequest) (*v1.SendTypingResponse, error) {
