@@ -176,6 +176,17 @@ func (s *S3) Open(sum Sum) (io.ReadSeekCloser, error) {
 }
 
 // isNoSuchKey reports the S3 error code for a missing object.
+// Delete removes the object stored under sum (S3 answers a missing key
+// with success).
+func (s *S3) Delete(sum Sum) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if err := s.client.RemoveObject(ctx, s.bucket, s.key(sum), minio.RemoveObjectOptions{}); err != nil && !isNoSuchKey(err) {
+		return fmt.Errorf("attachment: delete %s: %w", sum, err)
+	}
+	return nil
+}
+
 func isNoSuchKey(err error) bool {
 	var e minio.ErrorResponse
 	return errors.As(err, &e) && e.Code == minio.NoSuchKey

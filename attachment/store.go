@@ -63,6 +63,9 @@ type Store interface {
 	Stage(r io.Reader, limit int64) (Staged, error)
 	// Open returns the content stored under sum, or an error wrapping ErrNotFound.
 	Open(sum Sum) (io.ReadSeekCloser, error)
+	// Delete removes the content stored under sum (garbage collection, once
+	// no row names it); content already gone is not an error.
+	Delete(sum Sum) error
 }
 
 // Staged is content written to the store but not yet visible in it.
@@ -209,6 +212,15 @@ func (s *FS) Open(sum Sum) (io.ReadSeekCloser, error) {
 		return nil, fmt.Errorf("attachment: open %s: %w", sum, err)
 	}
 	return f, nil
+}
+
+// Delete removes the blob stored under sum. A reader that has it open
+// keeps reading it to its end.
+func (s *FS) Delete(sum Sum) error {
+	if err := os.Remove(s.path(sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("attachment: delete %s: %w", sum, err)
+	}
+	return nil
 }
 
 type fsStaged struct {

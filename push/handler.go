@@ -96,6 +96,13 @@ func (hd *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	enc, _ := encodingOf(encoding) // none offered: binary, one event per message
 	c := h.newConn(p, true, enc)
 	if err := h.register(c); err != nil {
+		if errors.Is(err, ErrTooManyReceivers) {
+			// Refused before the upgrade, so the client sees a status, not
+			// a socket that closes at once.
+			h.log.Info("push: too many receivers", "member", p.MemberID, "limit", h.cfg.MaxPerMember)
+			http.Error(w, "too many open push sockets for this member; close one", http.StatusTooManyRequests)
+			return
+		}
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}

@@ -42,6 +42,10 @@ var (
 	ErrSessionExpired = errors.New("push: session expired")
 	ErrShutdown       = errors.New("push: server shutting down")
 	ErrClosed         = errors.New("push: closed")
+	// ErrTooManyReceivers refuses a socket or subscription beyond
+	// Config.MaxPerMember: the handler answers 429, Subscribe
+	// resource_exhausted.
+	ErrTooManyReceivers = errors.New("push: too many open sockets and subscriptions for this member")
 )
 
 // StatusSessionRevoked is the WebSocket close code sent by CloseSession, and
@@ -70,13 +74,17 @@ var (
 // Config tunes the hub. Zero fields take DefaultConfig's values, the one
 // place the defaults are written.
 type Config struct {
-	Shards         int           // always rounded up to a power of two
-	QueueSize      int           // per-receiver outbound queue, in frames
-	WriteTimeout   time.Duration // per write (a socket whose write takes longer is dropped)
-	PingInterval   time.Duration // how often sockets are pinged
-	PingTimeout    time.Duration // a dead peer is dropped within PingInterval+PingTimeout
-	ReadLimit      int64         // client frame limit (clients send nothing meaningful)
-	OriginPatterns []string      // passed to websocket.AcceptOptions
+	Shards       int           // always rounded up to a power of two
+	QueueSize    int           // per-receiver outbound queue, in frames
+	WriteTimeout time.Duration // per write (a socket whose write takes longer is dropped)
+	PingInterval time.Duration // how often sockets are pinged
+	PingTimeout  time.Duration // a dead peer is dropped within PingInterval+PingTimeout
+	ReadLimit    int64         // client frame limit (clients send nothing meaningful)
+	// MaxPerMember bounds a member's open sockets and subscriptions on this
+	// node together: each costs memory and a queue, and a member has a few
+	// devices, not hundreds.
+	MaxPerMember   int
+	OriginPatterns []string // passed to websocket.AcceptOptions
 	// Batched subprotocols: most events and bytes per WebSocket message.
 	// One event larger than BatchBytes goes alone.
 	BatchEvents, BatchBytes int
@@ -111,6 +119,7 @@ func DefaultConfig() Config {
 		PingInterval: 25 * time.Second,
 		PingTimeout:  5 * time.Second,
 		ReadLimit:    4 << 10,
+		MaxPerMember: 16,
 		BatchEvents:  64,
 		BatchBytes:   16 << 10,
 	}
@@ -136,6 +145,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = d.ReadLimit
+	}
+	if c.MaxPerMember <= 0 {
+		c.MaxPerMember = d.MaxPerMember
 	}
 	if c.BatchEvents <= 0 {
 		c.BatchEvents = d.BatchEvents
@@ -374,6 +386,9 @@ func (h *Hub) add(c *conn) (announced <-chan struct{}, err error) {
 		return nil, ErrShutdown
 	}
 	m := s.members[c.member]
+	if len(m) >= h.cfg.MaxPerMember {
+		return nil, ErrTooManyReceivers
+	}
 	if m == nil {
 		m = make(map[*conn]struct{}, 1)
 		s.members[c.member] = m
@@ -572,7 +587,8 @@ func (h *Hub) closeLocalSession(sessionID int64) {
 
 // Subscribe registers an RPC subscriber for p. It ends when ctx is done, on
 // Close, or with ErrSlowConsumer, ErrSessionRevoked or ErrShutdown (see
-// Subscription.Next).
+// Subscription.Next). It fails with ErrTooManyReceivers when p's member has
+// Config.MaxPerMember receivers already.
 func (h *Hub) Subscribe(ctx context.Context, p Principal) (*Subscription, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("push: subscribe: %w", err)

@@ -28,14 +28,18 @@ import (
 // clients parse one error format for RPCs and attachments alike.
 type attachmentServer struct {
 	*base
-	authn *Authenticator
-	blobs attachment.Store
-	errs  *connect.ErrorWriter
+	authn   *Authenticator
+	blobs   attachment.Store
+	errs    *connect.ErrorWriter
+	uploads *keyedLimiter[int64] // per member
 }
 
 func newAttachmentServer(b *base, authn *Authenticator, blobs attachment.Store) *attachmentServer {
-	return &attachmentServer{base: b, authn: authn, blobs: blobs, errs: connect.NewErrorWriter()}
+	return &attachmentServer{base: b, authn: authn, blobs: blobs, errs: connect.NewErrorWriter(),
+		uploads: newKeyedLimiter[int64](b.cfg.AttachmentUploadPerMember)}
 }
+
+var errUploadRateLimited = connect.NewError(connect.CodeResourceExhausted, errors.New("uploading too fast; slow down and retry"))
 
 // multipartOverhead is what a multipart body may carry beyond the file itself:
 // boundaries, part headers and small form fields.
@@ -65,6 +69,10 @@ func (s *attachmentServer) upload(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "authenticate", err)
 		return
 	}
+	if !s.uploads.allow(caller.MemberID, s.now()) {
+		s.fail(w, r, "upload", errUploadRateLimited)
+		return
+	}
 	media, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	isMultipart := media == "multipart/form-data"
 	bodyLimit := s.cfg.MaxAttachmentBytes
@@ -77,6 +85,9 @@ func (s *attachmentServer) upload(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "upload", s.tooLarge())
 		return
 	}
+	// A progress-based deadline (transport.go), not the RPCs' fixed one: a
+	// large file on a slow line takes minutes, a stalled one is cut off.
+	r.Body = newProgressBody(w, r, s.cfg.AttachmentReadIdle, s.cfg.AttachmentReadTimeout)
 	r.Body = http.MaxBytesReader(w, r.Body, bodyLimit)
 
 	var staged attachment.Staged
@@ -96,10 +107,26 @@ func (s *attachmentServer) upload(w http.ResponseWriter, r *http.Request) {
 	// Publish the file inside the transaction that records it: if the insert
 	// fails there is no file, and if publishing fails there is no row. (Should
 	// the commit itself fail, the published file is content nobody names;
-	// harmless, and any later upload of the same bytes reuses it.)
+	// harmless, and any later upload of the same bytes reuses it.) The
+	// uploader's lock makes the quota exact; the content's keeps garbage
+	// collection from removing a file this upload found already stored.
 	var row db.Attachment
 	err = s.store.InTx(ctx, func(q *db.Queries) error {
-		var err error
+		if err := q.LockAttachmentUploader(ctx, caller.MemberID); err != nil {
+			return fmt.Errorf("lock uploader: %w", err)
+		}
+		used, err := q.AttachmentBytesByUploader(ctx, caller.MemberID)
+		if err != nil {
+			return fmt.Errorf("attachment bytes: %w", err)
+		}
+		if used+blob.Size > s.cfg.AttachmentQuotaBytes {
+			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+				"attachment quota exceeded: %s of %s used; attachments never sent are removed after %s",
+				formatBytes(used), formatBytes(s.cfg.AttachmentQuotaBytes), s.cfg.AttachmentGCGrace))
+		}
+		if err := q.LockAttachmentContent(ctx, blob.Sum[:]); err != nil {
+			return fmt.Errorf("lock content: %w", err)
+		}
 		row, err = q.CreateAttachment(ctx, db.CreateAttachmentParams{
 			UploaderID: caller.MemberID, Sha256: blob.Sum[:], Size: blob.Size, ContentType: contentType,
 		})

@@ -173,6 +173,9 @@ func (s *attachmentServer) downloader(r *http.Request) (int64, error) {
 // window: a browser shows images, audio and video inline, and saves anything
 // else (a PDF, an HTML file someone uploaded as a "document") as a file.
 func contentDisposition(mediaType string) string {
+	if strings.Contains(mediaType, "svg") {
+		return "attachment" // a document that can carry script; never stored, a second guard
+	}
 	for _, inline := range []string{"image/", "audio/", "video/"} {
 		if strings.HasPrefix(mediaType, inline) {
 			return "inline"

@@ -146,6 +146,17 @@ func (a *Authenticator) AuthenticateRequest(r *http.Request) (Caller, error) {
 	return callerFrom(ctx), nil
 }
 
+// authenticated returns ctx with its caller: the one rpcGuard found from the
+// headers before the body was read (transport.go), or, for a handler mounted
+// without the guard, the header's.
+func (a *Authenticator) authenticated(ctx context.Context, header string) (context.Context, error) {
+	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+		noteMember(ctx, c.MemberID) // the access log's entry exists only now
+		return ctx, nil
+	}
+	return a.authenticateHeader(ctx, header)
+}
+
 // authInterceptor authenticates every procedure except the public ones.
 type authInterceptor struct{ a *Authenticator }
 
@@ -154,7 +165,7 @@ func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if publicProcedures[req.Spec().Procedure] {
 			return next(ctx, req)
 		}
-		ctx, err := i.a.authenticateHeader(ctx, req.Header().Get("Authorization"))
+		ctx, err := i.a.authenticated(ctx, req.Header().Get("Authorization"))
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +179,7 @@ func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 
 func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := i.a.authenticateHeader(ctx, conn.RequestHeader().Get("Authorization"))
+		ctx, err := i.a.authenticated(ctx, conn.RequestHeader().Get("Authorization"))
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -534,12 +535,43 @@ func (s *ChatServer) Subscribe(ctx context.Context, _ *v1.SubscribeRequest, stre
 	if !live {
 		return errBadToken
 	}
+	// Every write has a deadline: a client that stops reading would
+	// otherwise hold this goroutine for good. The last one also covers the
+	// end of the stream, so the client learns why it ended.
+	rc := responseController(ctx)
+	if rc != nil {
+		// The request has been read; the body's deadline (transport.go)
+		// must not outlive it on a stream that lasts hours.
+		rc.SetReadDeadline(time.Time{})
+	}
+	send := func(res *v1.SubscribeResponse) error {
+		if rc != nil {
+			rc.SetWriteDeadline(time.Now().Add(s.cfg.SubscribeWriteTimeout))
+		}
+		return stream.Send(res)
+	}
+	defer func() {
+		if rc != nil {
+			rc.SetWriteDeadline(time.Now().Add(s.cfg.SubscribeWriteTimeout))
+		}
+	}()
 	// Send the headers now: a client that sees them knows its events flow.
-	if err := stream.Send(nil); err != nil {
+	if err := send(nil); err != nil {
 		return fmt.Errorf("send headers: %w", err)
 	}
 	for {
-		msg, err := sub.Next(ctx)
+		// A stream quiet for SubscribeKeepalive gets a response without an
+		// event (docs/PUSH.md): proxies see traffic, and a dead client
+		// shows up as a failed write.
+		wait, cancel := context.WithTimeout(ctx, s.cfg.SubscribeKeepalive)
+		msg, err := sub.Next(wait)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			if err := send(&v1.SubscribeResponse{}); err != nil {
+				return fmt.Errorf("send keepalive: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return subscriptionEnded(err)
 		}
@@ -548,7 +580,7 @@ func (s *ChatServer) Subscribe(ctx context.Context, _ *v1.SubscribeRequest, stre
 			s.log.ErrorContext(ctx, "subscribe: event of unexpected type", "type", fmt.Sprintf("%T", msg))
 			continue
 		}
-		if err := stream.Send(&v1.SubscribeResponse{Event: ev}); err != nil {
+		if err := send(&v1.SubscribeResponse{Event: ev}); err != nil {
 			return fmt.Errorf("send event: %w", err)
 		}
 	}
@@ -567,6 +599,8 @@ func subscriptionEnded(err error) error {
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("session revoked"))
 	case errors.Is(err, push.ErrSessionExpired):
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("session expired"))
+	case errors.Is(err, push.ErrTooManyReceivers):
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many open push sockets and subscriptions for this member; close one"))
 	case errors.Is(err, push.ErrShutdown):
 		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; subscribe again"))
 	case errors.Is(err, push.ErrClosed):

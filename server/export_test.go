@@ -21,6 +21,7 @@ func SendBatchLoggedForTest(pool *pgxpool.Pool, log *slog.Logger, args []db.Crea
 	jobs := make([]*sendJob, len(args))
 	for i, a := range args {
 		jobs[i] = &sendJob{arg: a, stored: func(db.CreateMessageRow) {}, done: make(chan sendResult, 1)}
+		p.busy.add() // as send does
 	}
 	p.run(jobs)
 	rows, errs := make([]db.CreateMessageRow, len(args)), make([]error, len(args))

@@ -22,7 +22,6 @@ import (
 	"github.com/rs/cors"
 
 	karlmalone "github.com/karlmalone/karlmalone"
-	"github.com/karlmalone/karlmalone/attachment"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
 	"github.com/karlmalone/karlmalone/store"
 )
@@ -39,11 +38,7 @@ var serviceNames = []string{
 // routes, /metrics, the API description and browser, and gRPC reflection and
 // health. All but the attachments are open.
 func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *metrics) {
-	files := d.Attachments
-	if files == nil {
-		files = attachment.NewFS(d.Config.AttachmentDir)
-	}
-	att := newAttachmentServer(b, authn, files)
+	att := newAttachmentServer(b, authn, attachmentStore(d))
 	mux.HandleFunc("POST /v1/attachments", att.upload)
 	mux.HandleFunc("GET /v1/attachments/{id}", att.download)
 	exp := &exportServer{base: b, authn: authn, errs: connect.NewErrorWriter()}
@@ -65,12 +60,16 @@ func mountRoutes(mux *http.ServeMux, d Deps, b *base, authn *Authenticator, m *m
 	reflector := grpcreflect.NewStaticReflector(append(serviceNames, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, open))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, open))
-	mux.Handle(grpchealth.NewHandler(dbHealth{b.store}, open))
+	mux.Handle(grpchealth.NewHandler(dbHealth{b.store, d.Lifecycle}, open))
 }
 
 // dbHealth answers gRPC health checks: every service is as healthy as the
-// database it cannot work without.
-type dbHealth struct{ store *store.Store }
+// database it cannot work without, and none once shutdown has begun (as
+// /readyz).
+type dbHealth struct {
+	store *store.Store
+	life  *Lifecycle
+}
 
 func (h dbHealth) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	known := req.Service == ""
@@ -79,6 +78,9 @@ func (h dbHealth) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grp
 	}
 	if !known {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	if h.life.ShuttingDown() {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // as /readyz
 	defer cancel()

@@ -35,6 +35,7 @@ type sendPipeline struct {
 	log     *slog.Logger
 	shards  []sendShard
 	timeout time.Duration // bounds one batch, whatever its callers' deadlines
+	busy    inflight      // sends accepted and not yet answered (drain)
 }
 
 // maxSendBatch bounds a batch: enough to amortise a commit, small enough that
@@ -76,6 +77,7 @@ func newSendPipeline(st *store.Store, log *slog.Logger) *sendPipeline {
 // pushed, and a retry with the same client_msg_id finds it.
 func (p *sendPipeline) send(ctx context.Context, arg db.CreateMessageParams, stored func(db.CreateMessageRow)) (db.CreateMessageRow, error) {
 	j := &sendJob{arg: arg, stored: stored, done: make(chan sendResult, 1)}
+	p.busy.add() // done by run, once the job is answered
 	sh := &p.shards[sendKey(arg)*0x9E3779B97F4A7C15>>32%uint64(len(p.shards))]
 	sh.mu.Lock()
 	sh.queue = append(sh.queue, j)
@@ -148,8 +150,13 @@ func (p *sendPipeline) run(batch []*sendJob) {
 			j.stored(results[i].row)
 		}
 		j.done <- results[i]
+		p.busy.done()
 	}
 }
+
+// drain waits until every send accepted so far is stored (or failed) and
+// published, even those whose callers went away: then the pool may close.
+func (p *sendPipeline) drain(ctx context.Context) error { return p.busy.wait(ctx) }
 
 // store runs one batch in one round trip and returns each message's result,
 // and the batch's error when nothing of it was stored: then every message

@@ -59,6 +59,7 @@ type config struct {
 	tlsKey          string
 	dbMaxConns      int
 	shutdownTimeout time.Duration
+	shutdownDrain   time.Duration
 	insecureFast    bool
 	hashConcurrency int
 	server          server.Config
@@ -79,11 +80,14 @@ type config struct {
 // here, the server's and the hub's from their packages.
 func defaultConfig() config {
 	return config{
-		listen:            ":5288",
-		logLevel:          slog.LevelInfo,
-		logFormat:         "text",
-		dbMaxConns:        4*runtime.GOMAXPROCS(0) + 8,
-		shutdownTimeout:   15 * time.Second,
+		listen:          ":5288",
+		logLevel:        slog.LevelInfo,
+		logFormat:       "text",
+		dbMaxConns:      4*runtime.GOMAXPROCS(0) + 8,
+		shutdownTimeout: 15 * time.Second,
+		// Long enough for a load balancer's health check (every few
+		// seconds) to see /readyz fail and stop sending new requests.
+		shutdownDrain:     5 * time.Second,
 		hashConcurrency:   runtime.GOMAXPROCS(0),
 		server:            server.DefaultConfig(),
 		push:              push.DefaultConfig(),
@@ -149,6 +153,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.String(&c.debugListen, "debug-listen", "KARLMALONE_DEBUG_LISTEN", "serve /debug/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	env.Int(&c.dbMaxConns, "db-max-conns", "KARLMALONE_DB_MAX_CONNS", "most database connections")
 	env.Duration(&c.shutdownTimeout, "shutdown-timeout", "KARLMALONE_SHUTDOWN_TIMEOUT", "how long shutdown waits for requests in flight")
+	env.Duration(&c.shutdownDrain, "shutdown-drain", "KARLMALONE_SHUTDOWN_DRAIN", "on SIGTERM, how long /readyz reports not ready, while requests are still served, before shutdown goes on (0: none)")
 	env.Duration(&c.server.TokenTTL, "token-ttl", "KARLMALONE_TOKEN_TTL", "access token lifetime")
 	env.Int(&c.server.MaxRequestBytes, "max-request-bytes", "KARLMALONE_MAX_REQUEST_BYTES", "largest RPC request body")
 	env.Int(&c.server.GroupMaxMembers, "group-max-members", "KARLMALONE_GROUP_MAX_MEMBERS", "most members a new group may have")
@@ -170,6 +175,13 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Rate(&c.server.SendPerMember, "send-rate", "KARLMALONE_SEND_RATE", "messages sent per member, as interval/burst (0 disables)")
 	env.String(&c.server.AttachmentDir, "attachment-dir", "KARLMALONE_ATTACHMENT_DIR", "directory where uploaded attachments are stored")
 	env.Int64(&c.server.MaxAttachmentBytes, "max-attachment-bytes", "KARLMALONE_MAX_ATTACHMENT_BYTES", "largest attachment upload, in bytes")
+	env.Int64(&c.server.AttachmentQuotaBytes, "attachment-quota-bytes", "KARLMALONE_ATTACHMENT_QUOTA_BYTES", "most bytes of attachments one member may hold (sent, or unsent and not yet collected)")
+	env.Rate(&c.server.AttachmentUploadPerMember, "attachment-upload-rate", "KARLMALONE_ATTACHMENT_UPLOAD_RATE", "attachment uploads per member, as interval/burst (0 disables)")
+	env.Duration(&c.server.AttachmentReadIdle, "attachment-read-idle-timeout", "KARLMALONE_ATTACHMENT_READ_IDLE_TIMEOUT", "how long an upload may go without a byte before it is cut off")
+	env.Duration(&c.server.AttachmentReadTimeout, "attachment-read-timeout", "KARLMALONE_ATTACHMENT_READ_TIMEOUT", "how long one upload's body may take in all")
+	env.Duration(&c.server.AttachmentGCGrace, "attachment-gc-grace", "KARLMALONE_ATTACHMENT_GC_GRACE", "how long an attachment no message carries is kept after its upload")
+	env.Duration(&c.server.AttachmentGCInterval, "attachment-gc-interval", "KARLMALONE_ATTACHMENT_GC_INTERVAL", "how often unsent attachments are collected")
+	env.Int(&c.server.AttachmentGCBatch, "attachment-gc-batch", "KARLMALONE_ATTACHMENT_GC_BATCH", "most attachments one collection pass removes")
 	env.String(&c.server.AttachmentURLKey, "attachment-url-key", "KARLMALONE_ATTACHMENT_URL_KEY", "key that signs attachment download URLs, at least 32 characters, the same on every node (empty: one generated at first start and kept in the database)")
 	env.Duration(&c.server.AttachmentURLTTL, "attachment-url-ttl", "KARLMALONE_ATTACHMENT_URL_TTL", "how long a signed attachment download URL works")
 	env.Int(&c.server.SessionCacheSize, "session-cache-size", "KARLMALONE_SESSION_CACHE_SIZE", "most sessions each node caches (token → session, instead of a database read per call)")
@@ -178,6 +190,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	var corsOrigins string // parsed into server.CORSOrigins below
 	env.String(&corsOrigins, "cors-origins", "KARLMALONE_CORS_ORIGINS", "comma-separated browser origins allowed to call the API and open push sockets, like https://app.example.com (empty: none)")
 	env.Duration(&c.readHeaderTimeout, "read-header-timeout", "KARLMALONE_READ_HEADER_TIMEOUT", "how long a client may take to send request headers")
+	env.Duration(&c.server.BodyReadTimeout, "read-body-timeout", "KARLMALONE_READ_BODY_TIMEOUT", "how long a client may take to send an RPC's request body, after its headers")
 	env.Duration(&c.idleTimeout, "idle-timeout", "KARLMALONE_IDLE_TIMEOUT", "how long an idle keep-alive connection stays open")
 	env.Int(&c.maxHeaderBytes, "max-header-bytes", "KARLMALONE_MAX_HEADER_BYTES", "largest request header block")
 	env.Duration(&c.dbConnectTimeout, "db-connect-timeout", "KARLMALONE_DB_CONNECT_TIMEOUT", "how long opening a database connection may take before requests fail")
@@ -187,6 +200,9 @@ func parseFlags(cmd string, args []string, getenv func(string) string, stderr io
 	env.Duration(&c.push.PingInterval, "push-ping-interval", "KARLMALONE_PUSH_PING_INTERVAL", "how often push sockets are pinged")
 	env.Duration(&c.push.PingTimeout, "push-ping-timeout", "KARLMALONE_PUSH_PING_TIMEOUT", "how long a ping may go unanswered before the socket is dropped")
 	env.Int64(&c.push.ReadLimit, "push-read-limit", "KARLMALONE_PUSH_READ_LIMIT", "largest frame a push client may send, in bytes")
+	env.Int(&c.push.MaxPerMember, "push-max-per-member", "KARLMALONE_PUSH_MAX_PER_MEMBER", "most push sockets and Subscribe streams one member may hold open on this node (the next is refused: 429, resource_exhausted)")
+	env.Duration(&c.server.SubscribeKeepalive, "push-subscribe-keepalive", "KARLMALONE_PUSH_SUBSCRIBE_KEEPALIVE", "how often a quiet Subscribe stream gets an empty keepalive response")
+	env.Duration(&c.server.SubscribeWriteTimeout, "push-subscribe-write-timeout", "KARLMALONE_PUSH_SUBSCRIBE_WRITE_TIMEOUT", "how long one write on a Subscribe stream may take before the stream is cut")
 	env.Int(&c.push.BatchEvents, "push-batch-events", "KARLMALONE_PUSH_BATCH_EVENTS", "most events in one message of the batched push subprotocols")
 	env.Int(&c.push.BatchBytes, "push-batch-bytes", "KARLMALONE_PUSH_BATCH_BYTES", "most bytes in one batched push message (a single larger event goes alone)")
 	env.Duration(&c.push.CoalesceWindow, "push-coalesce-window", "KARLMALONE_PUSH_COALESCE_WINDOW", "how long a busy batched push socket's writer waits after a write so the next carries more (0: off)")
@@ -331,9 +347,10 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		}
 	}
 	hub := push.NewHub(server.PushEvents(c.push), log)
+	life := new(server.Lifecycle)
 	deps := server.Deps{
 		Pool: pool, Log: log, Hasher: password.NewHasher(params, c.hashConcurrency),
-		Hub: hub, Attachments: store, Config: c.server,
+		Hub: hub, Attachments: store, Config: c.server, Lifecycle: life,
 	}
 	// Closed last (deferred): requests in flight may still queue deliveries.
 	if c.notify.URL != "" {
@@ -356,6 +373,14 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		server.SweepSessions(sweepCtx, pool, log, c.server.SessionSweepInterval)
 	}()
 	defer func() { stopSweep(); <-sweepDone }()
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		server.NewAttachmentCollector(deps).Run(gcCtx)
+	}()
+	// Before the pool closes (run's deferred Close), on every way out.
+	defer func() { stopGC(); <-gcDone }()
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -400,9 +425,24 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	// http.Server.Shutdown ignores hijacked connections (WebSockets): close
-	// them first with "going away", then drain the rest, then the pool.
-	log.Info("shutting down")
+	// First /readyz turns not ready, for shutdownDrain, while everything
+	// still serves: load balancers stop sending new requests. Then
+	// http.Server.Shutdown, which ignores hijacked connections (WebSockets):
+	// so close those first with "going away", then drain the requests in
+	// flight, then the send pipeline (sends whose callers went away), then
+	// the collector and the pool (deferred).
+	log.Info("shutting down: not ready", "drain", c.shutdownDrain)
+	life.BeginShutdown()
+	if c.shutdownDrain > 0 {
+		t := time.NewTimer(c.shutdownDrain)
+		select {
+		case <-t.C:
+		case err := <-serveErr:
+			t.Stop()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	log.Info("shutting down: closing connections")
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if err := hub.Shutdown(sctx); err != nil {
@@ -410,6 +450,9 @@ func serve(ctx context.Context, c *config, pool *pgxpool.Pool, log *slog.Logger,
 	}
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := life.Drain(sctx); err != nil {
+		return fmt.Errorf("shutdown: drain the send pipeline: %w", err)
 	}
 	log.Info("stopped")
 	return nil

@@ -42,7 +42,8 @@ func startServer(t *testing.T, extraArgs ...string) (addr string, stop func() er
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	logs = &lockedBuffer{}
-	args := append([]string{"serve", "-listen", "127.0.0.1:0", "-insecure-fast-password-hash", "-log-level", "debug"}, extraArgs...)
+	// No drain period unless a test asks for one: nothing balances load here.
+	args := append([]string{"serve", "-listen", "127.0.0.1:0", "-insecure-fast-password-hash", "-log-level", "debug", "-shutdown-drain", "0"}, extraArgs...)
 	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, logs, ready) }()
 	select {
 	case addr = <-ready:

@@ -7,7 +7,33 @@ package db
 
 import (
 	"context"
+	"time"
 )
+
+const attachmentBytesByUploader = `-- name: AttachmentBytesByUploader :one
+SELECT coalesce(sum(size), 0)::bigint AS bytes FROM attachments WHERE uploader_id = $1
+`
+
+// What counts against a member's quota: every attachment row it uploaded
+// that garbage collection has not removed.
+func (q *Queries) AttachmentBytesByUploader(ctx context.Context, uploaderID int64) (int64, error) {
+	row := q.db.QueryRow(ctx, attachmentBytesByUploader, uploaderID)
+	var bytes int64
+	err := row.Scan(&bytes)
+	return bytes, err
+}
+
+const attachmentContentInUse = `-- name: AttachmentContentInUse :one
+SELECT EXISTS (SELECT 1 FROM attachments WHERE sha256 = $1) AS in_use
+`
+
+// Whether any attachment row still names this content.
+func (q *Queries) AttachmentContentInUse(ctx context.Context, sha256 []byte) (bool, error) {
+	row := q.db.QueryRow(ctx, attachmentContentInUse, sha256)
+	var in_use bool
+	err := row.Scan(&in_use)
+	return in_use, err
+}
 
 const canReadAttachment = `-- name: CanReadAttachment :one
 SELECT EXISTS (
@@ -64,6 +90,48 @@ func (q *Queries) CreateAttachment(ctx context.Context, arg CreateAttachmentPara
 	return i, err
 }
 
+const deleteUnsentAttachments = `-- name: DeleteUnsentAttachments :many
+DELETE FROM attachments
+WHERE id IN (
+    SELECT a.id FROM attachments a
+    WHERE a.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.attachment_id = a.id)
+    ORDER BY a.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING sha256
+`
+
+type DeleteUnsentAttachmentsParams struct {
+	Before  time.Time
+	MaxRows int32
+}
+
+// Garbage collection: removes up to @max_rows attachments uploaded before
+// @before that no message carries, and returns their content sums. Rows a
+// concurrent send has locked (its foreign key check) are skipped, not
+// waited for; the send then keeps them.
+func (q *Queries) DeleteUnsentAttachments(ctx context.Context, arg DeleteUnsentAttachmentsParams) ([][]byte, error) {
+	rows, err := q.db.Query(ctx, deleteUnsentAttachments, arg.Before, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items [][]byte
+	for rows.Next() {
+		var sha256 []byte
+		if err := rows.Scan(&sha256); err != nil {
+			return nil, err
+		}
+		items = append(items, sha256)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const ensureAttachmentURLKey = `-- name: EnsureAttachmentURLKey :one
 WITH inserted AS (
     INSERT INTO attachment_url_key (key) VALUES ($1)
@@ -101,4 +169,28 @@ func (q *Queries) GetAttachmentByID(ctx context.Context, id int64) (Attachment, 
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const lockAttachmentContent = `-- name: LockAttachmentContent :exec
+SELECT pg_advisory_xact_lock(hashtext('karlmalone.attachment_content'), hashtext(encode($1::bytea, 'hex')))
+`
+
+// Serializes uploads and garbage collection of the same content (one file
+// serves every row with its sha256): an upload that finds the file already
+// stored keeps it, so collection must not remove it in between.
+func (q *Queries) LockAttachmentContent(ctx context.Context, sha256 []byte) error {
+	_, err := q.db.Exec(ctx, lockAttachmentContent, sha256)
+	return err
+}
+
+const lockAttachmentUploader = `-- name: LockAttachmentUploader :exec
+SELECT pg_advisory_xact_lock(hashtext('karlmalone.attachment_uploader'), hashtext(concat($1::bigint)))
+`
+
+// Serializes one member's uploads for the rest of the transaction, so that
+// the quota check (AttachmentBytesByUploader) sees every earlier upload and
+// two concurrent uploads cannot both fit in the last free bytes.
+func (q *Queries) LockAttachmentUploader(ctx context.Context, memberID int64) error {
+	_, err := q.db.Exec(ctx, lockAttachmentUploader, memberID)
+	return err
 }

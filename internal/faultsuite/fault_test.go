@@ -185,7 +185,8 @@ func startServer(t *testing.T, bin, dbURL string) *server {
 // start runs the binary and returns once it logs that it is serving.
 func (s *server) start() {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, "serve", "-listen", s.addr, "-insecure-fast-password-hash", "-send-rate", "0")
+	// No drain period on SIGTERM: no load balancer here to see /readyz.
+	cmd := exec.Command(s.bin, "serve", "-listen", s.addr, "-insecure-fast-password-hash", "-send-rate", "0", "-shutdown-drain", "0")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+s.dbURL, "KARLMALONE_ATTACHMENT_DIR="+s.dataDir)
 	out, in, err := os.Pipe()
 	if err != nil {

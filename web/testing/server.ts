@@ -102,6 +102,7 @@ export class TestServer {
       "-login-rate-addr", "0",
       "-login-rate-phone-addr", "0",
       "-shutdown-timeout", "5s",
+      "-shutdown-drain", "0", // no load balancer to drain: restart at once
       ...(this.#opts.flags ?? []),
     ];
     const srv = track(spawn(join(repoRoot, "bin/karlmalone"), args, {
