@@ -21,7 +21,7 @@ type forwardMessageParams struct {
 	Seq            int64  `name:"seq" validate:"gt=0"`
 	PeerID         *int64 `name:"peer_id" validate:"omitnil,gt=0"`
 	GroupID        *int64 `name:"group_id" validate:"omitnil,gt=0"`
-	ClientMsgID    string `name:"client_msg_id" validate:"required,max=64"`
+	ClientMsgID    string `name:"client_msg_id" validate:"text,required,max=64"`
 }
 
 // ForwardMessage copies a message the caller can read into a conversation it
@@ -71,7 +71,7 @@ func (s *ChatServer) ForwardMessage(ctx context.Context, req *v1.ForwardMessageR
 type editMessageParams struct {
 	ConversationID int64  `name:"conversation_id" validate:"gt=0"`
 	Seq            int64  `name:"seq" validate:"gt=0"`
-	Text           string `name:"text" validate:"min=1,max=4000"`
+	Text           string `name:"text" validate:"text,min=1,max=4000"`
 }
 
 // EditMessage replaces the text of the caller's text message within the
