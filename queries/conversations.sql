@@ -52,6 +52,8 @@ RETURNING cm.conversation_id, cm.muted_until, cm.muted_forever, cm.pinned_at, cm
 -- name: NotifiableMembers :many
 -- Of the given members of a conversation, those an offline notification may
 -- reach: not muted now, unless the message mentions them (by id, or everyone).
+-- Unpaged: bounded by the member_ids given, a message's offline recipients.
+-- @sqlc-vet-disable bounded-list
 SELECT member_id FROM conversation_members
 WHERE conversation_id = @conversation_id AND member_id = ANY(@member_ids::bigint[])
   AND ((NOT muted_forever AND (muted_until IS NULL OR muted_until <= now()))

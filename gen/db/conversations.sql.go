@@ -159,6 +159,8 @@ type NotifiableMembersParams struct {
 
 // Of the given members of a conversation, those an offline notification may
 // reach: not muted now, unless the message mentions them (by id, or everyone).
+// Unpaged: bounded by the member_ids given, a message's offline recipients.
+// @sqlc-vet-disable bounded-list
 func (q *Queries) NotifiableMembers(ctx context.Context, arg NotifiableMembersParams) ([]int64, error) {
 	rows, err := q.db.Query(ctx, notifiableMembers,
 		arg.ConversationID,
