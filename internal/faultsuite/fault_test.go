@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 
 	v1 "github.com/karlmalone/karlmalone/gen/karlmalone/v1"
 	"github.com/karlmalone/karlmalone/gen/karlmalone/v1/karlmalonev1connect"
+	"github.com/karlmalone/karlmalone/internal/natstest"
 	"github.com/karlmalone/karlmalone/internal/pgcluster"
 	"github.com/karlmalone/karlmalone/internal/testdb"
 )
@@ -41,7 +43,7 @@ const (
 )
 
 // TestFaultSuite builds the server once and runs each fault against a server
-// and a database of its own, the three in parallel.
+// (or a cluster) and a database of its own, all in parallel.
 func TestFaultSuite(t *testing.T) {
 	bin := buildServer(t)
 
@@ -51,10 +53,47 @@ func TestFaultSuite(t *testing.T) {
 	t.Run("KillServer", func(t *testing.T) {
 		t.Parallel()
 		srv := startServer(t, bin, testdb.NewURL(t))
-		runBurst(t, srv, "", true, func() {
+		runBurst(t, []*server{srv}, "", true, func() {
 			srv.kill()
 			srv.start()
 		})
+	})
+
+	// Three nodes on one database joined by a real NATS server, members
+	// spread over them so that every conversation crosses nodes; kill -9 of
+	// one node mid-burst, which stays dead. Its senders and listeners move to
+	// the next node on the connection error (a client that knows every
+	// node), the listeners resync, and all converge as above. The surviving
+	// nodes must go on pushing to each other's sockets through NATS: a
+	// listener that failed over gets, live, messages acknowledged by the
+	// other survivor.
+	t.Run("KillNode", func(t *testing.T) {
+		t.Parallel()
+		nats, url := natstest.New(t), testdb.NewURL(t)
+		var nodes []*server
+		for i := range 3 {
+			nodes = append(nodes, startServer(t, bin, url, "-nats-url", nats.URL, "-node-name", fmt.Sprint("node", i)))
+		}
+		dead := nodes[2]
+		b := runBurst(t, nodes, "", true, dead.kill)
+		failedOver := 0
+		for _, c := range b.convs {
+			on, cross := b.listeners[c].crossPushes(b.ackedVia, dead.addr)
+			t.Logf("conversation %s: listener's sockets on %v, %d messages pushed live from the other surviving node", c.name, on, cross)
+			if on[0] != dead.addr {
+				continue
+			}
+			failedOver++
+			if slices.Contains(on[1:], dead.addr) || len(on) < 2 {
+				t.Errorf("conversation %s: the listener did not leave the dead node: sockets on %v", c.name, on)
+			}
+			if cross == 0 {
+				t.Errorf("conversation %s: the listener moved from the dead node but got no message, live, from the other survivor", c.name)
+			}
+		}
+		if failedOver == 0 {
+			t.Errorf("no listener was on the killed node: the burst proves nothing about failing over")
+		}
 	})
 
 	// PostgreSQL stopped ("fast": open transactions roll back, connections
@@ -71,7 +110,7 @@ func TestFaultSuite(t *testing.T) {
 		t.Cleanup(func() { cluster.Stop() })
 		url := cluster.URL("postgres")
 		srv := startServer(t, bin, url)
-		runBurst(t, srv, "", true, func() {
+		runBurst(t, []*server{srv}, "", true, func() {
 			if err := cluster.Stop(); err != nil {
 				t.Errorf("stop PostgreSQL: %v", err)
 				return
@@ -95,7 +134,7 @@ func TestFaultSuite(t *testing.T) {
 		url := testdb.NewURL(t)
 		poisonCommit(t, url, poisoned)
 		srv := startServer(t, bin, url)
-		runBurst(t, srv, poisoned, false, func() {})
+		runBurst(t, []*server{srv}, poisoned, false, func() {})
 	})
 }
 
@@ -154,6 +193,7 @@ type server struct {
 	addr    string // host:port, the same across restarts
 	dbURL   string
 	dataDir string
+	args    []string // more flags, e.g. to join a cluster
 	// logs is every run's output, shown when the test fails. Only the
 	// running process's reader goroutine writes it; it is read only once
 	// that process has exited (exited is closed after the reader is done).
@@ -163,7 +203,7 @@ type server struct {
 	exited chan struct{} // closed when cmd has been waited for
 }
 
-func startServer(t *testing.T, bin, dbURL string) *server {
+func startServer(t *testing.T, bin, dbURL string, args ...string) *server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -171,7 +211,7 @@ func startServer(t *testing.T, bin, dbURL string) *server {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &server{t: t, bin: bin, addr: addr, dbURL: dbURL, dataDir: t.TempDir()}
+	s := &server{t: t, bin: bin, addr: addr, dbURL: dbURL, dataDir: t.TempDir(), args: args}
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {
@@ -186,7 +226,7 @@ func startServer(t *testing.T, bin, dbURL string) *server {
 func (s *server) start() {
 	s.t.Helper()
 	// No drain period on SIGTERM: no load balancer here to see /readyz.
-	cmd := exec.Command(s.bin, "serve", "-listen", s.addr, "-insecure-fast-password-hash", "-send-rate", "0", "-shutdown-drain", "0")
+	cmd := exec.Command(s.bin, append([]string{"serve", "-listen", s.addr, "-insecure-fast-password-hash", "-send-rate", "0", "-shutdown-drain", "0"}, s.args...)...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+s.dbURL, "KARLMALONE_ATTACHMENT_DIR="+s.dataDir)
 	out, in, err := os.Pipe()
 	if err != nil {
@@ -254,6 +294,8 @@ func (s *server) url() string { return "http://" + s.addr }
 type member struct {
 	id       int64
 	token    string
+	node     *failover // every connection it opens, RPC or socket, goes there
+	http     *http.Client
 	chat     karlmalonev1connect.ChatServiceClient
 	contacts karlmalonev1connect.ContactServiceClient
 	groups   karlmalonev1connect.GroupServiceClient
@@ -261,12 +303,59 @@ type member struct {
 
 var phoneSeq atomic.Int64
 
-// register signs up a member through the API and signs it in.
-func register(t *testing.T, srv *server, name string) *member {
+// failover is a client that knows every node: it connects to the node it
+// last reached and, when that refuses the connection, to the next one in
+// turn, keeping to whichever answered.
+type failover struct {
+	mu    sync.Mutex
+	addrs []string
+	cur   int
+}
+
+// dial ignores the address asked for: the URL names the home node only.
+func (f *failover) dial(ctx context.Context, network, _ string) (net.Conn, error) {
+	var d net.Dialer
+	f.mu.Lock()
+	start := f.cur
+	f.mu.Unlock()
+	var errs []error
+	for i := range f.addrs {
+		k := (start + i) % len(f.addrs)
+		c, err := d.DialContext(ctx, network, f.addrs[k])
+		if err == nil {
+			f.mu.Lock()
+			f.cur = k
+			f.mu.Unlock()
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// addr is the node it last reached.
+func (f *failover) addr() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addrs[f.cur]
+}
+
+// register signs up a member through the API and signs it in; its home is
+// nodes[home], the others, in order after it, are where it fails over to.
+func register(t *testing.T, nodes []*server, home int, name string) *member {
 	t.Helper()
 	ctx := t.Context()
+	node := &failover{}
+	for i := range nodes {
+		node.addrs = append(node.addrs, nodes[(home+i)%len(nodes)].addr)
+	}
+	// One transport per member, so a killed server breaks only the
+	// connections each member really had.
+	hc := &http.Client{Transport: &http.Transport{DialContext: node.dial}}
+	t.Cleanup(hc.CloseIdleConnections)
+	base := nodes[home%len(nodes)].url()
 	phone := fmt.Sprintf("+1666%07d", phoneSeq.Add(1))
-	anon := karlmalonev1connect.NewMemberServiceClient(http.DefaultClient, srv.url())
+	anon := karlmalonev1connect.NewMemberServiceClient(hc, base)
 	if _, err := anon.Register(ctx, &v1.RegisterRequest{Phone: phone, Password: "correct horse battery", Nickname: name}); err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
@@ -281,15 +370,11 @@ func register(t *testing.T, srv *server, name string) *member {
 			return next(ctx, req)
 		}
 	}))
-	// One transport per member, so a killed server breaks only the
-	// connections each member really had.
-	hc := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(hc.CloseIdleConnections)
 	return &member{
-		id: res.GetMember().GetId(), token: token,
-		chat:     karlmalonev1connect.NewChatServiceClient(hc, srv.url(), auth),
-		contacts: karlmalonev1connect.NewContactServiceClient(hc, srv.url(), auth),
-		groups:   karlmalonev1connect.NewGroupServiceClient(hc, srv.url(), auth),
+		id: res.GetMember().GetId(), token: token, node: node, http: hc,
+		chat:     karlmalonev1connect.NewChatServiceClient(hc, base, auth),
+		contacts: karlmalonev1connect.NewContactServiceClient(hc, base, auth),
+		groups:   karlmalonev1connect.NewGroupServiceClient(hc, base, auth),
 	}
 }
 
@@ -318,19 +403,26 @@ type conversation struct {
 }
 
 // fixtures makes three direct conversations (a sender and a listener each)
-// and a group of three senders and a listener.
-func fixtures(t *testing.T, srv *server) []*conversation {
+// and a group of three senders and a listener. Members take the nodes in
+// turn as their homes: on three nodes, the two ends of every direct
+// conversation and the group's senders are on different nodes.
+func fixtures(t *testing.T, nodes []*server) []*conversation {
 	t.Helper()
+	homes := 0
+	reg := func(name string) *member {
+		homes++
+		return register(t, nodes, homes-1, name)
+	}
 	var convs []*conversation
 	for i := range 3 {
-		a, b := register(t, srv, fmt.Sprint("a", i)), register(t, srv, fmt.Sprint("b", i))
+		a, b := reg(fmt.Sprint("a", i)), reg(fmt.Sprint("b", i))
 		convs = append(convs, &conversation{
 			id: befriend(t, a, b), name: fmt.Sprint("d", i), senders: []*member{a}, listener: b,
 			target: func(r *v1.SendMessageRequest) { r.Target = &v1.SendMessageRequest_PeerId{PeerId: b.id} },
 		})
 	}
-	owner := register(t, srv, "owner")
-	others := []*member{register(t, srv, "g1"), register(t, srv, "g2"), register(t, srv, "listener")}
+	owner := reg("owner")
+	others := []*member{reg("g1"), reg("g2"), reg("listener")}
 	var ids []int64
 	for _, m := range others {
 		befriend(t, owner, m)
@@ -353,18 +445,19 @@ func fixtures(t *testing.T, srv *server) []*conversation {
 // gap, nothing stored that was not acknowledged, and every listener's view
 // (push plus the documented resync) equal to history. A non-empty poison
 // is a client_msg_id whose send must fail and store nothing; mustRetry says
-// that the fault must have made some sender retry.
-func runBurst(t *testing.T, srv *server, poison string, mustRetry bool, fault func()) {
+// that the fault must have made some sender retry. Members are spread over
+// nodes (see fixtures).
+func runBurst(t *testing.T, nodes []*server, poison string, mustRetry bool, fault func()) *burst {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	convs := fixtures(t, srv)
+	convs := fixtures(t, nodes)
 
 	// Listeners first, each synced once, so they see the fault live.
 	lctx, stopListeners := context.WithCancel(ctx)
 	var listening sync.WaitGroup
 	listeners := map[*conversation]*listener{}
 	for _, c := range convs {
-		l := newListener(c.listener, srv)
+		l := newListener(c.listener)
 		listeners[c] = l
 		synced := make(chan struct{})
 		listening.Go(func() { l.run(lctx, synced) })
@@ -379,6 +472,7 @@ func runBurst(t *testing.T, srv *server, poison string, mustRetry bool, fault fu
 	type outcome struct {
 		msg *v1.Message
 		err error
+		via string // the node that acknowledged it
 	}
 	var (
 		mu       sync.Mutex
@@ -397,7 +491,7 @@ func runBurst(t *testing.T, srv *server, poison string, mustRetry bool, fault fu
 					c.target(req)
 					msg, err := sendWithRetries(ctx, from, req, id == poison, &retries)
 					mu.Lock()
-					outcomes[id] = outcome{msg, err}
+					outcomes[id] = outcome{msg, err, from.node.addr()}
 					mu.Unlock()
 					if err == nil && acks.Add(1) == faultAfter {
 						close(midway)
@@ -414,6 +508,7 @@ func runBurst(t *testing.T, srv *server, poison string, mustRetry bool, fault fu
 	}
 	senders.Wait()
 
+	b := &burst{convs: convs, listeners: listeners, ackedVia: map[string]string{}}
 	acked := map[int64]map[string]*v1.Message{} // conversation → client_msg_id → the answer
 	for _, c := range convs {
 		acked[c.id] = map[string]*v1.Message{}
@@ -430,6 +525,7 @@ func runBurst(t *testing.T, srv *server, poison string, mustRetry bool, fault fu
 					t.Errorf("%s: %v (code %v)", id, o.err, connect.CodeOf(o.err))
 				case o.err == nil:
 					acked[c.id][id] = o.msg
+					b.ackedVia[id] = o.via
 				}
 			}
 		}
@@ -487,6 +583,14 @@ func runBurst(t *testing.T, srv *server, poison string, mustRetry bool, fault fu
 		}
 		t.Logf("conversation %s: %d messages, listener connected %d times", c.name, len(history), sessions)
 	}
+	return b
+}
+
+// burst is what a scenario may check beyond runBurst's invariants.
+type burst struct {
+	convs     []*conversation
+	listeners map[*conversation]*listener
+	ackedVia  map[string]string // client_msg_id → the node that acknowledged it
 }
 
 // sendWithRetries sends req until it is answered, retrying under the same
@@ -563,21 +667,22 @@ func sameMessage(a, b *v1.Message) bool {
 // reading back on a gap; on any close, back off and start over with the
 // cursors kept. What it hands "to the app" is delivered.
 type listener struct {
-	m       *member
-	pushURL string
+	m *member
 
 	mu        sync.Mutex
 	cursor    map[int64]int64
 	delivered map[int64][]*v1.Message
 	problems  []string
 	sessions  int
-	advanced  chan struct{} // closed and replaced whenever a cursor moves
+	on        []string          // the node of each socket, in order
+	pushedOn  map[string]string // client_msg_id → the node whose socket pushed it live
+	advanced  chan struct{}     // closed and replaced whenever a cursor moves
 }
 
-func newListener(m *member, srv *server) *listener {
+func newListener(m *member) *listener {
 	return &listener{
-		m: m, pushURL: "ws://" + srv.addr + "/v1/push",
-		cursor: map[int64]int64{}, delivered: map[int64][]*v1.Message{}, advanced: make(chan struct{}),
+		m: m, cursor: map[int64]int64{}, delivered: map[int64][]*v1.Message{}, advanced: make(chan struct{}),
+		pushedOn: map[string]string{},
 	}
 }
 
@@ -598,7 +703,10 @@ func (l *listener) run(ctx context.Context, synced chan struct{}) {
 // the socket or an RPC fails (step 6 is run's loop).
 func (l *listener) session(ctx context.Context, onSynced func()) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	ws, _, err := websocket.Dial(dctx, l.pushURL, &websocket.DialOptions{
+	// The member's client, so the socket fails over as its RPCs do; the
+	// host in the URL is only the home node's name.
+	ws, _, err := websocket.Dial(dctx, "ws://"+l.m.node.addrs[0]+"/v1/push", &websocket.DialOptions{
+		HTTPClient:   l.m.http,
 		HTTPHeader:   http.Header{"Authorization": {"Bearer " + l.m.token}},
 		Subprotocols: []string{"karlmalone.v1.proto"},
 	})
@@ -607,8 +715,10 @@ func (l *listener) session(ctx context.Context, onSynced func()) error {
 		return err
 	}
 	defer ws.CloseNow()
+	on := l.m.node.addr() // where the dial just went
 	l.mu.Lock()
 	l.sessions++
+	l.on = append(l.on, on)
 	l.mu.Unlock()
 
 	// Step 1: buffer what arrives from now on.
@@ -643,7 +753,7 @@ func (l *listener) session(ctx context.Context, onSynced func()) error {
 	for { // step 5
 		select {
 		case m := <-live:
-			if err := l.offer(ctx, m); err != nil {
+			if err := l.offer(ctx, m, on); err != nil {
 				return err
 			}
 		case err := <-ended:
@@ -688,7 +798,8 @@ func (l *listener) resync(ctx context.Context) error {
 // offer takes one pushed message: a duplicate is dropped, the next one
 // delivered, one past a gap makes it read back. (The SDK waits 250 ms for
 // the gap to fill first; reading back at once is as correct, only dearer.)
-func (l *listener) offer(ctx context.Context, m *v1.Message) error {
+// on is the node whose socket pushed it.
+func (l *listener) offer(ctx context.Context, m *v1.Message, on string) error {
 	l.mu.Lock()
 	cur, known := l.cursor[m.GetConversationId()]
 	l.mu.Unlock()
@@ -698,7 +809,7 @@ func (l *listener) offer(ctx context.Context, m *v1.Message) error {
 	case m.GetSeq() <= cur:
 		return nil
 	case m.GetSeq() == cur+1:
-		l.deliver(m)
+		l.deliver(m, on)
 		return nil
 	default:
 		return l.readBack(ctx, m.GetConversationId())
@@ -720,7 +831,7 @@ func (l *listener) readBack(ctx context.Context, conv int64) error {
 			return err
 		}
 		for _, m := range res.GetMessages() {
-			l.deliver(m)
+			l.deliver(m, "")
 		}
 		if !res.GetHasMore() {
 			return nil
@@ -729,8 +840,9 @@ func (l *listener) readBack(ctx context.Context, conv int64) error {
 }
 
 // deliver hands m to the app if it is the next one; history answering out
-// of order is a problem the test reports.
-func (l *listener) deliver(m *v1.Message) {
+// of order is a problem the test reports. pushedOn is the node whose socket
+// pushed it, empty if it was read back.
+func (l *listener) deliver(m *v1.Message, pushedOn string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	conv, cur := m.GetConversationId(), l.cursor[m.GetConversationId()]
@@ -742,6 +854,9 @@ func (l *listener) deliver(m *v1.Message) {
 	}
 	l.delivered[conv] = append(l.delivered[conv], m)
 	l.cursor[conv] = m.GetSeq()
+	if pushedOn != "" {
+		l.pushedOn[m.GetClientMsgId()] = pushedOn
+	}
 	close(l.advanced)
 	l.advanced = make(chan struct{})
 }
@@ -769,4 +884,19 @@ func (l *listener) view(conv int64) ([]*v1.Message, []string, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]*v1.Message(nil), l.delivered[conv]...), append([]string(nil), l.problems...), l.sessions
+}
+
+// crossPushes is the node of each socket the listener opened, in order, and
+// how many messages it was pushed live by one node that another node had
+// acknowledged, neither of them dead: messages that crossed through NATS.
+func (l *listener) crossPushes(ackedVia map[string]string, dead string) ([]string, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for id, on := range l.pushedOn {
+		if via := ackedVia[id]; via != "" && via != on && via != dead && on != dead {
+			n++
+		}
+	}
+	return append([]string(nil), l.on...), n
 }
