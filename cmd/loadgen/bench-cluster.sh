@@ -71,7 +71,7 @@ trap 'kill $watchdog 2>/dev/null || true; stop_cluster' EXIT
 echo "bench-cluster: starting nats-server and $NODES nodes on ports $PORT.. (log: $LOG)" >&2
 bin/devpg -dir .data/bench-cluster/postgres -db karlmalone_bench -- \
 	bin/cluster -nodes "$NODES" -port "$PORT" -nats-port "$NATS_PORT" -dir .data/bench-cluster -- \
-	-insecure-fast-password-hash -register-rate 0 -login-rate-addr 0 -login-rate-phone 0 -send-rate 0 \
+	-insecure-fast-password-hash -register-rate 0 -login-rate-addr 0 -login-rate-phone-addr 0 -send-rate 0 \
 	-log-level warn "${node_flags[@]}" >"$LOG" 2>&1 &
 cluster_pid=$!
 
