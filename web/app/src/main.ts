@@ -170,7 +170,7 @@ async function start(): Promise<void> {
   names.set(me!.id.toString(), me!.nickname);
   renderShell();
   await Promise.all([loadConversations(), loadContacts(), loadRequests(), loadGroups()]);
-  void loadPresence().catch(() => {}); // dots are a nicety: no error shown
+  void loadPresence().catch(() => {}); // dots are a nicety: no error shown; events still set them
   push = km.push({
     onMessage,
     onEvent,

@@ -1,0 +1,130 @@
+// The chat features of docs/CHAT-FEATURES.md in the app, in two browser
+// contexts: a reply with its quote, an edit, a reaction, a recall of the
+// quoted message ("message unavailable"), message search, pin/mute markers
+// and presence dots — each seen on both sides.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import type { Browser, Page } from "playwright-core";
+
+import { launch, screenshot, watchErrors } from "../testing/browser.js";
+import { befriend, newMember, password } from "../testing/members.js";
+import { TestServer } from "../testing/server.js";
+
+let srv: TestServer;
+let browser: Browser;
+
+before(async () => {
+  [srv, browser] = await Promise.all([TestServer.start({ name: "e2e-features" }), launch()]);
+});
+after(async () => {
+  await browser?.close();
+  await srv?.close();
+});
+
+async function signIn(page: Page, phone: string, nickname: string): Promise<void> {
+  await page.goto(srv.url + "/");
+  await page.fill("#auth-phone", phone);
+  await page.fill("#auth-password", password);
+  await page.click("#auth-submit");
+  await page.waitForSelector(`#me-name:text("${nickname}")`);
+  await page.waitForSelector("#status[data-state=online]");
+}
+
+async function openChatWith(page: Page, title: string): Promise<void> {
+  await page.click("#tab-chats");
+  await page.click(`#conv-list li:has(.title:text-is("${title}"))`);
+  await page.waitForSelector(`#conv-title:text-is("${title}")`);
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  await page.fill("#composer-text", text);
+  await page.click("#send");
+}
+
+const msg = (text: string) => `#messages li.msg:has(.text:text-is("${text}"))`;
+
+test("reply, edit, react, recall and search, seen on both sides", async () => {
+  // The two members and their contact are made through the SDK; the test is about what the app shows.
+  const ann = await newMember(srv.url, "Ann");
+  const ben = await newMember(srv.url, "Ben");
+  await befriend(ann, ben);
+  const ctxA = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const ctxB = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const a = await ctxA.newPage();
+  const b = await ctxB.newPage();
+  const errors = [...watchErrors(a, "A"), ...watchErrors(b, "B")];
+  await signIn(a, ann.phone, "Ann");
+  await signIn(b, ben.phone, "Ben");
+
+  // Presence: each sees the other online.
+  await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) .dot.on');
+  await b.waitForSelector('#conv-list li:has(.title:text-is("Ann")) .dot.on');
+
+  await openChatWith(b, "Ann");
+  await send(b, "Lunch at noon?");
+  await openChatWith(a, "Ben");
+  await a.waitForSelector(msg("Lunch at noon?"));
+
+  // Ann replies: the quote shows above her message on both sides.
+  await a.click(`${msg("Lunch at noon?")} .reply`);
+  await a.waitForSelector('#replying:has-text("Lunch at noon?")');
+  await send(a, "Sure, where?");
+  for (const p of [a, b]) {
+    await p.waitForSelector(`${msg("Sure, where?")} .quote:has-text("Lunch at noon?")`);
+  }
+  assert.equal(await a.isVisible("#replying"), false, "the reply bar closes after sending");
+
+  // Ben edits his message: the new text and "edited" on both sides, and Ann's quote follows.
+  b.once("dialog", (d) => void d.accept("Lunch at one?"));
+  await b.click(`${msg("Lunch at noon?")} .edit`);
+  for (const p of [a, b]) {
+    await p.waitForSelector(`${msg("Lunch at one?")} .edited`);
+    await p.waitForSelector(`${msg("Sure, where?")} .quote:has-text("Lunch at one?")`);
+  }
+  assert.equal(await a.isVisible(`${msg("Sure, where?")} .edit`), true, "Ann may edit her own message");
+  assert.equal(await a.isVisible(`${msg("Lunch at one?")} .edit`), false, "nobody edits another's message");
+
+  // Ann reacts 👍 to it: a count of 1 on both sides, highlighted as hers only on hers.
+  await a.click(`${msg("Lunch at one?")} .react`);
+  await a.click(`${msg("Lunch at one?")} [data-pick="👍"]`);
+  await a.waitForSelector(`${msg("Lunch at one?")} .reaction.mine[data-emoji="👍"]:text-is("👍 1")`);
+  await b.waitForSelector(`${msg("Lunch at one?")} .reaction[data-emoji="👍"]:text-is("👍 1")`);
+  assert.equal(await b.isVisible(`${msg("Lunch at one?")} .reaction.mine`), false, "not Ben's reaction");
+  // Ben adds his: 2, and now his too.
+  await b.click(`${msg("Lunch at one?")} .reaction[data-emoji="👍"]`);
+  for (const p of [a, b]) {
+    await p.waitForSelector(`${msg("Lunch at one?")} .reaction.mine[data-emoji="👍"]:text-is("👍 2")`);
+  }
+
+  // Search: each finds Ann's reply, and a result opens its conversation.
+  for (const [p, other] of [[a, "Ben"], [b, "Ann"]] as const) {
+    await p.click("#tab-chats");
+    await p.fill("#msg-search", "where");
+    await p.click("#msg-search-go");
+    await p.waitForSelector(`#msg-search-results li:has-text("Sure, where?")`);
+    await p.click(`#msg-search-results li:has-text("Sure, where?")`);
+    await p.waitForSelector(`#conv-title:text-is("${other}")`);
+  }
+
+  // Pin and mute on Ann's side only: the markers show for her, not for Ben.
+  await a.click("#conv-pin");
+  await a.click("#conv-mute");
+  await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) [data-testid=pinned]');
+  await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) [data-testid=muted]');
+  await a.waitForSelector('#conv-mute:text-is("Unmute")');
+  assert.equal(await b.isVisible("#conv-list [data-testid=pinned]"), false);
+  await screenshot(a, "features-ann");
+  await screenshot(b, "features-ben");
+
+  // Ben recalls the quoted message: Ann's reply now quotes "message unavailable".
+  await b.click(`${msg("Lunch at one?")} .recall`);
+  for (const p of [a, b]) {
+    await p.waitForSelector(`${msg("Sure, where?")} .quote:has-text("message unavailable")`);
+  }
+  await screenshot(a, "features-recalled");
+
+  assert.deepEqual(errors, []);
+  await ctxA.close();
+  await ctxB.close();
+});
