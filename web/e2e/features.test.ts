@@ -1,15 +1,18 @@
 // The chat features of docs/CHAT-FEATURES.md in the app, in two browser
 // contexts: a reply with its quote, an edit, a reaction, a recall of the
 // quoted message ("message unavailable"), message search, pin/mute markers
-// and presence dots — each seen on both sides.
+// and presence dots — each seen on both sides — then an @mention in a group,
+// export, hide presence and account deletion.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import type { Browser, Page } from "playwright-core";
 
+import type { KarlMaloneClient } from "@karlmalone/client";
+
 import { launch, screenshot, watchErrors } from "../testing/browser.js";
 import { befriend, newMember, password } from "../testing/members.js";
-import { TestServer } from "../testing/server.js";
+import { TestServer, waitFor } from "../testing/server.js";
 
 let srv: TestServer;
 let browser: Browser;
@@ -40,6 +43,17 @@ async function openChatWith(page: Page, title: string): Promise<void> {
 async function send(page: Page, text: string): Promise<void> {
   await page.fill("#composer-text", text);
   await page.click("#send");
+}
+
+async function streamText(r: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of r) chunks.push(Buffer.from(c as Uint8Array));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+// Waits until the server has stored hide_presence (the checkbox saves it in the background).
+async function waitForHidden(c: KarlMaloneClient): Promise<void> {
+  await waitFor("hide_presence stored", async () => Boolean((await c.members.getMe({})).member?.hidePresence));
 }
 
 const msg = (text: string) => `#messages li.msg:has(.text:text-is("${text}"))`;
@@ -123,6 +137,38 @@ test("reply, edit, react, recall and search, seen on both sides", async () => {
     await p.waitForSelector(`${msg("Sure, where?")} .quote:has-text("message unavailable")`);
   }
   await screenshot(a, "features-recalled");
+
+  // A group: Ben's @Ann mentions her — a badge on the conversation until she opens it, and the message marked.
+  const { group } = await ann.client.groups.createGroup({ name: "Lunch club", memberIds: [ben.id] });
+  await b.click("#tab-chats");
+  await openChatWith(b, "Lunch club");
+  await send(b, "@Ann are you coming?");
+  await a.click("#tab-chats");
+  await a.waitForSelector('#conv-list li:has(.title:text-is("Lunch club")) [data-testid=mentioned]');
+  await openChatWith(a, "Lunch club");
+  await a.waitForSelector(`${msg("@Ann are you coming?")}.mention`);
+  assert.ok(group, "group created");
+
+  // Profile: export my data downloads a JSON document with the bearer token.
+  await a.click("#tab-profile");
+  const [download] = await Promise.all([a.waitForEvent("download"), a.click("#export-data")]);
+  assert.equal(download.suggestedFilename(), "karlmalone-export.json");
+  const exported = JSON.parse(await streamText(await download.createReadStream())) as Record<string, unknown>;
+  assert.ok(Object.keys(exported).length > 0, "an export with content");
+  // Hide presence: Ben stops seeing Ann online (he reads it again on reload).
+  await a.check("#hide-presence");
+  await waitForHidden(ann.client);
+  await b.reload();
+  await b.waitForSelector("#status[data-state=online]");
+  await b.waitForSelector('#conv-list li:has(.title:text-is("Ann"))');
+  assert.equal(await b.isVisible('#conv-list li:has(.title:text-is("Ann")) .dot'), false, "Ann's presence is hidden");
+
+  // Delete account asks for the password, and signs Ben out.
+  await b.click("#tab-profile");
+  await b.fill("#delete-password", password);
+  b.once("dialog", (d) => void d.accept());
+  await b.click("#delete-account");
+  await b.waitForSelector('#auth-notice:has-text("deleted")');
 
   assert.deepEqual(errors, []);
   await ctxA.close();

@@ -346,6 +346,7 @@ function onMessage(m: Message): void {
     v.conv.updatedAt = m.sentAt;
     if (m.senderId !== me?.id && m.seq > v.conv.readSeq) {
       v.conv.unreadCount++;
+      if (m.mentionEveryone || m.mentions.some((id) => id === me?.id)) v.conv.mentionedMe = true;
     }
   }
   if (v.loaded && !v.messages.some((x) => x.seq === m.seq)) {
@@ -379,6 +380,7 @@ function onEvent(e: Event): void {
       if (k.value.memberId === me?.id) {
         v.conv.readSeq = k.value.readSeq; // read on another device
         v.conv.unreadCount = v.conv.lastSeq > v.conv.readSeq ? v.conv.lastSeq - v.conv.readSeq : 0n;
+        if (v.conv.readSeq >= v.conv.lastSeq) v.conv.mentionedMe = false;
       } else if (k.value.readSeq > v.peerReadSeq) {
         v.peerReadSeq = k.value.readSeq;
       }
@@ -573,12 +575,21 @@ function chatList(): HTMLElement {
         return h(
           "li",
           { class: openConv === key ? "conv on" : "conv", "data-conv": key, onclick: () => void openConversation(key) },
-          v.conv.with.case === "peer" && presenceDot(v.conv.with.value.id),
-          h("span", { class: "title" }, convTitle(v.conv)),
-          st?.pinnedAt && h("span", { class: "marker", "data-testid": "pinned", title: "pinned" }, "📌"),
-          st?.muted && h("span", { class: "marker", "data-testid": "muted", title: "muted" }, "🔕"),
-          v.conv.mentionedMe && h("span", { class: "badge mention", "data-testid": "mentioned" }, "@"),
-          v.conv.unreadCount > 0n && h("span", { class: st?.muted ? "badge unread quiet" : "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
+          h(
+            "span",
+            { class: "head" },
+            v.conv.with.case === "peer" && presenceDot(v.conv.with.value.id),
+            h("span", { class: "title" }, convTitle(v.conv)),
+            st?.pinnedAt && h("small", { class: "marker", "data-testid": "pinned" }, "pinned"),
+            st?.muted && h("small", { class: "marker", "data-testid": "muted" }, "muted"),
+          ),
+          h(
+            "span",
+            {},
+            v.conv.mentionedMe && h("span", { class: "badge mention", "data-testid": "mentioned", title: "you were mentioned" }, "@"),
+            // A muted conversation still counts, in grey: mute only keeps it quiet.
+            v.conv.unreadCount > 0n && h("span", { class: st?.muted ? "badge unread quiet" : "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
+          ),
           h("span", { class: "preview" }, who.length ? `${who.join(", ")} typing…` : preview(v.conv.lastMessage)),
         );
       }),
@@ -951,6 +962,7 @@ function markOpenRead(): void {
   if (last > v.conv.readSeq) {
     v.conv.readSeq = last;
     v.conv.unreadCount = 0n;
+    v.conv.mentionedMe = false;
     renderSidebar();
     km.chat.markRead({ conversationId: v.conv.id, seq: last }).catch((err: unknown) => flash(err));
   }
@@ -1202,6 +1214,9 @@ async function send(v: ConvView, text: HTMLTextAreaElement): Promise<void> {
   if (!body && !file) return;
   replyTo = undefined;
   renderReply();
+  if (v.conv.with.case === "group" && body.includes("@") && groupMembers.length === 0) {
+    await loadGroupMembers(); // @names need the members; opening the group asks, but may not be back yet
+  }
   // Cleared at once, so a second press sends nothing twice; put back on failure.
   text.value = "";
   pendingFile = undefined;
