@@ -39,7 +39,7 @@ describe("feature events", () => {
     try {
       await rec.waitState("online");
       const sent = await sendText(alice, bob, "helo");
-      await rec.waitSeq(conv, sent.seq);
+      await rec.waitSeq(conv, Number(sent.seq));
 
       await alice.client.chat.editMessage({ conversationId: conv, seq: sent.seq, text: "hello" });
       await waitFor("message_edited", () => edits.length === 1);
