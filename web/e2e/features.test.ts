@@ -10,7 +10,7 @@ import type { Browser, Page } from "playwright-core";
 
 import type { KarlMaloneClient } from "@karlmalone/client";
 
-import { launch, screenshot, watchErrors } from "../testing/browser.js";
+import { launch, openChatWith, screenshot, sendInApp, watchErrors } from "../testing/browser.js";
 import { befriend, newMember, password } from "../testing/members.js";
 import { TestServer, waitFor } from "../testing/server.js";
 
@@ -32,17 +32,6 @@ async function signIn(page: Page, phone: string, nickname: string): Promise<void
   await page.click("#auth-submit");
   await page.waitForSelector(`#me-name:text("${nickname}")`);
   await page.waitForSelector("#status[data-state=online]");
-}
-
-async function openChatWith(page: Page, title: string): Promise<void> {
-  await page.click("#tab-chats");
-  await page.click(`#conv-list li:has(.title:text-is("${title}"))`);
-  await page.waitForSelector(`#conv-title:text-is("${title}")`);
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#composer-text", text);
-  await page.click("#send");
 }
 
 async function streamText(r: NodeJS.ReadableStream): Promise<string> {
@@ -76,14 +65,14 @@ test("reply, edit, react, recall and search, seen on both sides", async () => {
   await b.waitForSelector('#conv-list li:has(.title:text-is("Ann")) .dot.on');
 
   await openChatWith(b, "Ann");
-  await send(b, "Lunch at noon?");
+  await sendInApp(b, "Lunch at noon?");
   await openChatWith(a, "Ben");
   await a.waitForSelector(msg("Lunch at noon?"));
 
   // Ann replies: the quote shows above her message on both sides.
   await a.click(`${msg("Lunch at noon?")} .reply`);
   await a.waitForSelector('#replying:has-text("Lunch at noon?")');
-  await send(a, "Sure, where?");
+  await sendInApp(a, "Sure, where?");
   for (const p of [a, b]) {
     await p.waitForSelector(`${msg("Sure, where?")} .quote:has-text("Lunch at noon?")`);
   }
@@ -142,7 +131,7 @@ test("reply, edit, react, recall and search, seen on both sides", async () => {
   const { group } = await ann.client.groups.createGroup({ name: "Lunch club", memberIds: [ben.id] });
   await b.click("#tab-chats");
   await openChatWith(b, "Lunch club");
-  await send(b, "@Ann are you coming?");
+  await sendInApp(b, "@Ann are you coming?");
   await a.click("#tab-chats");
   await a.waitForSelector('#conv-list li:has(.title:text-is("Lunch club")) [data-testid=mentioned]');
   await openChatWith(a, "Lunch club");
