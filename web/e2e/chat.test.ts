@@ -11,7 +11,7 @@ import type { Browser, Page } from "playwright-core";
 
 import { KarlMaloneClient } from "@karlmalone/client";
 
-import { launch, screenshot, watchErrors } from "../testing/browser.js";
+import { launch, openChatWith, screenshot, sendInApp, watchErrors } from "../testing/browser.js";
 import { password } from "../testing/members.js";
 import { TestServer, artifactsDir, newPhone } from "../testing/server.js";
 
@@ -55,17 +55,6 @@ async function signUp(page: Page, phone: string, nickname: string): Promise<void
   await page.click("#auth-submit");
   await page.waitForSelector(`#me-name:text("${nickname}")`);
   await page.waitForSelector("#status[data-state=online]");
-}
-
-async function openChatWith(page: Page, title: string): Promise<void> {
-  await page.click("#tab-chats");
-  await page.click(`#conv-list li:has(.title:text-is("${title}"))`);
-  await page.waitForSelector(`#conv-title:text-is("${title}")`);
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#composer-text", text);
-  await page.click("#send");
 }
 
 function lastMessage(page: Page, text: string) {
@@ -115,13 +104,13 @@ test("two people chat in the browser, across a server restart", async () => {
   await b.click("#tab-chats");
   await b.waitForSelector('#conv-list .title:text-is("Ann")');
   await openChatWith(b, "Ann");
-  await send(b, "Hello Ann!");
+  await sendInApp(b, "Hello Ann!");
   await lastMessage(b, "Hello Ann!");
 
   // Ann has not opened it: an unread count of 1 on it and on the tab.
   await a.click("#tab-chats");
   await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) [data-testid=unread]:text-is("1")');
-  await send(b, "Are you there?");
+  await sendInApp(b, "Are you there?");
   await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) [data-testid=unread]:text-is("2")');
   await screenshot(a, "03-unread");
   await openChatWith(a, "Ben");
@@ -168,9 +157,9 @@ test("two people chat in the browser, across a server restart", async () => {
   // The server restarts; both pages reconnect by themselves and chat goes on.
   await srv.restart();
   await Promise.all([a.waitForSelector("#status[data-state=online]"), b.waitForSelector("#status[data-state=online]")]);
-  await send(a, "Still here after the restart?");
+  await sendInApp(a, "Still here after the restart?");
   await lastMessage(b, "Still here after the restart?");
-  await send(b, "Yes!");
+  await sendInApp(b, "Yes!");
   await lastMessage(a, "Yes!");
   await screenshot(a, "06-after-restart-ann");
   await screenshot(b, "06-after-restart-ben");
@@ -191,7 +180,7 @@ test("two people chat in the browser, across a server restart", async () => {
   await a.check('.picks label:has-text("Ben") input');
   await a.click("#group-create");
   await a.waitForSelector('#conv-title:text-is("Climbing")');
-  await send(a, "Saturday at nine?");
+  await sendInApp(a, "Saturday at nine?");
   await lastMessage(a, "Saturday at nine?");
   await b.click("#tab-chats");
   await b.waitForSelector('#conv-list li:has(.title:text-is("Climbing")) [data-testid=unread]:text-is("1")');

@@ -40,3 +40,18 @@ export function watchErrors(page: Page, label: string): string[] {
   page.on("pageerror", (e) => errors.push(`${label} exception: ${e.message}`));
   return errors;
 }
+
+// Steps in the chat app that several browser tests take.
+
+/** Opens the chat list's conversation titled `title` and waits for it to show. */
+export async function openChatWith(page: Page, title: string): Promise<void> {
+  await page.click("#tab-chats");
+  await page.click(`#conv-list li:has(.title:text-is("${title}"))`);
+  await page.waitForSelector(`#conv-title:text-is("${title}")`);
+}
+
+/** Writes a text in the open conversation's composer and sends it. */
+export async function sendInApp(page: Page, text: string): Promise<void> {
+  await page.fill("#composer-text", text);
+  await page.click("#send");
+}

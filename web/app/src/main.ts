@@ -1,6 +1,8 @@
 // The chat app served at /: built on @karlmalone/client alone. Sign up and in,
 // contacts and friend requests, groups, and conversations with live messages,
-// typing, read state, recall and attachments.
+// typing, read state, recall and attachments; replies, edits, reactions,
+// mentions, conversation settings, message search, presence and the profile
+// (hide presence, export, delete account) of docs/CHAT-FEATURES.md.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   AttachmentKind,
@@ -18,6 +20,7 @@ import {
   type Message,
   type PushSession,
   type PushState,
+  applyMessageEvent,
   describeError,
 } from "@karlmalone/client";
 
@@ -47,13 +50,20 @@ let incoming: FriendRequest[] = [];
 let outgoing: FriendRequest[] = [];
 let groups: Group[] = [];
 let openConv: string | undefined;
-let tab: "chats" | "contacts" | "groups" = "chats";
+let tab: "chats" | "contacts" | "groups" | "profile" = "chats";
 const typing = new Map<string, Map<string, number>>(); // conv → member → until (ms)
 let showMembers = false;
 let groupMembers: GroupMember[] = [];
 let pendingFile: File | undefined;
 let search = { query: "", members: [] as Member[], notice: "", done: false };
 let lastTypingSent = 0;
+let replyTo: Message | undefined; // the message the composer replies to
+let reactingSeq: bigint | undefined; // the message whose emoji picker is open
+let showArchived = false;
+let msgSearch = { query: "", results: [] as Message[], done: false };
+const presence = new Map<string, boolean>(); // member id → online
+// The fixed reaction set: small on purpose (the server takes any single emoji).
+const REACTIONS = ["👍", "❤️", "😂", "😮", "😢"];
 
 const root = byId("root");
 
@@ -160,9 +170,27 @@ async function start(): Promise<void> {
   names.set(me!.id.toString(), me!.nickname);
   renderShell();
   await Promise.all([loadConversations(), loadContacts(), loadRequests(), loadGroups()]);
+  void loadPresence().catch(() => {}); // dots are a nicety: no error shown; events still set them
   push = km.push({
     onMessage,
     onEvent,
+    onPresence: (p) => {
+      presence.set(p.memberId.toString(), p.online);
+      renderSidebar();
+    },
+    onConversationSettings: (st) => {
+      const v = convs.get(st.conversationId.toString());
+      if (!v) return;
+      const cleared = st.clearedSeq > (v.conv.settings?.clearedSeq ?? 0n);
+      v.conv.settings = st;
+      if (cleared) {
+        // Cleared on this or another device: history and counts changed.
+        void loadConversations();
+        if (openConv === v.conv.id.toString()) void reloadOpen();
+      }
+      renderSidebar();
+      if (openConv === v.conv.id.toString()) renderHeader();
+    },
     onState: (s) => {
       pushState = s;
       renderStatus();
@@ -252,6 +280,23 @@ async function loadGroups(): Promise<void> {
   renderSidebar();
 }
 
+// Online dots for contacts: asked once at start (200 ids a call), then kept
+// by presence events.
+async function loadPresence(): Promise<void> {
+  const ids = [...contacts.values()].map((c) => c.member!.id);
+  for (let i = 0; i < ids.length; i += 200) {
+    const res = await km.members.getMemberPresence({ memberIds: ids.slice(i, i + 200) });
+    for (const p of res.presences) presence.set(p.memberId.toString(), p.online);
+  }
+  renderSidebar();
+}
+
+function presenceDot(id: bigint): HTMLElement | false {
+  const on = presence.get(id.toString());
+  if (on === undefined) return false; // hidden, or not a contact
+  return h("span", { class: on ? "dot on" : "dot", "data-presence": on ? "online" : "offline", title: on ? "online" : "offline" });
+}
+
 function contactName(m: Member): string {
   const remark = contacts.get(m.id.toString())?.remark;
   return remark || m.nickname;
@@ -301,6 +346,7 @@ function onMessage(m: Message): void {
     v.conv.updatedAt = m.sentAt;
     if (m.senderId !== me?.id && m.seq > v.conv.readSeq) {
       v.conv.unreadCount++;
+      if (m.mentionEveryone || m.mentions.some((id) => id === me?.id)) v.conv.mentionedMe = true;
     }
   }
   if (v.loaded && !v.messages.some((x) => x.seq === m.seq)) {
@@ -334,6 +380,7 @@ function onEvent(e: Event): void {
       if (k.value.memberId === me?.id) {
         v.conv.readSeq = k.value.readSeq; // read on another device
         v.conv.unreadCount = v.conv.lastSeq > v.conv.readSeq ? v.conv.lastSeq - v.conv.readSeq : 0n;
+        if (v.conv.readSeq >= v.conv.lastSeq) v.conv.mentionedMe = false;
       } else if (k.value.readSeq > v.peerReadSeq) {
         v.peerReadSeq = k.value.readSeq;
       }
@@ -341,12 +388,33 @@ function onEvent(e: Event): void {
       if (openConv === v.conv.id.toString()) renderConversation();
       return;
     }
+    case "messageEdited":
+    case "reaction": {
+      const v = convs.get(k.value.conversationId.toString());
+      if (!v) return;
+      applyMessageEvent(v.messages, e, me?.id);
+      if (k.case === "messageEdited") {
+        const last = v.conv.lastMessage;
+        if (last?.seq === k.value.seq && last.content.case === "text") last.content.value = k.value.text;
+        for (const x of v.messages) {
+          if (x.replyTo?.seq === k.value.seq && !x.replyTo.unavailable) x.replyTo.text = k.value.text.slice(0, 100);
+        }
+        renderSidebar();
+      }
+      if (openConv === v.conv.id.toString()) renderConversation();
+      return;
+    }
+    case "memberDeleted":
+      void loadContacts().then(loadConversations);
+      return;
     case "messageRecalled": {
       const v = convs.get(k.value.conversationId.toString());
-      const m = v?.messages.find((x) => x.seq === k.value.seq);
-      if (m) {
-        m.content = { case: undefined };
-        m.recalledAt = k.value.recalledAt;
+      if (v) applyMessageEvent(v.messages, e, me?.id);
+      for (const x of v?.messages ?? []) {
+        if (x.replyTo?.seq === k.value.seq) {
+          x.replyTo.unavailable = true;
+          x.replyTo.text = "";
+        }
       }
       if (v?.conv.lastMessage?.seq === k.value.seq) {
         v.conv.lastMessage.content = { case: undefined };
@@ -470,8 +538,9 @@ function renderSidebar(): void {
       label,
       badge > 0 && h("span", { class: "badge" }, badge),
     );
-  render(nav, tabBtn("chats", "Chats", unread), tabBtn("contacts", "Contacts", incoming.filter(pendingReq).length), tabBtn("groups", "Groups", 0));
-  if (tab === "chats") render(body, chatList());
+  render(nav, tabBtn("chats", "Chats", unread), tabBtn("contacts", "Contacts", incoming.filter(pendingReq).length), tabBtn("groups", "Groups", 0), tabBtn("profile", "Profile", 0));
+  if (tab === "chats") render(body, messageSearch(), chatList());
+  if (tab === "profile") render(body, profilePane());
   if (tab === "contacts") render(body, contactsPane());
   if (tab === "groups") render(body, groupsPane());
 }
@@ -480,26 +549,136 @@ function pendingReq(r: FriendRequest): boolean {
   return r.status === 1; // FRIEND_REQUEST_STATUS_PENDING
 }
 
+// Pinned first (the latest pin on top), then by recent activity; archived
+// ones only behind the "Archived" toggle.
 function chatList(): HTMLElement {
-  const list = [...convs.values()].sort((a, b) => time(b.conv.updatedAt) - time(a.conv.updatedAt));
+  const all = [...convs.values()];
+  const archived = all.filter((v) => v.conv.settings?.archived);
+  const list = all
+    .filter((v) => showArchived === Boolean(v.conv.settings?.archived))
+    .sort((a, b) => time(b.conv.settings?.pinnedAt) - time(a.conv.settings?.pinnedAt) || time(b.conv.updatedAt) - time(a.conv.updatedAt));
+  const toggle = (archived.length > 0 || showArchived) &&
+    h("button", { class: "link", id: "archived-toggle", onclick: () => { showArchived = !showArchived; renderSidebar(); } }, showArchived ? "‹ Back to chats" : `Archived (${archived.length})`);
   if (list.length === 0) {
-    return h("p", { class: "empty" }, "No conversations yet. Add a contact or create a group.");
+    return h("div", {}, h("p", { class: "empty" }, showArchived ? "Nothing archived." : "No conversations yet. Add a contact or create a group."), toggle);
   }
   return h(
-    "ul",
-    { class: "convs", id: "conv-list" },
-    list.map((v) => {
-      const key = v.conv.id.toString();
-      const who = typingNames(key);
-      return h(
-        "li",
-        { class: openConv === key ? "conv on" : "conv", "data-conv": key, onclick: () => void openConversation(key) },
-        h("span", { class: "title" }, convTitle(v.conv)),
-        v.conv.unreadCount > 0n && h("span", { class: "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
-        h("span", { class: "preview" }, who.length ? `${who.join(", ")} typing…` : preview(v.conv.lastMessage)),
-      );
-    }),
+    "div",
+    {},
+    h(
+      "ul",
+      { class: "convs", id: "conv-list" },
+      list.map((v) => {
+        const key = v.conv.id.toString();
+        const who = typingNames(key);
+        const st = v.conv.settings;
+        return h(
+          "li",
+          { class: openConv === key ? "conv on" : "conv", "data-conv": key, onclick: () => void openConversation(key) },
+          h(
+            "span",
+            { class: "head" },
+            v.conv.with.case === "peer" && presenceDot(v.conv.with.value.id),
+            h("span", { class: "title" }, convTitle(v.conv)),
+            st?.pinnedAt && h("small", { class: "marker", "data-testid": "pinned" }, "pinned"),
+            st?.muted && h("small", { class: "marker", "data-testid": "muted" }, "muted"),
+          ),
+          h(
+            "span",
+            {},
+            v.conv.mentionedMe && h("span", { class: "badge mention", "data-testid": "mentioned", title: "you were mentioned" }, "@"),
+            // A muted conversation still counts, in grey: mute only keeps it quiet.
+            v.conv.unreadCount > 0n && h("span", { class: st?.muted ? "badge unread quiet" : "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
+          ),
+          h("span", { class: "preview" }, who.length ? `${who.join(", ")} typing…` : preview(v.conv.lastMessage)),
+        );
+      }),
+    ),
+    toggle,
   );
+}
+
+// The message search box above the chat list: SearchMessages over every
+// conversation; a result opens its conversation.
+function messageSearch(): HTMLElement {
+  const q = h("input", { id: "msg-search", type: "search", placeholder: "Search messages", value: msgSearch.query });
+  const form = h("form", { class: "search" }, q, h("button", { type: "submit", id: "msg-search-go" }, "Search"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(async () => {
+      const query = q.value.trim();
+      if (!query) {
+        msgSearch = { query: "", results: [], done: false };
+      } else {
+        const res = await km.chat.searchMessages({ query, pageSize: 20 });
+        msgSearch = { query, results: res.messages, done: true };
+      }
+      renderSidebar();
+    })();
+  });
+  const titleOf = (id: bigint) => {
+    const v = convs.get(id.toString());
+    return v ? convTitle(v.conv) : `conversation ${id}`;
+  };
+  return h(
+    "div",
+    { class: "msg-search" },
+    form,
+    msgSearch.done &&
+      h(
+        "ul",
+        { class: "search-results", id: "msg-search-results" },
+        msgSearch.results.length === 0 && h("li", { class: "empty" }, "No messages found."),
+        msgSearch.results.map((m) =>
+          h(
+            "li",
+            { class: "row", "data-conv": m.conversationId.toString(), "data-seq": m.seq.toString(), onclick: () => void openConversation(m.conversationId.toString()) },
+            h("strong", {}, titleOf(m.conversationId)),
+            h("span", { class: "preview" }, `${nameOf(m.senderId)}: ${preview(m)}`),
+          ),
+        ),
+        h("li", {}, h("button", { class: "link", onclick: () => { msgSearch = { query: "", results: [], done: false }; renderSidebar(); } }, "Clear search")),
+      ),
+  );
+}
+
+// ---- profile ----
+
+function profilePane(): HTMLElement {
+  const hide = h("input", { type: "checkbox", id: "hide-presence", checked: Boolean(me?.hidePresence) });
+  hide.addEventListener("change", act(async () => {
+    const res = await km.members.updateProfile({ hidePresence: hide.checked });
+    me = res.member;
+  }));
+  const pw = h("input", { type: "password", id: "delete-password", placeholder: "Your password", autocomplete: "current-password" });
+  return h(
+    "div",
+    { class: "profile", id: "profile" },
+    h("h3", {}, me?.nickname ?? ""),
+    h("label", { class: "row" }, hide, " Hide when I am online"),
+    h("h3", {}, "My data"),
+    h("button", { id: "export-data", onclick: act(exportData) }, "Export my data"),
+    h("h3", {}, "Delete account"),
+    h("p", { class: "muted" }, "Your profile, contacts and sessions are deleted; your messages stay for the others, without your name."),
+    h("div", { class: "row" }, pw, h("button", { class: "danger", id: "delete-account", onclick: act(async () => {
+      if (!pw.value) throw new Error("Enter your password to delete your account.");
+      if (!confirm("Delete your account for good?")) return;
+      await km.members.deleteAccount({ password: pw.value });
+      signedOut("Your account was deleted.");
+    }) }, "Delete my account")),
+  );
+}
+
+// GET /v1/export needs the bearer token, so no plain link: fetch → blob → a
+// download of an object URL.
+async function exportData(): Promise<void> {
+  const blob = await km.exportMyData();
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: "karlmalone-export.json", hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 function preview(m: Message | undefined): string {
@@ -588,6 +767,7 @@ function contactsPane(): HTMLElement {
         h(
           "li",
           { class: "row" },
+          presenceDot(c.member!.id),
           h("span", { class: "title", onclick: () => void openConversation(c.conversationId.toString()) }, c.remark || c.member!.nickname, c.remark && h("small", {}, ` (${c.member!.nickname})`)),
           h("button", { class: "link", onclick: act(async () => {
             const remark = prompt(`Remark for ${c.member!.nickname}`, c.remark);
@@ -725,6 +905,10 @@ async function openConversation(key: string): Promise<void> {
   openConv = key;
   showMembers = false;
   pendingFile = undefined;
+  replyTo = undefined;
+  reactingSeq = undefined;
+  groupMembers = [];
+  if (v.conv.with.case === "group") void loadGroupMembers().catch(() => {}); // for @mentions
   tab = "chats";
   renderSidebar();
   renderConversation();
@@ -778,6 +962,7 @@ function markOpenRead(): void {
   if (last > v.conv.readSeq) {
     v.conv.readSeq = last;
     v.conv.unreadCount = 0n;
+    v.conv.mentionedMe = false;
     renderSidebar();
     km.chat.markRead({ conversationId: v.conv.id, seq: last }).catch((err: unknown) => flash(err));
   }
@@ -795,6 +980,35 @@ function renderHeader(): void {
     h("strong", { id: "conv-title" }, convTitle(v.conv)),
     h("span", { class: "typing", id: "typing" }, who.length ? `${who.join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : ""),
     g && h("button", { class: "link", id: "members-toggle", onclick: () => { showMembers = !showMembers; if (showMembers) void loadGroupMembers(); renderConversation(); } }, showMembers ? "Close members" : "Members"),
+    settingsButtons(v),
+  );
+}
+
+// Mute, pin, archive and clear: this member's own settings; the answer and
+// the conversation_settings_changed event both set them.
+function settingsButtons(v: ConvView): HTMLElement {
+  const st = v.conv.settings;
+  const id = v.conv.id;
+  const apply = (res: { settings?: Conversation["settings"] }) => {
+    v.conv.settings = res.settings;
+    renderSidebar();
+    renderHeader();
+  };
+  return h(
+    "span",
+    { class: "conv-settings" },
+    h("button", { class: "link", id: "conv-mute", onclick: act(async () =>
+      apply(await km.chat.updateConversationSettings({ conversationId: id, mute: st?.muted ? { case: "unmute", value: true } : { case: "muteForever", value: true } }))) }, st?.muted ? "Unmute" : "Mute"),
+    h("button", { class: "link", id: "conv-pin", onclick: act(async () =>
+      apply(await km.chat.updateConversationSettings({ conversationId: id, pinned: !st?.pinnedAt }))) }, st?.pinnedAt ? "Unpin" : "Pin"),
+    h("button", { class: "link", id: "conv-archive", onclick: act(async () => {
+      apply(await km.chat.updateConversationSettings({ conversationId: id, archived: !st?.archived }));
+    }) }, st?.archived ? "Unarchive" : "Archive"),
+    h("button", { class: "link", id: "conv-clear", onclick: act(async () => {
+      if (!confirm("Clear this conversation's history for you? The others keep theirs.")) return;
+      apply(await km.chat.clearConversationHistory({ conversationId: id, upToSeq: 0n }));
+      await Promise.all([loadConversations(), reloadOpen()]);
+    }) }, "Clear history"),
   );
 }
 
@@ -828,6 +1042,7 @@ function renderConversation(scrollToEnd = false): void {
   );
   render(body, list, showMembers && g && membersPanel(g));
   renderPendingFile();
+  renderReply();
   renderHeader();
   list.scrollTop = scrollToEnd || atEnd ? list.scrollHeight : oldTop;
 }
@@ -856,6 +1071,7 @@ function composer(v: ConvView): HTMLElement {
   const form = h(
     "form",
     { class: "composer", id: "composer" },
+    h("div", { id: "reply-slot" }),
     h("div", { id: "pending-slot" }),
     h("div", { class: "row" },
       h("button", { type: "button", class: "attach", title: "Attach an image or a file", onclick: () => file.click() }, "Attach"),
@@ -869,6 +1085,14 @@ function composer(v: ConvView): HTMLElement {
     act(() => send(v, text))();
   });
   return form;
+}
+
+function renderReply(): void {
+  const slot = document.getElementById("reply-slot");
+  if (!slot) return;
+  render(slot, replyTo && h("div", { class: "replying", id: "replying" },
+    h("span", {}, `Replying to ${nameOf(replyTo.senderId)}: `, h("em", {}, preview(replyTo))),
+    h("button", { type: "button", class: "link", onclick: () => { replyTo = undefined; renderReply(); } }, "Cancel")));
 }
 
 function renderPendingFile(): void {
@@ -903,19 +1127,59 @@ function messageItem(v: ConvView, m: Message): HTMLElement {
     body = "";
   }
   const direct = v.conv.kind === ConversationKind.DIRECT;
+  const live = !m.recalledAt;
+  // Editable: own, text, not a forwarded copy, within the server's 24 h window.
+  const canEdit = mine && live && m.content.case === "text" && !m.forwarded && sent && Date.now() - sent.getTime() < 24 * 3600_000;
+  const mentionsMe = !mine && (m.mentionEveryone || m.mentions.some((id) => id === me?.id));
+  const q = m.replyTo;
+  let cls = mine ? "msg mine" : "msg";
+  if (mentionsMe) cls += " mention";
   return h(
     "li",
-    { class: mine ? "msg mine" : "msg", "data-seq": m.seq.toString() },
+    { class: cls, "data-seq": m.seq.toString() },
     !mine && v.conv.kind === ConversationKind.GROUP && h("span", { class: "sender" }, nameOf(m.senderId)),
-    h("div", { class: "bubble" }, body),
+    live && q && h("div", { class: "quote", "data-reply-to": q.seq.toString() },
+      q.unavailable ? h("em", {}, "message unavailable") : [h("strong", {}, nameOf(q.senderId)), " ", q.text || (q.attachmentKind === AttachmentKind.IMAGE ? "🖼 image" : "📎 file")]),
+    h("div", { class: "bubble" }, m.forwarded && live && h("small", { class: "muted" }, "Forwarded "), body),
+    live && m.reactions.length > 0 && h("div", { class: "reactions" }, m.reactions.map((r) =>
+      h("button", { class: r.reactedByMe ? "reaction mine" : "reaction", "data-emoji": r.emoji, onclick: act(() => react(m, r.emoji)) }, `${r.emoji} ${r.count}`))),
+    live && reactingSeq === m.seq && h("div", { class: "picker" }, REACTIONS.map((e) =>
+      h("button", { class: "link", "data-pick": e, onclick: act(() => react(m, e)) }, e))),
     h(
       "span",
       { class: "meta" },
       sent ? sent.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "",
+      live && m.editedAt && h("span", { class: "edited" }, " · edited"),
       mine && direct && v.peerReadSeq >= m.seq && h("span", { class: "read", "data-testid": "read" }, " · read"),
+      live && h("button", { class: "link reply", onclick: () => { replyTo = m; renderReply(); byId<HTMLTextAreaElement>("composer-text").focus(); } }, "reply"),
+      live && h("button", { class: "link react", onclick: () => { reactingSeq = reactingSeq === m.seq ? undefined : m.seq; renderConversation(); } }, "react"),
+      canEdit && h("button", { class: "link edit", onclick: act(() => edit(m)) }, "edit"),
       canRecall && h("button", { class: "link recall", onclick: act(async () => { await km.chat.recallMessage({ conversationId: m.conversationId, seq: m.seq }); }) }, "recall"),
     ),
   );
+}
+
+// One reaction per member: picking the one already mine clears it. Counts
+// change by the reaction event, which reaches this device too (so they are
+// not also taken from the answer, which would count twice).
+async function react(m: Message, emoji: string): Promise<void> {
+  const current = m.reactions.find((r) => r.reactedByMe)?.emoji;
+  reactingSeq = undefined;
+  renderConversation();
+  await km.chat.setReaction({ conversationId: m.conversationId, seq: m.seq, emoji: current === emoji ? "" : emoji });
+}
+
+async function edit(m: Message): Promise<void> {
+  if (m.content.case !== "text") return;
+  const text = prompt("Edit message", m.content.value);
+  if (text === null || !text.trim() || text === m.content.value) return;
+  const res = await km.chat.editMessage({ conversationId: m.conversationId, seq: m.seq, text: text.trim() });
+  const edited = res.message;
+  if (edited && edited.content.case === "text") {
+    m.content = { case: "text", value: edited.content.value };
+    m.editedAt = edited.editedAt;
+  }
+  renderConversation();
 }
 
 function attachmentView(id: bigint, kind: AttachmentKind, caption: string, contentType: string, size: number): HTMLElement {
@@ -946,7 +1210,13 @@ async function send(v: ConvView, text: HTMLTextAreaElement): Promise<void> {
     : { case: "peerId" as const, value: v.conv.with.value!.id };
   const body = text.value.trim();
   const file = pendingFile;
+  const reply = replyTo;
   if (!body && !file) return;
+  replyTo = undefined;
+  renderReply();
+  if (v.conv.with.case === "group" && body.includes("@") && groupMembers.length === 0) {
+    await loadGroupMembers(); // @names need the members; opening the group asks, but may not be back yet
+  }
   // Cleared at once, so a second press sends nothing twice; put back on failure.
   text.value = "";
   pendingFile = undefined;
@@ -960,11 +1230,13 @@ async function send(v: ConvView, text: HTMLTextAreaElement): Promise<void> {
       onMessage(res.message!);
     }
     if (body) {
-      const res = await km.chat.sendMessage({ target, clientMsgId, content: { case: "text", value: body } });
+      const res = await km.chat.sendMessage({ target, clientMsgId, content: { case: "text", value: body }, replyToSeq: reply?.seq ?? 0n, ...mentionsIn(v, body) });
       onMessage(res.message!);
     }
   } catch (err) {
     if (!text.value) text.value = body;
+    if (!replyTo) replyTo = reply;
+    renderReply();
     if (file && !pendingFile) {
       pendingFile = file;
       renderPendingFile();
@@ -972,6 +1244,18 @@ async function send(v: ConvView, text: HTMLTextAreaElement): Promise<void> {
     throw err;
   }
   renderConversation(true);
+}
+
+// @Name in a group message mentions the member of that name (nickname or
+// my remark for them); @all or @everyone, from an owner or admin, everyone.
+function mentionsIn(v: ConvView, body: string): { mentions: bigint[]; mentionEveryone: boolean } {
+  if (v.conv.with.case !== "group") return { mentions: [], mentionEveryone: false };
+  const mentions = groupMembers
+    .filter((gm) => gm.member && gm.member.id !== me?.id && (body.includes(`@${gm.member.nickname}`) || body.includes(`@${contactName(gm.member)}`)))
+    .map((gm) => gm.member!.id);
+  const role = groupMembers.find((gm) => gm.member?.id === me?.id)?.role;
+  const mentionEveryone = /@(all|everyone)\b/.test(body) && (role === GroupRole.OWNER || role === GroupRole.ADMIN);
+  return { mentions: mentions.slice(0, 50), mentionEveryone };
 }
 
 // ---- boot ----

@@ -173,6 +173,16 @@ export class KarlMaloneClient {
   }
 
   /**
+   * Downloads everything the server holds about the signed-in member
+   * (GET /v1/export, a JSON document; docs/CHAT-FEATURES.md) with the bearer
+   * token, for the app to save as a file.
+   */
+  async exportMyData(init: { signal?: AbortSignal } = {}): Promise<Blob> {
+    const res = await this.#http("/v1/export", { signal: init.signal ?? null });
+    return res.blob();
+  }
+
+  /**
    * A URL that shows the attachment in `<img src>`, `<a href>` and the like,
    * which cannot send a bearer header: a short-lived URL signed by the server
    * for this member (ChatService.GetAttachmentUrl), which needs no token.

@@ -1,6 +1,7 @@
 // @karlmalone/client: the TypeScript SDK of KarlMalone. See web/client/README.md.
 export { KarlMaloneClient, type ClientOptions, type UploadedAttachment, type WebSocketConstructor } from "./client.js";
 export { PushSession, CloseCode, type PushOptions, type PushState, type PushItem } from "./push.js";
+export { type FeatureEventHandlers, dispatchFeatureEvent, applyMessageEvent } from "./events.js";
 export { type CursorStore, type CursorState, MemoryCursorStore, webStorageCursorStore } from "./cursors.js";
 export { type BackoffOptions, backoffDelay } from "./backoff.js";
 export {

@@ -11,6 +11,7 @@ import type { Message } from "../../../gen/es/karlmalone/v1/message_pb.js";
 import type { Event } from "../../../gen/es/karlmalone/v1/push_pb.js";
 import { type BackoffOptions, backoffDelay } from "./backoff.js";
 import type { KarlMaloneClient, WebSocketConstructor } from "./client.js";
+import { type FeatureEventHandlers, dispatchFeatureEvent } from "./events.js";
 import { type CursorState, type CursorStore, MemoryCursorStore } from "./cursors.js";
 import { BEARER_PREFIX, type FrameDecoder, type PushEncoding, decoderFor, subprotocolsFor } from "./frames.js";
 
@@ -61,8 +62,14 @@ export type PushItem =
   | { type: "conversations"; conversations: Conversation[] }
   | { type: "state"; state: PushState };
 
-/** The options of KarlMaloneClient.push. */
-export interface PushOptions {
+/**
+ * The options of KarlMaloneClient.push. Besides onEvent (every event), the
+ * feature events have typed callbacks (FeatureEventHandlers: onMessageEdited,
+ * onReaction, onConversationSettings, onMembersAdded, onMemberDeleted,
+ * onPresence); applyMessageEvent applies edits, reactions and recalls to the
+ * messages an app holds.
+ */
+export interface PushOptions extends FeatureEventHandlers {
   /** "proto" (binary frames, the default) or "json" (text frames). */
   encoding?: PushEncoding;
   /**
@@ -149,6 +156,7 @@ export class PushSession implements AsyncIterable<PushItem> {
     conversations: new Set(),
   };
   readonly #iterators = new Set<ItemQueue>();
+  readonly #featureHandlers = new Set<(e: Event) => void>();
 
   #state: PushState = { status: "connecting", attempt: 0 };
   #closed = false;
@@ -170,6 +178,7 @@ export class PushSession implements AsyncIterable<PushItem> {
     if (opts.onEvent) this.#listeners.event.add(opts.onEvent);
     if (opts.onState) this.#listeners.state.add(opts.onState);
     if (opts.onConversations) this.#listeners.conversations.add(opts.onConversations);
+    this.#featureHandlers.add((e) => dispatchFeatureEvent(opts, e));
     this.#done = this.#run().catch((err: unknown) => {
       console.error("karlmalone push session failed", err);
       this.#setState({ status: "closed" });
@@ -654,7 +663,9 @@ export class PushSession implements AsyncIterable<PushItem> {
       case "message":
         return call(this.#listeners.message, item.message);
       case "event":
-        return call(this.#listeners.event, item.event);
+        call(this.#listeners.event, item.event);
+        // The typed callbacks of PushOptions (events.ts), after the generic ones.
+        return call(this.#featureHandlers, item.event);
       case "conversations":
         return call(this.#listeners.conversations, item.conversations);
       case "state":
