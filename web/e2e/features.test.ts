@@ -1,7 +1,9 @@
 // The chat features of docs/CHAT-FEATURES.md in the app, in two browser
 // contexts: a reply with its quote, an edit, a reaction, a recall of the
-// quoted message ("message unavailable"), message search, pin/mute markers
-// and presence dots — each seen on both sides — then an @mention in a group,
+// quoted message ("message unavailable"), message search, mute for an hour
+// ("muted until") and unmute, pin/mute markers and presence dots — each seen
+// on both sides — then an @mention in a group, a forward into the group (the
+// copy marked "Forwarded" on the other side),
 // export, hide presence and account deletion.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -110,11 +112,28 @@ test("reply, edit, react, recall and search, seen on both sides", async () => {
     await p.waitForSelector(`#conv-title:text-is("${other}")`);
   }
 
-  // Pin and mute on Ann's side only: the markers show for her, not for Ben.
+  // Mute for 1 hour: "muted until" in the list and the header, stored about an hour ahead; then Unmute.
+  const annBen = `#conv-list li:has(.title:text-is("Ben"))`;
+  await a.click("#conv-mute");
+  const asked = Date.now();
+  await a.click('#mute-menu [data-mute="1h"]');
+  await a.waitForSelector(`${annBen} [data-testid=muted]:has-text("muted until")`);
+  await a.waitForSelector('#conv-mute-state:has-text("muted until")');
+  const { conversations } = await ann.client.chat.listConversations({ pageSize: 10 });
+  const until = conversations.find((c) => c.with.case === "peer" && c.with.value.id === ben.id)?.settings?.mutedUntil;
+  assert.ok(until, "muted_until stored");
+  const ahead = Number(until.seconds) * 1000 - asked;
+  assert.ok(ahead > 3590_000 && ahead < 3610_000, `muted about an hour ahead, not ${ahead} ms`);
+  await a.click('#conv-mute:text-is("Unmute")');
+  await a.waitForSelector('#conv-mute:text-is("Mute")');
+  assert.equal(await a.isVisible(`${annBen} [data-testid=muted]`), false, "unmuted");
+
+  // Pin and mute (forever) on Ann's side only: the markers show for her, not for Ben.
   await a.click("#conv-pin");
   await a.click("#conv-mute");
+  await a.click('#mute-menu [data-mute="forever"]');
   await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) [data-testid=pinned]');
-  await a.waitForSelector('#conv-list li:has(.title:text-is("Ben")) [data-testid=muted]');
+  await a.waitForSelector(`${annBen} [data-testid=muted]:text-is("muted")`);
   await a.waitForSelector('#conv-mute:text-is("Unmute")');
   assert.equal(await b.isVisible("#conv-list [data-testid=pinned]"), false);
   await screenshot(a, "features-ann");
@@ -137,6 +156,16 @@ test("reply, edit, react, recall and search, seen on both sides", async () => {
   await openChatWith(a, "Lunch club");
   await a.waitForSelector(`${msg("@Ann are you coming?")}.mention`);
   assert.ok(group, "group created");
+
+  // Ann forwards her "Sure, where?" from her chat with Ben to the group: Ben sees the copy there, marked forwarded.
+  await openChatWith(a, "Ben");
+  await a.click(`${msg("Sure, where?")} .forward`);
+  await a.click('#forward-picker button:text-is("Lunch club")');
+  await a.waitForSelector('#forward-done:has-text("Lunch club")');
+  await b.waitForSelector(`${msg("Sure, where?")} [data-testid=forwarded]`);
+  assert.equal(await b.textContent(`${msg("Sure, where?")} .sender`), "Ann");
+  assert.equal(await a.isVisible(`${msg("Sure, where?")} [data-testid=forwarded]`), false, "the original is not marked");
+  await screenshot(b, "features-forwarded");
 
   // Profile: export my data downloads a JSON document with the bearer token.
   await a.click("#tab-profile");

@@ -3,7 +3,7 @@
 // typing, read state, recall and attachments; replies, edits, reactions,
 // mentions, conversation settings, message search, presence and the profile
 // (hide presence, export, delete account) of docs/CHAT-FEATURES.md.
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   AttachmentKind,
   type Contact,
@@ -59,6 +59,9 @@ let search = { query: "", members: [] as Member[], notice: "", done: false };
 let lastTypingSent = 0;
 let replyTo: Message | undefined; // the message the composer replies to
 let reactingSeq: bigint | undefined; // the message whose emoji picker is open
+let forwarding: Message | undefined; // the message whose forward picker is open
+let forwardedTo = ""; // the last forward's target, shown until the next action
+let muteMenu = false; // the Mute menu (1 hour, 8 hours, forever) is open
 let showArchived = false;
 let msgSearch = { query: "", results: [] as Message[], done: false };
 const presence = new Map<string, boolean>(); // member id → online
@@ -581,14 +584,14 @@ function chatList(): HTMLElement {
             v.conv.with.case === "peer" && presenceDot(v.conv.with.value.id),
             h("span", { class: "title" }, convTitle(v.conv)),
             st?.pinnedAt && h("small", { class: "marker", "data-testid": "pinned" }, "pinned"),
-            st?.muted && h("small", { class: "marker", "data-testid": "muted" }, "muted"),
+            isMuted(st) && h("small", { class: "marker", "data-testid": "muted" }, muteLabel(st)),
           ),
           h(
             "span",
             {},
             v.conv.mentionedMe && h("span", { class: "badge mention", "data-testid": "mentioned", title: "you were mentioned" }, "@"),
             // A muted conversation still counts, in grey: mute only keeps it quiet.
-            v.conv.unreadCount > 0n && h("span", { class: st?.muted ? "badge unread quiet" : "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
+            v.conv.unreadCount > 0n && h("span", { class: isMuted(st) ? "badge unread quiet" : "badge unread", "data-testid": "unread" }, String(v.conv.unreadCount)),
           ),
           h("span", { class: "preview" }, who.length ? `${who.join(", ")} typing…` : preview(v.conv.lastMessage)),
         );
@@ -907,6 +910,9 @@ async function openConversation(key: string): Promise<void> {
   pendingFile = undefined;
   replyTo = undefined;
   reactingSeq = undefined;
+  forwarding = undefined;
+  forwardedTo = "";
+  muteMenu = false;
   groupMembers = [];
   if (v.conv.with.case === "group") void loadGroupMembers().catch(() => {}); // for @mentions
   tab = "chats";
@@ -997,8 +1003,7 @@ function settingsButtons(v: ConvView): HTMLElement {
   return h(
     "span",
     { class: "conv-settings" },
-    h("button", { class: "link", id: "conv-mute", onclick: act(async () =>
-      apply(await km.chat.updateConversationSettings({ conversationId: id, mute: st?.muted ? { case: "unmute", value: true } : { case: "muteForever", value: true } }))) }, st?.muted ? "Unmute" : "Mute"),
+    ...muteControl(v, apply),
     h("button", { class: "link", id: "conv-pin", onclick: act(async () =>
       apply(await km.chat.updateConversationSettings({ conversationId: id, pinned: !st?.pinnedAt }))) }, st?.pinnedAt ? "Unpin" : "Pin"),
     h("button", { class: "link", id: "conv-archive", onclick: act(async () => {
@@ -1010,6 +1015,49 @@ function settingsButtons(v: ConvView): HTMLElement {
       await Promise.all([loadConversations(), reloadOpen()]);
     }) }, "Clear history"),
   );
+}
+
+type MuteChoice = "1h" | "8h" | "forever";
+const MUTE_CHOICES: [MuteChoice, string][] = [["1h", "1 hour"], ["8h", "8 hours"], ["forever", "forever"]];
+
+// Muted while forever, or while muted_until is ahead: checked against this
+// clock at each render, so a mute that has run out stops showing without a
+// round trip (the server's "muted" is as of its answer).
+function isMuted(st: Conversation["settings"]): boolean {
+  return Boolean(st && (st.mutedForever || (st.mutedUntil && time(st.mutedUntil) > Date.now())));
+}
+
+// "muted" (forever) or "muted until 14:05" (with the day when not today).
+function muteLabel(st: Conversation["settings"]): string {
+  if (!st?.mutedUntil || st.mutedForever) return "muted";
+  const until = timestampDate(st.mutedUntil);
+  const hm = until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return until.toDateString() === new Date().toDateString() ? `muted until ${hm}` : `muted until ${until.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" })} ${hm}`;
+}
+
+// Mute: a menu of 1 hour, 8 hours and forever; once muted, the label and Unmute.
+function muteControl(v: ConvView, apply: (res: { settings?: Conversation["settings"] }) => void): (HTMLElement | false)[] {
+  const id = v.conv.id;
+  const st = v.conv.settings;
+  if (isMuted(st)) {
+    return [
+      h("small", { class: "marker", id: "conv-mute-state" }, muteLabel(st)),
+      h("button", { class: "link", id: "conv-mute", onclick: act(async () =>
+        apply(await km.chat.updateConversationSettings({ conversationId: id, mute: { case: "unmute", value: true } }))) }, "Unmute"),
+    ];
+  }
+  const choose = (c: MuteChoice) => act(async () => {
+    muteMenu = false;
+    const mute = c === "forever"
+      ? { case: "muteForever" as const, value: true }
+      : { case: "muteUntil" as const, value: timestampFromMs(Date.now() + (c === "1h" ? 1 : 8) * 3600_000) };
+    apply(await km.chat.updateConversationSettings({ conversationId: id, mute }));
+  });
+  return [
+    h("button", { class: "link", id: "conv-mute", onclick: () => { muteMenu = !muteMenu; renderHeader(); } }, "Mute"),
+    muteMenu && h("span", { class: "menu", id: "mute-menu" }, MUTE_CHOICES.map(([c, label]) =>
+      h("button", { class: "link", "data-mute": c, onclick: choose(c) }, label))),
+  ];
 }
 
 function renderConversation(scrollToEnd = false): void {
@@ -1043,6 +1091,7 @@ function renderConversation(scrollToEnd = false): void {
   render(body, list, showMembers && g && membersPanel(g));
   renderPendingFile();
   renderReply();
+  renderForward();
   renderHeader();
   list.scrollTop = scrollToEnd || atEnd ? list.scrollHeight : oldTop;
 }
@@ -1071,6 +1120,7 @@ function composer(v: ConvView): HTMLElement {
   const form = h(
     "form",
     { class: "composer", id: "composer" },
+    h("div", { id: "forward-slot" }),
     h("div", { id: "reply-slot" }),
     h("div", { id: "pending-slot" }),
     h("div", { class: "row" },
@@ -1093,6 +1143,46 @@ function renderReply(): void {
   render(slot, replyTo && h("div", { class: "replying", id: "replying" },
     h("span", {}, `Replying to ${nameOf(replyTo.senderId)}: `, h("em", {}, preview(replyTo))),
     h("button", { type: "button", class: "link", onclick: () => { replyTo = undefined; renderReply(); } }, "Cancel")));
+}
+
+// Forward targets: the member's conversations (contacts and groups), and
+// contacts with none yet; the current one included (forwarding within a
+// conversation is allowed).
+function forwardTargets(): { title: string; key: string; target: { case: "peerId" | "groupId"; value: bigint } }[] {
+  const out = [];
+  const peers = new Set<string>();
+  for (const v of convs.values()) {
+    const w = v.conv.with;
+    if (w.case === "peer") peers.add(w.value.id.toString());
+    if (w.case === "peer" || w.case === "group") {
+      out.push({ title: convTitle(v.conv), key: v.conv.id.toString(), target: { case: w.case === "peer" ? "peerId" as const : "groupId" as const, value: w.value.id } });
+    }
+  }
+  for (const c of contacts.values()) {
+    if (!peers.has(c.member!.id.toString())) out.push({ title: contactName(c.member!), key: `peer-${c.member!.id}`, target: { case: "peerId" as const, value: c.member!.id } });
+  }
+  return out.sort((a, b) => a.title.localeCompare(b.title));
+}
+
+function renderForward(): void {
+  const slot = document.getElementById("forward-slot");
+  if (!slot) return;
+  const m = forwarding;
+  if (!m) {
+    render(slot, forwardedTo && h("div", { class: "replying", id: "forward-done" }, `Forwarded to ${forwardedTo}`));
+    return;
+  }
+  render(slot, h("div", { class: "replying", id: "forward-picker" },
+    h("span", {}, "Forward ", h("em", {}, preview(m)), " to: "),
+    forwardTargets().map((t) => h("button", { type: "button", class: "link", "data-forward-to": t.key, onclick: act(async () => {
+      // The copy's idempotency key: a new one per pick (each pick is a new copy).
+      const res = await km.chat.forwardMessage({ conversationId: m.conversationId, seq: m.seq, target: t.target, clientMsgId: crypto.randomUUID() });
+      forwarding = undefined;
+      forwardedTo = t.title;
+      renderForward();
+      onMessage(res.message!);
+    }) }, t.title)),
+    h("button", { type: "button", class: "link", onclick: () => { forwarding = undefined; renderForward(); } }, "Cancel")));
 }
 
 function renderPendingFile(): void {
@@ -1140,7 +1230,7 @@ function messageItem(v: ConvView, m: Message): HTMLElement {
     !mine && v.conv.kind === ConversationKind.GROUP && h("span", { class: "sender" }, nameOf(m.senderId)),
     live && q && h("div", { class: "quote", "data-reply-to": q.seq.toString() },
       q.unavailable ? h("em", {}, "message unavailable") : [h("strong", {}, nameOf(q.senderId)), " ", q.text || (q.attachmentKind === AttachmentKind.IMAGE ? "🖼 image" : "📎 file")]),
-    h("div", { class: "bubble" }, m.forwarded && live && h("small", { class: "muted" }, "Forwarded "), body),
+    h("div", { class: "bubble" }, m.forwarded && live && h("small", { class: "muted forwarded", "data-testid": "forwarded" }, "Forwarded "), body),
     live && m.reactions.length > 0 && h("div", { class: "reactions" }, m.reactions.map((r) =>
       h("button", { class: r.reactedByMe ? "reaction mine" : "reaction", "data-emoji": r.emoji, onclick: act(() => react(m, r.emoji)) }, `${r.emoji} ${r.count}`))),
     live && reactingSeq === m.seq && h("div", { class: "picker" }, REACTIONS.map((e) =>
@@ -1153,6 +1243,7 @@ function messageItem(v: ConvView, m: Message): HTMLElement {
       mine && direct && v.peerReadSeq >= m.seq && h("span", { class: "read", "data-testid": "read" }, " · read"),
       live && h("button", { class: "link reply", onclick: () => { replyTo = m; renderReply(); byId<HTMLTextAreaElement>("composer-text").focus(); } }, "reply"),
       live && h("button", { class: "link react", onclick: () => { reactingSeq = reactingSeq === m.seq ? undefined : m.seq; renderConversation(); } }, "react"),
+      live && h("button", { class: "link forward", onclick: () => { forwarding = forwarding?.seq === m.seq ? undefined : m; forwardedTo = ""; renderForward(); } }, "forward"),
       canEdit && h("button", { class: "link edit", onclick: act(() => edit(m)) }, "edit"),
       canRecall && h("button", { class: "link recall", onclick: act(async () => { await km.chat.recallMessage({ conversationId: m.conversationId, seq: m.seq }); }) }, "recall"),
     ),
