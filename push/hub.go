@@ -103,10 +103,6 @@ type Config struct {
 	// may have been lost since a time, sent after the bus was down (see
 	// docs/CLUSTER.md). Nil: no such notice.
 	ResyncEvent func(since time.Time) proto.Message
-	// OnSessionRevoked, if set, is called when another node revoked a
-	// session (the hub has closed its receivers here), so that this node
-	// drops whatever it caches about the session. It must not block.
-	OnSessionRevoked func(sessionID int64)
 }
 
 // DefaultConfig returns the hub's defaults; the command's flags and the tests
@@ -512,9 +508,6 @@ func (h *Hub) CloseSession(sessionID int64) {
 
 // remoteRevoke closes a session that another node revoked.
 func (h *Hub) remoteRevoke(sessionID int64) {
-	if h.cfg.OnSessionRevoked != nil {
-		h.cfg.OnSessionRevoked(sessionID)
-	}
 	if w := h.sessionWatch.Load(); w != nil && w.Revoked != nil {
 		w.Revoked(sessionID)
 	}

@@ -217,9 +217,10 @@ func TestNATSCloseSessionAcrossNodes(t *testing.T) {
 	t.Parallel()
 	ns := natstest.New(t)
 	revoked := make(chan int64, 10)
-	hook := Config{OnSessionRevoked: func(id int64) { revoked <- id }}
-	a := newNodeHub(t, ns, "a", hook)
-	b, c := newNodeHub(t, ns, "b", hook), newNodeHub(t, ns, "c", hook)
+	a, b, c := newNodeHub(t, ns, "a", Config{}), newNodeHub(t, ns, "b", Config{}), newNodeHub(t, ns, "c", Config{})
+	for _, n := range []*node{b, c} {
+		n.hub.WatchSessions(SessionWatch{Revoked: func(id int64) { revoked <- id }})
+	}
 	for _, n := range []*node{a, b, c} {
 		eventually(t, "every node knows every other", func() bool { return n.bus.Stats().Peers == 2 })
 	}
@@ -243,7 +244,7 @@ func TestNATSCloseSessionAcrossNodes(t *testing.T) {
 	}
 	select {
 	case id := <-revoked:
-		t.Errorf("told of session %d once more (a, which revoked it, needs no telling)", id)
+		t.Errorf("told of session %d once more (b and c, once each)", id)
 	default:
 	}
 	if got := c.hub.Sessions(); len(got) != 1 || got[0] != 11 {

@@ -158,7 +158,7 @@ func TestEveryLimitIsAFlag(t *testing.T) {
 	unchanged("config", reflect.ValueOf(*byFlag), reflect.ValueOf(*defaults), "server", "push")
 	unchanged("server.Config", reflect.ValueOf(byFlag.server), reflect.ValueOf(defaults.server))
 	// Bus and the event constructors are wiring, not limits.
-	unchanged("push.Config", reflect.ValueOf(byFlag.push), reflect.ValueOf(defaults.push), "Bus", "NewEvent", "ResyncEvent", "OnSessionRevoked")
+	unchanged("push.Config", reflect.ValueOf(byFlag.push), reflect.ValueOf(defaults.push), "Bus", "NewEvent", "ResyncEvent")
 
 	// Spot checks of the parsing itself.
 	if got := byFlag.server.CORSOrigins; !slices.Equal(got, []string{"https://app.example.com", "https://admin.example.com"}) {
